@@ -1,0 +1,3 @@
+//! usbipd: a USB/IP server. See ARCHITECTURE.md for the map.
+
+pub mod device;
