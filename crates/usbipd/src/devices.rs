@@ -20,17 +20,25 @@ pub struct BuiltDevices {
 pub fn demo_config() -> Config {
     Config {
         devices: vec![
-            DeviceConfig::Keyboard { busid: None },
+            DeviceConfig::Keyboard {
+                busid: None,
+                allow: vec![],
+            },
             DeviceConfig::Serial {
                 busid: None,
+                allow: vec![],
                 tcp: ([127, 0, 0, 1], 3250).into(),
             },
             DeviceConfig::Storage {
                 busid: None,
+                allow: vec![],
                 image: "".into(),
                 read_only: false,
             },
-            DeviceConfig::Loopback { busid: None },
+            DeviceConfig::Loopback {
+                busid: None,
+                allow: vec![],
+            },
         ],
         ..Config::default()
     }
