@@ -6,6 +6,7 @@
 
 pub mod descriptors;
 pub mod keyboard;
+pub mod serial;
 
 use std::sync::Arc;
 
