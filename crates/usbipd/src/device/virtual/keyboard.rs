@@ -204,11 +204,20 @@ impl Keyboard {
 
 impl KeyboardHandle {
     /// Queues a press and a release report for each character of `text`. All or nothing: an
-    /// unknown character or a queue without room for the whole text queues nothing.
+    /// unknown character or a queue without room for the whole text queues nothing. Text
+    /// longer than the queue can ever hold (half its capacity) is refused; split it.
     pub fn type_text(&self, text: &str) -> Result<(), KeyboardError> {
-        let mut reports = Vec::with_capacity(text.len() * 2);
+        let mut reports = Vec::with_capacity((text.len() * 2).min(QUEUE_CAPACITY));
         for c in text.chars() {
             let (modifiers, usage) = keymap::key_for(c).ok_or(KeyboardError::UnknownChar(c))?;
+            if reports.len() + 2 > QUEUE_CAPACITY {
+                // It could never fit: stop before building an unbounded list.
+                return Err(KeyboardError::QueueFull {
+                    needed: text.chars().count() * 2,
+                    pending: self.pending(),
+                    capacity: QUEUE_CAPACITY,
+                });
+            }
             reports.push([modifiers, 0, usage, 0, 0, 0, 0, 0]);
             reports.push([0; 8]);
         }

@@ -13,7 +13,7 @@ mod pipe;
 mod tests;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -31,8 +31,9 @@ pub use pipe::PIPE_CAPACITY;
 pub const VENDOR_ID: u16 = 0x1209;
 pub const PRODUCT_ID: u16 = 0x0002;
 
-/// Where the TCP side listens unless told otherwise.
-pub const DEFAULT_ADDRESS: &str = "127.0.0.1:3250";
+/// Where the TCP side listens unless told otherwise: 127.0.0.1:3250.
+pub const DEFAULT_ADDRESS: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 3250));
 
 const COMM_INTERFACE: u16 = 0;
 const NOTIFY_ENDPOINT: u8 = 0x81;

@@ -77,4 +77,16 @@ mod tests {
         assert_eq!(key_for('é'), None);
         assert_eq!(key_for('\r'), None);
     }
+
+    #[test]
+    fn every_printable_ascii_character_has_a_key_and_no_two_share_one() {
+        let mut seen = std::collections::HashMap::new();
+        for c in (0x20u8..0x7f).map(char::from) {
+            let key = key_for(c).unwrap_or_else(|| panic!("no key for {c:?}"));
+            assert!(key.1 >= 0x04 && key.1 <= 0x38, "{c:?} -> {key:?}");
+            if let Some(other) = seen.insert(key, c) {
+                panic!("{c:?} and {other:?} both map to {key:?}");
+            }
+        }
+    }
 }

@@ -274,6 +274,14 @@ async fn unknown_characters_and_a_full_queue_are_errors_that_queue_nothing() {
     handle.type_text("y").unwrap();
     assert_eq!(handle.pending(), QUEUE_CAPACITY);
     assert!(handle.type_text("y").is_err());
+
+    let (_device, fresh) = keyboard(Speed::Full);
+    let too_long = "x".repeat(QUEUE_CAPACITY);
+    assert!(matches!(
+        fresh.type_text(&too_long),
+        Err(KeyboardError::QueueFull { needed, .. }) if needed == 2 * QUEUE_CAPACITY
+    ));
+    assert_eq!(fresh.pending(), 0);
 }
 
 #[tokio::test]
