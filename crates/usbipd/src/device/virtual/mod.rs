@@ -6,6 +6,8 @@
 
 pub mod descriptors;
 pub mod gadget_zero;
+pub mod keyboard;
+pub mod serial;
 
 use std::sync::Arc;
 
