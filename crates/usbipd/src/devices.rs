@@ -5,6 +5,13 @@ use std::sync::Arc;
 
 use crate::config::{Config, DeviceConfig};
 use crate::control::TypeText;
+use anyhow::Context;
+use usbip_proto::Speed;
+
+use crate::device::r#virtual::gadget_zero;
+use crate::device::r#virtual::keyboard::{Keyboard, KeyboardHandle};
+use crate::device::r#virtual::serial::Serial;
+use crate::device::r#virtual::BusPosition;
 use crate::device::Device;
 
 /// The devices to export, and the handles the control socket needs.
@@ -44,9 +51,110 @@ pub fn demo_config() -> Config {
     }
 }
 
-pub async fn build(config: &Config) -> anyhow::Result<BuiltDevices> {
-    if let Some(dev) = config.devices.first() {
-        anyhow::bail!("device kind {dev:?} is not available yet");
+impl TypeText for KeyboardHandle {
+    fn type_text(&self, text: &str) -> Result<(), String> {
+        KeyboardHandle::type_text(self, text).map_err(|e| e.to_string())
     }
-    Ok(BuiltDevices::default())
+}
+
+/// Builds every configured device. Fails on the first that cannot be built (a TCP port in
+/// use, an image that cannot be opened), naming it.
+pub async fn build(config: &Config) -> anyhow::Result<BuiltDevices> {
+    let mut built = BuiltDevices::default();
+    for (i, dev) in config.devices.iter().enumerate() {
+        let port = i as u32 + 1;
+        let position = match dev.busid() {
+            Some(busid) => parse_position(busid)?,
+            None => BusPosition::virtual_port(port),
+        };
+        let busid = position.busid.clone();
+        let serial = format!("USBIPD{:06X}", port);
+        let device: Arc<dyn Device> = match dev {
+            DeviceConfig::Keyboard { .. } => {
+                let (device, handle) = Keyboard::new(Speed::Full, &serial, position)
+                    .with_context(|| format!("virtual keyboard {busid}"))?;
+                built.keyboards.insert(busid.clone(), Arc::new(handle));
+                Arc::new(device)
+            }
+            DeviceConfig::Serial { tcp, .. } => Arc::new(
+                Serial::bind(*tcp, Speed::High, &serial, position)
+                    .await
+                    .with_context(|| format!("virtual serial port {busid}"))?,
+            ),
+            DeviceConfig::Storage { .. } => {
+                anyhow::bail!("virtual mass storage {busid} is not available yet")
+            }
+            DeviceConfig::Loopback { .. } => Arc::new(gadget_zero::new(position)),
+        };
+        built.devices.push(device);
+    }
+    Ok(built)
+}
+
+/// A configured busid: `<bus>-<port>` with numbers, so that busnum/devnum follow from it.
+fn parse_position(busid: &str) -> anyhow::Result<BusPosition> {
+    let parsed = busid
+        .split_once('-')
+        .and_then(|(bus, port)| Some((bus.parse::<u32>().ok()?, port.parse::<u32>().ok()?)));
+    match parsed {
+        Some((busnum, devnum)) if busnum <= 0xffff && (1..=0xffff).contains(&devnum) => {
+            Ok(BusPosition {
+                busid: busid.to_string(),
+                busnum,
+                devnum,
+            })
+        }
+        _ => anyhow::bail!(
+            "busid {busid:?} of a virtual device must look like <bus>-<port> with numbers, e.g. 0-5"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_busids_must_be_numeric() {
+        let p = parse_position("0-7").unwrap();
+        assert_eq!((p.busnum, p.devnum), (0, 7));
+        assert!(parse_position("x-1").is_err());
+        assert!(parse_position("0-0").is_err());
+        assert!(parse_position("1-2.3").is_err());
+    }
+
+    #[tokio::test]
+    async fn builds_keyboard_serial_and_loopback() {
+        let config: Config = toml::from_str(
+            r#"
+            [[device]]
+            kind = "keyboard"
+            [[device]]
+            kind = "serial"
+            tcp = "127.0.0.1:0"
+            [[device]]
+            kind = "loopback"
+            busid = "3-9"
+            "#,
+        )
+        .unwrap();
+        let built = build(&config).await.unwrap();
+        let ids: Vec<(String, u16)> = built
+            .devices
+            .iter()
+            .map(|d| {
+                let r = d.describe().record;
+                (r.busid, r.id_product)
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                ("0-1".into(), 0x0001),
+                ("0-2".into(), 0x0002),
+                ("3-9".into(), 0xa4a0)
+            ]
+        );
+        assert!(built.keyboards.contains_key("0-1"));
+    }
 }
