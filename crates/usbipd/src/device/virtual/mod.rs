@@ -5,6 +5,7 @@
 //! requests and all other endpoints to the function's [`FunctionSession`].
 
 pub mod descriptors;
+pub mod mass_storage;
 
 use std::sync::Arc;
 
