@@ -7,6 +7,7 @@
 pub mod descriptors;
 pub mod gadget_zero;
 pub mod keyboard;
+pub mod mass_storage;
 pub mod serial;
 
 use std::sync::Arc;
