@@ -1,6 +1,7 @@
 //! Builds the virtual devices a configuration asks for, with their host-side handles.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{Config, DeviceConfig};
@@ -8,10 +9,10 @@ use crate::control::TypeText;
 use anyhow::Context;
 use usbip_proto::Speed;
 
-use crate::device::r#virtual::gadget_zero;
 use crate::device::r#virtual::keyboard::{Keyboard, KeyboardHandle};
 use crate::device::r#virtual::serial::Serial;
 use crate::device::r#virtual::BusPosition;
+use crate::device::r#virtual::{gadget_zero, mass_storage};
 use crate::device::Device;
 
 /// The devices to export, and the handles the control socket needs.
@@ -22,6 +23,9 @@ pub struct BuiltDevices {
     /// Temporary files that must live as long as the server (the demo disk image).
     pub keep_alive: Vec<Box<dyn std::any::Any + Send>>,
 }
+
+/// Size of the demo's temporary disk.
+const DEMO_DISK_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The configuration `--demo` serves: one device of each kind; the disk on a temporary image.
 pub fn demo_config() -> Config {
@@ -39,7 +43,7 @@ pub fn demo_config() -> Config {
             DeviceConfig::Storage {
                 busid: None,
                 allow: vec![],
-                image: "".into(),
+                image: PathBuf::new(), // empty: a temporary image
                 read_only: false,
             },
             DeviceConfig::Loopback {
@@ -81,8 +85,24 @@ pub async fn build(config: &Config) -> anyhow::Result<BuiltDevices> {
                     .await
                     .with_context(|| format!("virtual serial port {busid}"))?,
             ),
-            DeviceConfig::Storage { .. } => {
-                anyhow::bail!("virtual mass storage {busid} is not available yet")
+            DeviceConfig::Storage {
+                image, read_only, ..
+            } => {
+                let path = if image.as_os_str().is_empty() {
+                    // The demo disk: a sparse temporary image that lives as long as the server.
+                    let temp = mass_storage::temporary_image(DEMO_DISK_BYTES)
+                        .context("temporary disk image for the demo")?;
+                    let path = temp.path().to_owned();
+                    built.keep_alive.push(Box::new(temp));
+                    path
+                } else {
+                    image.clone()
+                };
+                Arc::new(
+                    mass_storage::new(&path, *read_only, position).with_context(|| {
+                        format!("virtual disk {busid} on image {}", path.display())
+                    })?,
+                )
             }
             DeviceConfig::Loopback { .. } => Arc::new(gadget_zero::new(position)),
         };
@@ -124,7 +144,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn builds_keyboard_serial_and_loopback() {
+    async fn builds_every_kind() {
         let config: Config = toml::from_str(
             r#"
             [[device]]
@@ -135,6 +155,9 @@ mod tests {
             [[device]]
             kind = "loopback"
             busid = "3-9"
+            [[device]]
+            kind = "storage"
+            image = ""
             "#,
         )
         .unwrap();
@@ -152,7 +175,8 @@ mod tests {
             vec![
                 ("0-1".into(), 0x0001),
                 ("0-2".into(), 0x0002),
-                ("3-9".into(), 0xa4a0)
+                ("3-9".into(), 0xa4a0),
+                ("0-4".into(), 0x0003),
             ]
         );
         assert!(built.keyboards.contains_key("0-1"));
