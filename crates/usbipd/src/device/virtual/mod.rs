@@ -176,6 +176,8 @@ impl<F: Function> VirtualSession<F> {
             return self.session.control(setup, data);
         }
         match (setup.recipient(), setup.request) {
+            // Port requests belong to hubs; a function never sees them.
+            (Recipient::Other, _) => Err(errno::EPIPE),
             (Recipient::Device, request::GET_DESCRIPTOR) => self.get_descriptor(setup, data),
             (Recipient::Device, request::SET_CONFIGURATION) => {
                 let value = (setup.value & 0xff) as u8;
