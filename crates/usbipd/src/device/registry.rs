@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use usbip_proto::{ExportedDevice, OpStatus};
 
-use super::Device;
+use super::{Device, DeviceNames};
 use crate::server::Allowlist;
 
 struct Entry {
@@ -22,6 +22,7 @@ struct Entry {
 #[derive(Debug, Clone)]
 pub struct ExportState {
     pub device: ExportedDevice,
+    pub names: DeviceNames,
     pub user: Option<SocketAddr>,
 }
 
@@ -85,6 +86,7 @@ impl Registry {
             .into_iter()
             .map(|(d, user)| ExportState {
                 device: d.describe(),
+                names: d.names(),
                 user,
             })
             .collect()
