@@ -4,6 +4,7 @@
 //! [`DeviceSession`] per import; the session takes URBs with [`DeviceSession::submit`] and hands
 //! back each result, exactly once, through its [`Completer`]. Nothing here knows about sockets.
 
+pub mod host;
 pub mod registry;
 pub mod setup;
 pub mod testing;
