@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use usbipd::device::r#virtual::gadget_zero;
 
 use anyhow::{bail, Context};
 use usbipd::device::r#virtual::BusPosition;
@@ -27,7 +28,7 @@ pub fn serve(devices: usize) -> anyhow::Result<()> {
     rt.block_on(async {
         let registry = Registry::new();
         for port in 1..=devices {
-            registry.add(Arc::new(crate::device::new(BusPosition::virtual_port(
+            registry.add(Arc::new(gadget_zero::new(BusPosition::virtual_port(
                 port as u32,
             ))));
         }
@@ -79,7 +80,7 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// This binary in `serve` mode with `devices` source/sink devices.
+    /// This binary in `serve` mode exporting `devices` gadget-zero devices.
     pub fn bench(devices: usize) -> anyhow::Result<ServerProcess> {
         let exe = std::env::current_exe()?;
         let started = Instant::now();

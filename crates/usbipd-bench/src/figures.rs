@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use usbipd::device::r#virtual::gadget_zero;
 
 use bytes::Bytes;
 use usbip_client::Submit;
@@ -54,12 +55,12 @@ impl Plan {
     }
 }
 
-const EP: u8 = crate::device::BULK_IN;
+const EP: u8 = gadget_zero::EP_IN & 0x0f;
 
 fn bulk_submit(op: Op, n: usize) -> Submit {
     match op {
         Op::In => Submit::bulk_in(EP, n as u32),
-        _ => Submit::bulk_out(crate::device::BULK_OUT, Bytes::from(vec![0u8; n])),
+        _ => Submit::bulk_out(gadget_zero::EP_OUT, Bytes::from(vec![0u8; n])),
     }
 }
 
@@ -431,15 +432,37 @@ pub async fn many(
     ])
 }
 
+/// `usbipd server --demo`'s devices.
+const DEMO_CONFIG: &str = r#"
+[[device]]
+kind = "keyboard"
+[[device]]
+kind = "serial"
+tcp = "127.0.0.1:0"
+[[device]]
+kind = "storage"
+image = ""
+[[device]]
+kind = "loopback"
+"#;
+
 /// Where memory and start-up are measured: the real `usbipd server --demo` when it runs.
 pub enum Target {
     Usbipd(PathBuf),
     BenchChild,
 }
 
-fn spawn(target: &Target, devices: usize) -> anyhow::Result<ServerProcess> {
+pub fn spawn(target: &Target, devices: usize) -> anyhow::Result<ServerProcess> {
     match target {
-        Target::Usbipd(bin) => ServerProcess::usbipd(bin, &["--demo"]),
+        Target::Usbipd(bin) => {
+            // The demo's devices, with the serial port on an ephemeral port so that a running
+            // usbipd (or anything on 3250) does not stop the measurement.
+            let config =
+                std::env::temp_dir().join(format!("usbipd-bench-{}.toml", std::process::id()));
+            std::fs::write(&config, DEMO_CONFIG)?;
+            let config = config.to_string_lossy().into_owned();
+            ServerProcess::usbipd(bin, &["--config", &config])
+        }
         Target::BenchChild => ServerProcess::bench(devices),
     }
 }
@@ -460,6 +483,10 @@ pub async fn memory(target: &Target) -> anyhow::Result<Vec<Row>> {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let connected = server.rss_kib();
+    // Free the handshake slots again: one client address may hold only so many connections.
+    drop(sockets);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let base = server.rss_kib();
     // Imported, no URB in flight.
     let devices = usbip_client::list_devices(server.usbip).await?;
     let mut imported = Vec::new();
@@ -492,7 +519,7 @@ pub async fn memory(target: &Target) -> anyhow::Result<Vec<Row>> {
             Row::new(
                 "memory",
                 format!("per imported idle connection ({} imports)", imported.len()),
-                after_import.saturating_sub(connected) as f64 / imported.len() as f64,
+                after_import.saturating_sub(base) as f64 / imported.len() as f64,
                 "KiB",
             )
             .value_goal("<=", 256.0),

@@ -8,6 +8,7 @@ use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use usbipd::device::r#virtual::gadget_zero;
 
 use anyhow::{bail, ensure};
 use bytes::BytesMut;
@@ -48,7 +49,7 @@ async fn import(addr: SocketAddr, busid: &str) -> anyhow::Result<(TcpStream, u32
         Direction::Out,
         0,
         0,
-        [0, 0x09, crate::device::SOURCE_SINK_CONFIG, 0, 0, 0, 0, 0],
+        [0, 0x09, gadget_zero::CONFIG_SOURCE_SINK, 0, 0, 0, 0, 0],
     )
     .encode(&mut h);
     stream.write_all(&h).await?;
@@ -115,7 +116,7 @@ pub async fn load(
                     seqnum + i as u32,
                     devid,
                     direction,
-                    u32::from(crate::device::BULK_IN),
+                    u32::from(gadget_zero::EP_IN & 0x0f),
                     n as u32,
                     [0; 8],
                 )

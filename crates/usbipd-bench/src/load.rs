@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use usbipd::device::r#virtual::gadget_zero;
 
 use anyhow::bail;
 use usbip_client::{Connection, Error, Submit};
@@ -128,7 +129,7 @@ pub async fn import(addr: SocketAddr, busid: &str) -> anyhow::Result<Connection>
     let set_config = [
         0x00,
         0x09, // SET_CONFIGURATION
-        crate::device::SOURCE_SINK_CONFIG,
+        gadget_zero::CONFIG_SOURCE_SINK,
         0,
         0,
         0,

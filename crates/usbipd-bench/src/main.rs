@@ -6,7 +6,6 @@
 
 mod alloc;
 mod child;
-mod device;
 mod figures;
 mod lean;
 mod load;
@@ -85,7 +84,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let mut server = child::ServerProcess::bench(64)?;
         report.notes.push(
             "throughput, small URBs, latency, many clients: usbipd engine in a separate process \
-             (usbipd-bench serve) exporting the bench's source/sink device; client: usbip-client"
+             (usbipd-bench serve) exporting the gadget-zero virtual device (source/sink configuration); client: usbip-client"
                 .into(),
         );
         if wants("bulk") {
@@ -115,7 +114,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         drop(server);
         if wants("memory") || wants("startup") {
             let target = match child::find_usbipd(args.usbipd.clone()) {
-                Some(bin) => match child::ServerProcess::usbipd(&bin, &["--demo"]) {
+                Some(bin) => match figures::spawn(&figures::Target::Usbipd(bin.clone()), 4) {
                     Ok(_) => figures::Target::Usbipd(bin),
                     Err(e) => {
                         let note = format!("memory/start-up: `usbipd server --demo` does not run ({e}); measured the bench server process instead");
