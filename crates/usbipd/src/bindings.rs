@@ -123,7 +123,11 @@ impl Bindings {
 /// Parses `VID:PID` in hex, e.g. `0525:a4a0`.
 pub fn parse_hardware_id(s: &str) -> Option<Binding> {
     let (v, p) = s.split_once(':')?;
-    let parse = |x: &str| (x.len() == 4).then(|| u16::from_str_radix(x, 16).ok()).flatten();
+    let parse = |x: &str| {
+        (x.len() == 4)
+            .then(|| u16::from_str_radix(x, 16).ok())
+            .flatten()
+    };
     Some(Binding::HardwareId {
         vid: parse(v)?,
         pid: parse(p)?,
@@ -175,7 +179,10 @@ mod tests {
     fn hardware_ids_are_four_hex_digits_each() {
         assert_eq!(
             parse_hardware_id("1209:0001"),
-            Some(Binding::HardwareId { vid: 0x1209, pid: 1 })
+            Some(Binding::HardwareId {
+                vid: 0x1209,
+                pid: 1
+            })
         );
         assert_eq!(parse_hardware_id("1209-0001"), None);
         assert_eq!(parse_hardware_id("12:1"), None);
@@ -198,6 +205,9 @@ mod tests {
             Err(BindingsError::FutureVersion { found: 99, .. })
         ));
         std::fs::write(&path, "not json").unwrap();
-        assert!(matches!(Bindings::load(&path), Err(BindingsError::Parse { .. })));
+        assert!(matches!(
+            Bindings::load(&path),
+            Err(BindingsError::Parse { .. })
+        ));
     }
 }

@@ -14,6 +14,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, warn};
 
 use crate::device::registry::Registry;
+use crate::host_exports::HostExports;
 
 const MAX_REQUEST: u64 = 64 * 1024;
 
@@ -26,7 +27,12 @@ pub trait TypeText: Send + Sync {
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
     List,
-    Type { busid: String, text: String },
+    Type {
+        busid: String,
+        text: String,
+    },
+    /// Re-read the bindings and the host's devices (after `usbipd bind`/`unbind`).
+    Reload,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -38,9 +44,33 @@ pub struct DeviceEntry {
     pub manufacturer: Option<String>,
     pub product: Option<String>,
     pub interfaces: Vec<[u8; 3]>,
-    /// `available` or `attached`.
+    /// `not shared`, `shared` or `attached`.
     pub state: String,
+    /// `host` or `virtual`.
+    #[serde(default)]
+    pub kind: String,
     pub client: Option<String>,
+}
+
+impl DeviceEntry {
+    pub fn unshared_host(info: &crate::device::host::HostDeviceInfo) -> DeviceEntry {
+        DeviceEntry {
+            busid: info.busid.clone(),
+            vid: info.vendor_id,
+            pid: info.product_id,
+            speed: info.speed.as_mbps().to_string(),
+            manufacturer: info.manufacturer.clone(),
+            product: info.product.clone(),
+            interfaces: info
+                .interfaces
+                .iter()
+                .map(|i| [i.class, i.subclass, i.protocol])
+                .collect(),
+            state: "not shared".into(),
+            kind: "host".into(),
+            client: None,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -89,6 +119,8 @@ pub fn default_path() -> PathBuf {
 pub struct ControlContext {
     pub registry: Arc<Registry>,
     pub keyboards: HashMap<String, Arc<dyn TypeText>>,
+    /// The host devices, where this platform has a host backend.
+    pub host: Option<Arc<HostExports>>,
 }
 
 /// Binds the control socket, replacing a stale one.
@@ -133,7 +165,7 @@ async fn handle(stream: UnixStream, ctx: &ControlContext) {
     let mut lines = BufReader::new(read.take(MAX_REQUEST)).lines();
     let response = match lines.next_line().await {
         Ok(Some(line)) => match serde_json::from_str::<Request>(&line) {
-            Ok(request) => answer(request, ctx),
+            Ok(request) => answer(request, ctx).await,
             Err(e) => Response::error(format!("bad request: {e}")),
         },
         Ok(None) => return,
@@ -145,10 +177,22 @@ async fn handle(stream: UnixStream, ctx: &ControlContext) {
     let _ = write.write_all(&out).await;
 }
 
-fn answer(request: Request, ctx: &ControlContext) -> Response {
+async fn answer(request: Request, ctx: &ControlContext) -> Response {
     match request {
+        Request::Reload => {
+            if let Some(host) = &ctx.host {
+                host.refresh_logged().await;
+            }
+            Response::ok()
+        }
         Request::List => {
-            let devices = ctx
+            let host_busids: Vec<String> = ctx
+                .host
+                .iter()
+                .flat_map(|h| h.listing())
+                .map(|l| l.info.busid)
+                .collect();
+            let mut devices: Vec<DeviceEntry> = ctx
                 .registry
                 .states()
                 .into_iter()
@@ -170,13 +214,26 @@ fn answer(request: Request, ctx: &ControlContext) -> Response {
                         state: if s.user.is_some() {
                             "attached"
                         } else {
-                            "available"
+                            "shared"
+                        }
+                        .into(),
+                        kind: if host_busids.contains(&r.busid) {
+                            "host"
+                        } else {
+                            "virtual"
                         }
                         .into(),
                         client: s.user.map(|a| a.to_string()),
                     }
                 })
                 .collect();
+            // Host devices that are not shared are listed too, so a user sees what to bind.
+            for listing in ctx.host.iter().flat_map(|h| h.listing()) {
+                if !listing.bound {
+                    devices.push(DeviceEntry::unshared_host(&listing.info));
+                }
+            }
+            devices.sort_by(|a, b| a.busid.cmp(&b.busid));
             Response {
                 devices,
                 ..Response::ok()

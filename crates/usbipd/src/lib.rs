@@ -1,8 +1,11 @@
 //! usbipd: a USB/IP server. See ARCHITECTURE.md for the map.
 
+pub mod bindings;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod device;
 pub mod devices;
+pub mod host_exports;
+pub mod persist;
 pub mod server;

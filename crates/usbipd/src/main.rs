@@ -17,6 +17,8 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Server(args) => cli::server::run(args).await,
         Command::List(args) => cli::list::run(args).await,
+        Command::Bind(args) => cli::binding::bind(args).await,
+        Command::Unbind(args) => cli::binding::unbind(args).await,
         Command::Virtual(cmd) => cli::virtual_device::run(cmd).await,
     };
     match result {

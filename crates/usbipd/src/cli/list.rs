@@ -2,8 +2,8 @@
 
 use tokio::net::lookup_host;
 
-use super::ControlArg;
-use crate::control::{self, Request};
+use super::{ControlArg, StateArg};
+use crate::control::{self, DeviceEntry, Request};
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
@@ -15,6 +15,8 @@ pub struct ListArgs {
     pub json: bool,
     #[command(flatten)]
     pub control: ControlArg,
+    #[command(flatten)]
+    pub state: StateArg,
 }
 
 pub async fn run(args: ListArgs) -> anyhow::Result<()> {
@@ -25,19 +27,23 @@ pub async fn run(args: ListArgs) -> anyhow::Result<()> {
 }
 
 async fn local(args: &ListArgs) -> anyhow::Result<()> {
-    let response = control::request(&args.control.path(), &Request::List).await?;
-    if let Some(e) = response.error {
-        anyhow::bail!(e);
-    }
+    let devices = match control::request(&args.control.path(), &Request::List).await {
+        Ok(response) => match response.error {
+            Some(e) => anyhow::bail!(e),
+            None => response.devices,
+        },
+        // No server running: the host's devices and what is bound.
+        Err(_) => host_devices_offline(args)?,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&response.devices)?);
+        println!("{}", serde_json::to_string_pretty(&devices)?);
         return Ok(());
     }
     println!(
         "{:<10} {:<10} {:<9} {:<40} STATE",
         "BUSID", "VID:PID", "SPEED", "DEVICE"
     );
-    for d in response.devices {
+    for d in devices {
         let state = match &d.client {
             Some(c) => format!("attached to {c}"),
             None => "shared".to_string(),
@@ -54,6 +60,31 @@ async fn local(args: &ListArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+fn host_devices_offline(args: &ListArgs) -> anyhow::Result<Vec<DeviceEntry>> {
+    use crate::bindings::Bindings;
+    use crate::device::host::{HostBackend, NusbBackend};
+    let bindings = Bindings::load(&args.state.bindings_path())?;
+    let mut devices = Vec::new();
+    let present = NusbBackend.list().unwrap_or_else(|e| {
+        eprintln!("usbipd: cannot list host USB devices: {e}");
+        Vec::new()
+    });
+    for info in present {
+        let mut entry = DeviceEntry::unshared_host(&info);
+        if bindings.is_bound(&info) {
+            entry.state = "shared (server not running)".into();
+        }
+        devices.push(entry);
+    }
+    Ok(devices)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn host_devices_offline(_: &ListArgs) -> anyhow::Result<Vec<DeviceEntry>> {
+    Ok(Vec::new())
 }
 
 async fn remote(host: &str, json: bool) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! The command line: one module per command; `main.rs` only parses and dispatches.
 
+pub mod binding;
 pub mod list;
 pub mod server;
 pub mod virtual_device;
@@ -25,6 +26,10 @@ pub enum Command {
     Server(server::ServerArgs),
     /// List the devices of the running server, or of a remote USB/IP server with --remote.
     List(list::ListArgs),
+    /// Share a host device (persistent; the running server picks it up at once).
+    Bind(binding::BindArgs),
+    /// Stop sharing host devices.
+    Unbind(binding::UnbindArgs),
     /// Control virtual devices of the running server.
     #[command(subcommand)]
     Virtual(virtual_device::VirtualCommand),
@@ -36,6 +41,23 @@ pub struct ControlArg {
     /// Control socket of the running server [default: $XDG_RUNTIME_DIR/usbipd/control.sock]
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
+}
+
+/// `--state-dir DIR`, where the bindings live.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateArg {
+    /// State directory [default: $USBIPD_STATE_DIR, /var/lib/usbipd as root, ~/.local/state/usbipd]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl StateArg {
+    pub fn bindings_path(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(crate::persist::state_dir)
+            .join("bindings.json")
+    }
 }
 
 impl ControlArg {

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use tracing::info;
 
-use super::ControlArg;
+use super::{ControlArg, StateArg};
 use crate::config::Config;
 use crate::control::{self, ControlContext};
 use crate::device::registry::Registry;
 use crate::devices;
+use crate::host_exports::HostExports;
 use crate::server::{Allowlist, Server, ServerConfig};
 
 #[derive(Debug, clap::Args)]
@@ -27,8 +28,13 @@ pub struct ServerArgs {
     /// Serve one virtual device of each kind (the default when nothing is configured)
     #[arg(long)]
     pub demo: bool,
+    /// Serve only the virtual devices; never look at the host's USB devices
+    #[arg(long)]
+    pub no_host: bool,
     #[command(flatten)]
     pub control: ControlArg,
+    #[command(flatten)]
+    pub state: StateArg,
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -36,7 +42,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    if args.demo || config.devices.is_empty() {
+    if args.demo || (config.devices.is_empty() && args.config.is_none()) {
         info!("serving the demo virtual devices");
         config.devices.extend(devices::demo_config().devices);
     }
@@ -65,9 +71,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let control_path = args.control.path();
     let control_listener = control::bind(&control_path)?;
     info!(path = %control_path.display(), "control socket ready");
+    let host = if args.no_host {
+        None
+    } else {
+        host_devices(&registry, &args.state).await
+    };
     let ctx = Arc::new(ControlContext {
         registry: registry.clone(),
         keyboards: built.keyboards.clone(),
+        host,
     });
     tokio::spawn(control::serve(control_listener, ctx));
 
@@ -80,6 +92,25 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&control_path);
     drop(built);
     Ok(())
+}
+
+/// Shares the bound host devices and follows hotplug, where the platform has a host backend.
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+async fn host_devices(registry: &Arc<Registry>, state: &StateArg) -> Option<Arc<HostExports>> {
+    use crate::device::host::NusbBackend;
+    let exports = HostExports::new(
+        Arc::new(NusbBackend),
+        registry.clone(),
+        state.bindings_path(),
+    );
+    exports.refresh_logged().await;
+    tokio::spawn(crate::host_exports::follow_hotplug(exports.clone()));
+    Some(exports)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+async fn host_devices(_: &Arc<Registry>, _: &StateArg) -> Option<Arc<HostExports>> {
+    None
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,139 @@
+//! `usbipd bind` and `usbipd unbind`: edit the persistent bindings, then ask the running
+//! server (if any) to apply them at once.
+
+use crate::bindings::{parse_hardware_id, Binding, Bindings};
+use crate::control::{self, Request};
+
+use super::{ControlArg, StateArg};
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["busid", "hardware_id"])))]
+pub struct BindArgs {
+    /// The device's port, as `usbipd list` shows it (e.g. 1-2.3)
+    #[arg(long, short = 'b')]
+    pub busid: Option<String>,
+    /// Every device with this VID:PID, wherever it is plugged in (e.g. 0525:a4a0)
+    #[arg(long, short = 'i', value_name = "VID:PID")]
+    pub hardware_id: Option<String>,
+    #[command(flatten)]
+    pub state: StateArg,
+    #[command(flatten)]
+    pub control: ControlArg,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["busid", "hardware_id", "all"])))]
+pub struct UnbindArgs {
+    #[arg(long, short = 'b')]
+    pub busid: Option<String>,
+    #[arg(long, short = 'i', value_name = "VID:PID")]
+    pub hardware_id: Option<String>,
+    /// Stop sharing every host device
+    #[arg(long, short = 'a')]
+    pub all: bool,
+    #[command(flatten)]
+    pub state: StateArg,
+    #[command(flatten)]
+    pub control: ControlArg,
+}
+
+fn binding_of(busid: &Option<String>, hardware_id: &Option<String>) -> anyhow::Result<Binding> {
+    match (busid, hardware_id) {
+        (Some(b), _) => {
+            if !is_busid(b) {
+                anyhow::bail!(
+                    "{b:?} is not a busid: it looks like 1-2 or 1-2.3 (see `usbipd list`)"
+                );
+            }
+            Ok(Binding::Busid(b.clone()))
+        }
+        (None, Some(h)) => parse_hardware_id(h).ok_or_else(|| {
+            anyhow::anyhow!("{h:?} is not a hardware id: it looks like 0525:a4a0 (hex VID:PID)")
+        }),
+        (None, None) => anyhow::bail!("say which device: --busid or --hardware-id"),
+    }
+}
+
+/// `<bus>-<port>[.<port>...]`, numbers only.
+fn is_busid(s: &str) -> bool {
+    let Some((bus, ports)) = s.split_once('-') else {
+        return false;
+    };
+    let number = |p: &str| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
+    number(bus) && ports.split('.').all(number) && s.len() < 32
+}
+
+pub async fn bind(args: BindArgs) -> anyhow::Result<()> {
+    let binding = binding_of(&args.busid, &args.hardware_id)?;
+    if let Binding::Busid(busid) = &binding {
+        ensure_present(busid)?;
+    }
+    let path = args.state.bindings_path();
+    let mut bindings = Bindings::load(&path)?;
+    if !bindings.add(binding.clone()) {
+        println!("already shared");
+        return Ok(());
+    }
+    bindings.save(&path)?;
+    apply(&args.control).await;
+    Ok(())
+}
+
+pub async fn unbind(args: UnbindArgs) -> anyhow::Result<()> {
+    let path = args.state.bindings_path();
+    let mut bindings = Bindings::load(&path)?;
+    if args.all {
+        bindings.entries.clear();
+    } else {
+        let binding = binding_of(&args.busid, &args.hardware_id)?;
+        if !bindings.remove(&binding) {
+            anyhow::bail!("that device is not bound (see `usbipd list`)");
+        }
+    }
+    bindings.save(&path)?;
+    apply(&args.control).await;
+    Ok(())
+}
+
+/// A busid binding names a port: refuse one where nothing is plugged in (a hardware id may
+/// name a device that is not there yet).
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+fn ensure_present(busid: &str) -> anyhow::Result<()> {
+    use crate::device::host::{HostBackend, NusbBackend};
+    let present = NusbBackend.list().unwrap_or_default();
+    if present.iter().any(|d| d.busid == busid) {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "no USB device at busid {busid} (see `usbipd list`; to share a device before it is plugged in, use --hardware-id VID:PID)"
+        )
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn ensure_present(_: &str) -> anyhow::Result<()> {
+    anyhow::bail!("host devices are not supported on this platform")
+}
+
+/// Tells a running server to re-read the bindings; without one, they apply at its next start.
+async fn apply(control: &ControlArg) {
+    match control::request(&control.path(), &Request::Reload).await {
+        Ok(r) if r.ok => println!("done; the running server applied it"),
+        _ => println!("saved; it applies when `usbipd server` starts"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busids_are_validated() {
+        assert!(is_busid("1-2"));
+        assert!(is_busid("12-2.3.4"));
+        assert!(!is_busid("1-"));
+        assert!(!is_busid("0-1a"));
+        assert!(!is_busid("../1-1"));
+        assert!(!is_busid("1-2..3"));
+    }
+}
