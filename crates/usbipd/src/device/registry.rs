@@ -1,0 +1,118 @@
+//! The export registry: which devices this server offers, and which client holds each one.
+//!
+//! An import takes a [`Claim`]; while it lives, every other import of that busid answers
+//! DEV_BUSY. Dropping the claim (the client disconnected) frees the device for the next import.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use usbip_proto::{ExportedDevice, OpStatus};
+
+use super::Device;
+
+struct Entry {
+    device: Arc<dyn Device>,
+    user: Option<SocketAddr>,
+}
+
+/// What `usbipd list` and status show for one exported device.
+#[derive(Debug, Clone)]
+pub struct ExportState {
+    pub device: ExportedDevice,
+    pub user: Option<SocketAddr>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    entries: Mutex<BTreeMap<String, Entry>>,
+}
+
+impl Registry {
+    pub fn new() -> Arc<Registry> {
+        Arc::new(Registry::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        // A panic while holding this short, I/O-free lock leaves the map consistent.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Exports a device under the busid it describes itself with, replacing any previous one.
+    pub fn add(&self, device: Arc<dyn Device>) {
+        let busid = device.describe().record.busid;
+        self.lock().insert(busid, Entry { device, user: None });
+    }
+
+    /// Stops exporting a device. A client using it keeps its session until it ends.
+    pub fn remove(&self, busid: &str) -> bool {
+        self.lock().remove(busid).is_some()
+    }
+
+    /// The device list, in busid order.
+    pub fn list(&self) -> Vec<ExportedDevice> {
+        let devices: Vec<Arc<dyn Device>> =
+            self.lock().values().map(|e| e.device.clone()).collect();
+        devices.iter().map(|d| d.describe()).collect()
+    }
+
+    /// The device list with who uses each device.
+    pub fn states(&self) -> Vec<ExportState> {
+        let entries: Vec<(Arc<dyn Device>, Option<SocketAddr>)> = self
+            .lock()
+            .values()
+            .map(|e| (e.device.clone(), e.user))
+            .collect();
+        entries
+            .into_iter()
+            .map(|(d, user)| ExportState {
+                device: d.describe(),
+                user,
+            })
+            .collect()
+    }
+
+    /// Reserves `busid` for `client`: NA if it is not exported, DEV_BUSY if someone has it.
+    pub fn claim(self: &Arc<Self>, busid: &str, client: SocketAddr) -> Result<Claim, OpStatus> {
+        let mut entries = self.lock();
+        let entry = entries.get_mut(busid).ok_or(OpStatus::Na)?;
+        if entry.user.is_some() {
+            return Err(OpStatus::DevBusy);
+        }
+        entry.user = Some(client);
+        Ok(Claim {
+            registry: self.clone(),
+            busid: busid.to_string(),
+            device: entry.device.clone(),
+        })
+    }
+}
+
+/// One client's hold on one device; released on drop.
+pub struct Claim {
+    registry: Arc<Registry>,
+    busid: String,
+    device: Arc<dyn Device>,
+}
+
+impl Claim {
+    pub fn device(&self) -> &Arc<dyn Device> {
+        &self.device
+    }
+
+    pub fn busid(&self) -> &str {
+        &self.busid
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut entries = self.registry.lock();
+        if let Some(entry) = entries.get_mut(&self.busid) {
+            // The entry may have been replaced by a new device under the same busid.
+            if Arc::ptr_eq(&entry.device, &self.device) {
+                entry.user = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The first phase of every connection: read one OP_REQ, answer it, and for a successful
+//! import hand the connection to a URB session.
+//!
+//! A malformed or late request closes this connection only, with a log line saying why.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{info, warn};
+use usbip_proto::{OpReply, OpRequest, OpStatus};
+
+use super::{session, ServerConfig};
+use crate::device::registry::Registry;
+use crate::device::{Completer, OpenError};
+
+pub(super) async fn handle(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    registry: &Arc<Registry>,
+    config: &ServerConfig,
+) {
+    let mut buf = BytesMut::with_capacity(64);
+    let request = match tokio::time::timeout(
+        config.handshake_timeout,
+        read_request(&mut stream, &mut buf),
+    )
+    .await
+    {
+        Ok(Ok(Some(request))) => request,
+        Ok(Ok(None)) => return, // closed before asking anything (a port probe)
+        Ok(Err(e)) => {
+            warn!(%peer, error = %e, "closing connection: bad handshake");
+            return;
+        }
+        Err(_) => {
+            warn!(%peer, timeout = ?config.handshake_timeout, "closing connection: handshake_timeout exceeded");
+            return;
+        }
+    };
+
+    match request {
+        OpRequest::DevList => {
+            let mut out = Vec::new();
+            OpReply::DevList(registry.list()).encode(&mut out);
+            if let Err(e) = stream.write_all(&out).await {
+                warn!(%peer, error = %e, "device list not sent");
+            }
+        }
+        OpRequest::Import { busid } => import(stream, peer, busid, buf, registry, config).await,
+    }
+}
+
+async fn import(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    busid: String,
+    leftover: BytesMut,
+    registry: &Arc<Registry>,
+    config: &ServerConfig,
+) {
+    let refuse = |status: OpStatus, why: &str| {
+        info!(%peer, %busid, ?status, "import refused: {why}");
+        let mut out = Vec::new();
+        OpReply::Import(Err(status)).encode(&mut out);
+        out
+    };
+    let claim = match registry.claim(&busid, peer) {
+        Ok(claim) => claim,
+        Err(status) => {
+            let why = match status {
+                OpStatus::DevBusy => "in use by another client",
+                _ => "not exported",
+            };
+            let _ = stream.write_all(&refuse(status, why)).await;
+            return;
+        }
+    };
+    let (completer, completions) = Completer::channel();
+    let device_session = match claim.device().open(completer) {
+        Ok(s) => s,
+        Err(e) => {
+            let status = match e {
+                OpenError::Busy => OpStatus::DevBusy,
+                OpenError::Gone => OpStatus::NoDev,
+                OpenError::Failed(_) => OpStatus::DevErr,
+            };
+            let _ = stream.write_all(&refuse(status, &e.to_string())).await;
+            return;
+        }
+    };
+    let record = claim.device().describe().record;
+    let mut out = Vec::new();
+    OpReply::Import(Ok(record.clone())).encode(&mut out);
+    if let Err(e) = stream.write_all(&out).await {
+        warn!(%peer, %busid, error = %e, "import reply not sent");
+        return;
+    }
+    info!(%peer, %busid, vid_pid = %format!("{:04x}:{:04x}", record.id_vendor, record.id_product), "imported");
+    let end = session::run(
+        stream,
+        leftover,
+        session::Attached {
+            peer,
+            busid: &busid,
+            devid: record.devid(),
+            device: device_session,
+            completions,
+        },
+        config,
+    )
+    .await;
+    // The device session was dropped inside run(), so the device is released before the claim.
+    drop(claim);
+    info!(%peer, %busid, reason = %end, "detached");
+}
+
+/// Reads until one whole request has arrived. `Ok(None)`: the peer closed first.
+async fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<Option<OpRequest>, Box<dyn std::error::Error + Send + Sync>> {
+    loop {
+        if let Some((request, used)) = OpRequest::decode(buf)? {
+            let _ = buf.split_to(used);
+            return Ok(Some(request));
+        }
+        if stream.read_buf(buf).await? == 0 {
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            return Err("connection closed in the middle of a request".into());
+        }
+    }
+}

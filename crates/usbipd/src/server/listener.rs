@@ -1,0 +1,102 @@
+//! Accepts TCP connections on every listen address and hands each to its own task.
+//!
+//! Connection-level policy lives here: the connection limit and socket options (TCP_NODELAY,
+//! keepalive). It never reads or writes protocol bytes itself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use super::{handshake, ServerConfig};
+use crate::device::registry::Registry;
+
+/// A running USB/IP server: its registry of exported devices and its configuration.
+#[derive(Clone)]
+pub struct Server {
+    registry: Arc<Registry>,
+    config: Arc<ServerConfig>,
+    connections: Arc<Semaphore>,
+}
+
+impl Server {
+    pub fn new(registry: Arc<Registry>, config: ServerConfig) -> Server {
+        Server {
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            registry,
+            config: Arc::new(config),
+        }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Binds every address; fails if any cannot be bound.
+    pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
+        let mut listeners = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+            })?;
+            info!(addr = %listener.local_addr()?, "listening");
+            listeners.push(listener);
+        }
+        Ok(listeners)
+    }
+
+    /// Accepts on all listeners until the task is dropped.
+    pub async fn serve(&self, listeners: Vec<TcpListener>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for listener in listeners {
+            let server = self.clone();
+            tasks.spawn(async move { server.accept_loop(listener).await });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn accept_loop(&self, listener: TcpListener) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: wait instead of spinning; the listener stays.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                warn!(%peer, limit = self.config.max_connections, "connection refused: max_connections reached");
+                continue;
+            };
+            configure_socket(&stream);
+            let server = self.clone();
+            tokio::spawn(async move {
+                debug!(%peer, "connected");
+                handshake::handle(stream, peer, &server.registry, &server.config).await;
+                debug!(%peer, "disconnected");
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// TCP_NODELAY (URBs are latency-bound), and keepalive as usbipd-win sets it (10 s idle, 1 s
+/// interval, 5 probes) so that a client that vanished without FIN frees its device.
+fn configure_socket(stream: &TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(error = %e, "TCP_NODELAY not set");
+    }
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(1))
+        .with_retries(5);
+    if let Err(e) = SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        debug!(error = %e, "TCP keepalive not set");
+    }
+}

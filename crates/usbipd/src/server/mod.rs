@@ -1,0 +1,40 @@
+//! The network side: accept connections, answer the handshake, run the URB phase.
+//!
+//! `listener` accepts and applies connection-level policy, `handshake` answers DEVLIST and
+//! IMPORT, `session` runs one imported device's URB traffic, `writer` is that session's only
+//! writer to the socket.
+
+mod handshake;
+mod listener;
+mod session;
+mod writer;
+
+use std::time::Duration;
+
+pub use listener::Server;
+use usbip_proto::Limits;
+
+/// Tunables of the server core. Every limit closes only the connection that exceeds it.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Sizes a peer's messages may not exceed.
+    pub limits: Limits,
+    /// URBs one connection may have in flight at once.
+    pub max_in_flight: usize,
+    /// Connections open at once, in total.
+    pub max_connections: usize,
+    /// How long a new connection may take to send its handshake request.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            limits: Limits::default(),
+            // vhci-hcd itself never has more than a few hundred URBs queued per device.
+            max_in_flight: 4096,
+            max_connections: 256,
+            handshake_timeout: Duration::from_secs(30),
+        }
+    }
+}

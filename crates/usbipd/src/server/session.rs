@@ -1,0 +1,268 @@
+//! The URB phase of one imported device: decode commands, start URBs, match completions.
+//!
+//! This task owns the in-flight table, so it alone decides whether a URB completed or was
+//! unlinked: a completion for a seqnum no longer in the table was unlinked and is dropped, so
+//! the client never sees a RET_SUBMIT after a RET_UNLINK(-ECONNRESET). It never writes to the
+//! socket itself; the writer task does.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use usbip_proto::{errno, Command, Direction, ProtoError, Reply, RetSubmit, RetUnlink};
+
+use super::writer;
+use super::ServerConfig;
+use crate::device::{DeviceSession, Urb, UrbCompletion};
+
+/// Everything a session needs from a successful import.
+pub(super) struct Attached<'a> {
+    pub peer: SocketAddr,
+    pub busid: &'a str,
+    pub devid: u32,
+    pub device: Box<dyn DeviceSession>,
+    pub completions: mpsc::UnboundedReceiver<UrbCompletion>,
+}
+
+/// Why a session ended; logged once.
+#[derive(Debug)]
+pub(super) enum End {
+    ClientClosed,
+    Io(std::io::Error),
+    Protocol(ProtoError),
+    Violation(String),
+    WriterGone,
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::ClientClosed => write!(f, "client closed the connection"),
+            End::Io(e) => write!(f, "I/O error: {e}"),
+            End::Protocol(e) => write!(f, "malformed packet: {e}"),
+            End::Violation(why) => write!(f, "{why}"),
+            End::WriterGone => write!(f, "could not write to client"),
+        }
+    }
+}
+
+/// What the session remembers of a URB until it completes.
+struct InFlight {
+    direction: Direction,
+    length: u32,
+}
+
+struct Session<'a> {
+    peer: SocketAddr,
+    busid: &'a str,
+    devid: u32,
+    device: Box<dyn DeviceSession>,
+    in_flight: HashMap<u32, InFlight>,
+    replies: mpsc::Sender<Reply>,
+    config: &'a ServerConfig,
+}
+
+/// Runs the URB phase until the client leaves or breaks the protocol. Everything in flight is
+/// cancelled on the way out (by dropping the device session).
+pub(super) async fn run(
+    stream: TcpStream,
+    leftover: BytesMut,
+    attached: Attached<'_>,
+    config: &ServerConfig,
+) -> End {
+    let (read_half, write_half) = stream.into_split();
+    let (replies, reply_rx) = mpsc::channel(1024);
+    let writer = tokio::spawn(writer::run(write_half, reply_rx));
+    let Attached {
+        peer,
+        busid,
+        devid,
+        device,
+        mut completions,
+    } = attached;
+    let mut session = Session {
+        peer,
+        busid,
+        devid,
+        device,
+        in_flight: HashMap::new(),
+        replies,
+        config,
+    };
+    let end = session.run(read_half, leftover, &mut completions).await;
+    if !session.in_flight.is_empty() {
+        debug!(%peer, busid, count = session.in_flight.len(), "cancelling URBs in flight");
+    }
+    let Session {
+        device, replies, ..
+    } = session;
+    drop(device);
+    drop(replies);
+    // Let the writer flush what is queued, but never wait on a client that stopped reading.
+    let mut writer = writer;
+    if tokio::time::timeout(std::time::Duration::from_secs(1), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+    end
+}
+
+impl Session<'_> {
+    async fn run(
+        &mut self,
+        mut reader: OwnedReadHalf,
+        mut buf: BytesMut,
+        completions: &mut mpsc::UnboundedReceiver<UrbCompletion>,
+    ) -> End {
+        buf.reserve(64 * 1024);
+        loop {
+            // Decode everything that has arrived before reading more.
+            loop {
+                match Command::decode(&mut buf, &self.config.limits) {
+                    Ok(Some(cmd)) => {
+                        if let Err(end) = self.handle(cmd, completions).await {
+                            return end;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return End::Protocol(e),
+                }
+            }
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(64 * 1024);
+            }
+            tokio::select! {
+                // Completions first: a URB that finished before an unlink arrived must be
+                // reported as finished.
+                biased;
+                Some(done) = completions.recv() => {
+                    if let Err(end) = self.complete(done).await {
+                        return end;
+                    }
+                }
+                read = reader.read_buf(&mut buf) => match read {
+                    Ok(0) => return End::ClientClosed,
+                    Ok(_) => {}
+                    Err(e) => return End::Io(e),
+                },
+            }
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        cmd: Command,
+        completions: &mut mpsc::UnboundedReceiver<UrbCompletion>,
+    ) -> Result<(), End> {
+        match cmd {
+            Command::Submit { cmd, data, iso } => {
+                let h = cmd.header;
+                if h.devid != self.devid {
+                    return Err(End::Violation(format!(
+                        "devid {:#x} does not match the imported device {:#x}",
+                        h.devid, self.devid
+                    )));
+                }
+                if self.in_flight.len() >= self.config.max_in_flight {
+                    return Err(End::Violation(format!(
+                        "max_in_flight ({}) URBs exceeded",
+                        self.config.max_in_flight
+                    )));
+                }
+                if self.in_flight.contains_key(&h.seqnum) {
+                    return Err(End::Violation(format!(
+                        "seqnum {} is already in flight",
+                        h.seqnum
+                    )));
+                }
+                self.in_flight.insert(
+                    h.seqnum,
+                    InFlight {
+                        direction: h.direction,
+                        length: cmd.transfer_buffer_length,
+                    },
+                );
+                self.device.submit(Urb {
+                    seqnum: h.seqnum,
+                    endpoint: h.ep as u8,
+                    direction: h.direction,
+                    transfer_flags: cmd.transfer_flags,
+                    transfer_length: cmd.transfer_buffer_length,
+                    setup: cmd.setup,
+                    data,
+                    interval: cmd.interval,
+                    start_frame: cmd.start_frame,
+                    iso,
+                });
+                Ok(())
+            }
+            Command::Unlink(unlink) => {
+                // Anything that completed before this unlink goes out first, as the stub does.
+                while let Ok(done) = completions.try_recv() {
+                    self.complete(done).await?;
+                }
+                let victim = unlink.unlink_seqnum;
+                let status = if self.in_flight.remove(&victim).is_some() {
+                    self.device.cancel(victim);
+                    errno::ECONNRESET
+                } else {
+                    0
+                };
+                info!(peer = %self.peer, busid = self.busid, seqnum = victim, status, "unlink");
+                self.send(Reply::Unlink(RetUnlink {
+                    seqnum: unlink.header.seqnum,
+                    status,
+                }))
+                .await
+            }
+        }
+    }
+
+    async fn complete(&mut self, done: UrbCompletion) -> Result<(), End> {
+        let Some(urb) = self.in_flight.remove(&done.seqnum) else {
+            return Ok(()); // unlinked meanwhile: the client was told already
+        };
+        let mut ret = RetSubmit {
+            seqnum: done.seqnum,
+            status: done.status,
+            actual_length: done.actual_length,
+            start_frame: done.start_frame,
+            number_of_packets: done.iso.len() as u32,
+            error_count: done.error_count,
+        };
+        let mut data = done.data;
+        match urb.direction {
+            Direction::In if data.len() > urb.length as usize => {
+                // A device must never return more than asked; the client would overrun.
+                warn!(peer = %self.peer, busid = self.busid, seqnum = done.seqnum, "device returned more data than requested");
+                data.truncate(urb.length as usize);
+                ret.actual_length = urb.length;
+                ret.status = errno::EOVERFLOW;
+            }
+            Direction::In if done.iso.is_empty() => ret.actual_length = data.len() as u32,
+            Direction::Out => {
+                data = Bytes::new();
+                ret.actual_length = ret.actual_length.min(urb.length);
+            }
+            _ => {}
+        }
+        self.send(Reply::Submit {
+            ret,
+            data,
+            iso: done.iso,
+        })
+        .await
+    }
+
+    async fn send(&mut self, reply: Reply) -> Result<(), End> {
+        self.replies.send(reply).await.map_err(|_| End::WriterGone)
+    }
+}

@@ -1,0 +1,88 @@
+//! The only writer of a session's socket: batches whatever replies are queued and sends each
+//! batch with one vectored write (headers from one scratch buffer, payloads where they are).
+
+use std::io::IoSlice;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use usbip_proto::{IsoPacket, Reply, HEADER_LEN, ISO_PACKET_LEN};
+
+/// Replies gathered into one write at most; bounded so one write stays a sensible size.
+const MAX_BATCH: usize = 64;
+
+/// One piece of a batch: a range of the scratch buffer, or a payload.
+enum Piece {
+    Scratch(usize, usize),
+    Payload(Bytes),
+}
+
+pub(super) async fn run(mut socket: OwnedWriteHalf, mut replies: mpsc::Receiver<Reply>) {
+    let mut batch: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
+    let mut scratch: Vec<u8> = Vec::with_capacity(MAX_BATCH * HEADER_LEN);
+    let mut pieces: Vec<Piece> = Vec::with_capacity(MAX_BATCH * 3);
+    while replies.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        scratch.clear();
+        pieces.clear();
+        for reply in batch.drain(..) {
+            encode(reply, &mut scratch, &mut pieces);
+        }
+        if write_pieces(&mut socket, &scratch, &pieces).await.is_err() {
+            return; // the session notices the closed connection on its read side
+        }
+    }
+    let _ = socket.shutdown().await;
+}
+
+fn encode(reply: Reply, scratch: &mut Vec<u8>, pieces: &mut Vec<Piece>) {
+    let start = scratch.len();
+    let mut header = [0u8; HEADER_LEN];
+    match reply {
+        Reply::Submit { ret, data, iso } => {
+            ret.encode(&mut header);
+            scratch.extend_from_slice(&header);
+            if data.is_empty() {
+                IsoPacket::encode_all(&iso, scratch);
+                pieces.push(Piece::Scratch(start, scratch.len()));
+            } else {
+                pieces.push(Piece::Scratch(start, scratch.len()));
+                pieces.push(Piece::Payload(data));
+                if !iso.is_empty() {
+                    let iso_start = scratch.len();
+                    scratch.reserve(iso.len() * ISO_PACKET_LEN);
+                    IsoPacket::encode_all(&iso, scratch);
+                    pieces.push(Piece::Scratch(iso_start, scratch.len()));
+                }
+            }
+        }
+        Reply::Unlink(u) => {
+            u.encode(&mut header);
+            scratch.extend_from_slice(&header);
+            pieces.push(Piece::Scratch(start, scratch.len()));
+        }
+    }
+}
+
+async fn write_pieces(
+    socket: &mut OwnedWriteHalf,
+    scratch: &[u8],
+    pieces: &[Piece],
+) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Scratch(a, b) => IoSlice::new(&scratch[*a..*b]),
+            Piece::Payload(d) => IoSlice::new(d),
+        })
+        .collect();
+    let mut remaining: &mut [IoSlice<'_>] = &mut slices;
+    while !remaining.is_empty() {
+        let n = socket.write_vectored(remaining).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut remaining, n);
+    }
+    Ok(())
+}
