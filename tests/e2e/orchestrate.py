@@ -22,9 +22,10 @@ import time
 BUSIDS = {"keyboard": "0-1", "serial": "0-2", "storage": "0-3", "loopback": "0-4"}
 IDS = {"keyboard": "1209:0001", "serial": "1209:0002", "storage": "1209:0003", "loopback": "0525:a4a0"}
 TYPED = "hello 42\n"
-DISK_MIB = 16
-HOST_DATA_OFF = 14 << 20  # 1 MiB the host writes before boot, the guest reads
-RAW_OFF = 12 << 20  # 1 MiB the guest writes raw, the host verifies
+DISK_MIB = 64
+FS_MIB = 48  # the guest's vfat; big enough for a spec-conformant FAT32 (>= 65525 clusters) mtools reads
+RAW_OFF = 52 << 20  # 1 MiB the guest writes raw, the host verifies
+HOST_DATA_OFF = 60 << 20  # 1 MiB the host writes before boot, the guest reads
 RAW_LINE = b"usbipd-e2e raw sector pattern 0123456789abcdef\n"
 VFAT_TEXT = "".join("%d\n" % i for i in range(1, 20001)).encode()
 SERIAL_UP = "guest-to-host usbipd-e2e 0123456789"
@@ -62,6 +63,8 @@ class Suite:
     def record(self, name, ok, reason=""):
         if name in self.results:
             return
+        reason = " | ".join(l.strip() for l in reason.splitlines() if l.strip())
+        reason = reason if len(reason) < 400 else reason[:400] + "..."
         self.results[name] = (ok, reason)
         self.order.append(name)
         print(f"PASS {name}" if ok else f"FAIL {name}: {reason}", flush=True)
@@ -125,7 +128,7 @@ class Suite:
         self.server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                        start_new_session=True)
         self.procs.append(self.server)
-        deadline = time.time() + 15
+        deadline = time.time() + 30
         while time.time() < deadline:
             if self.server.poll() is not None:
                 return self.record("host-server-start", False, f"server exited rc={self.server.returncode}")
@@ -137,7 +140,7 @@ class Suite:
                 pass
             time.sleep(0.1)
         self.record("host-server-start", False, f"nothing listening on 127.0.0.1:{self.port} "
-                    f"(or no control socket) after 15 s")
+                    f"(or no control socket) after 30 s")
 
     def host_lists(self):
         rc, out = self.run(["usbip", "--tcp-port", str(self.port), "list", "-r", "127.0.0.1"])
@@ -156,7 +159,9 @@ class Suite:
         append = (f"console=ttyS0 quiet loglevel=3 panic=-1 e2e_mode={a.mode} e2e_server=10.0.2.2 "
                   f"e2e_port={self.port} e2e_kbd={BUSIDS['keyboard']} e2e_serial={BUSIDS['serial']} "
                   f"e2e_storage={BUSIDS['storage']} e2e_loop={BUSIDS['loopback']} e2e_keys={keys} "
-                  f"e2e_sectors={(DISK_MIB << 20) // 512} e2e_hostmd5={hashlib.md5(self.host_data).hexdigest()}")
+                  f"e2e_ids={IDS['keyboard']},{IDS['serial']},{IDS['storage']},{IDS['loopback']} "
+                  f"e2e_sectors={(DISK_MIB << 20) // 512} e2e_fs_kb={FS_MIB << 10} e2e_raw_blk={RAW_OFF >> 16} "
+                  f"e2e_host_blk={HOST_DATA_OFF >> 16} e2e_hostmd5={hashlib.md5(self.host_data).hexdigest()}")
         cmd = ["timeout", str(int(a.timeout) + 5), "qemu-system-x86_64", "-accel", "tcg", "-machine", "q35",
                "-cpu", "max", "-smp", "1", "-m", "512",
                "-kernel", os.path.join(a.cache, "vmlinuz"),
@@ -341,7 +346,13 @@ def main():
     ap.add_argument("--mode", default="client", choices=["client", "shell"],
                     help="shell: boot the guest with an interactive shell instead of the checks")
     ap.add_argument("-v", "--verbose", action="store_true", help="echo the guest console")
-    sys.exit(Suite(ap.parse_args()).main())
+    ap.add_argument("--devices", default="", metavar="KIND=BUSID@VID:PID,...",
+                    help="expect other busids/ids than our defaults (to point the suite at another server)")
+    args = ap.parse_args()
+    for item in filter(None, args.devices.split(",")):
+        kind, rest = item.split("=", 1)
+        BUSIDS[kind], IDS[kind] = rest.split("@", 1)
+    sys.exit(Suite(args).main())
 
 
 if __name__ == "__main__":

@@ -18,12 +18,16 @@ fi
 
 # knobs from the kernel command line (the host orchestrator sets them)
 MODE=client SERVER=10.0.2.2 PORT=3240 KBD=0-1 SER=0-2 STO=0-3 LOOP=0-4 KEYS= SECTORS= HOSTMD5=
+FS_KB=49152 RAW_BLK=832 HOST_BLK=960 # vfat size; 64 KiB block offsets of the raw areas
+KBDID=1209:0001 SERID=1209:0002 STOID=1209:0003 LOOPID=0525:a4a0
 for x in $(cat /proc/cmdline); do
   case $x in
     e2e_mode=*) MODE=${x#*=};;       e2e_server=*) SERVER=${x#*=};;  e2e_port=*) PORT=${x#*=};;
     e2e_kbd=*) KBD=${x#*=};;         e2e_serial=*) SER=${x#*=};;     e2e_storage=*) STO=${x#*=};;
     e2e_loop=*) LOOP=${x#*=};;       e2e_keys=*) KEYS=${x#*=};;      e2e_sectors=*) SECTORS=${x#*=};;
-    e2e_hostmd5=*) HOSTMD5=${x#*=};;
+    e2e_hostmd5=*) HOSTMD5=${x#*=};;  e2e_fs_kb=*) FS_KB=${x#*=};;   e2e_raw_blk=*) RAW_BLK=${x#*=};;
+    e2e_host_blk=*) HOST_BLK=${x#*=};;
+    e2e_ids=*) set -- $(echo ${x#*=} | tr , ' '); KBDID=$1 SERID=$2 STOID=$3 LOOPID=$4;;
   esac
 done
 KEYS=$(echo "$KEYS" | tr , ' ')
@@ -50,15 +54,15 @@ tmo() {
 }
 # waitfor DECISECONDS cmd...: poll until cmd succeeds
 waitfor() { n=$1; shift; while ! "$@"; do [ $n -le 0 ] && return 1; usleep 100000; n=$((n - 1)); done; }
-# find_dev VID PID: sysfs directory of the (imported) USB device with that VID:PID
+# find_dev VID:PID: sysfs directory of the (imported) USB device with that VID:PID
 find_dev() {
   for d in /sys/bus/usb/devices/*; do
     case ${d##*/} in *:*|usb*) continue;; esac
-    [ "$(cat $d/idVendor 2>/dev/null):$(cat $d/idProduct 2>/dev/null)" = "$1:$2" ] && { echo $d; return 0; }
+    [ "$(cat $d/idVendor 2>/dev/null):$(cat $d/idProduct 2>/dev/null)" = "$1" ] && { echo $d; return 0; }
   done
   return 1
 }
-configured() { d=$(find_dev $1 $2) && c=$(cat $d/bConfigurationValue 2>/dev/null) && [ -n "$c" ] && [ "$c" != 0 ]; }
+configured() { d=$(find_dev $1) && c=$(cat $d/bConfigurationValue 2>/dev/null) && [ -n "$c" ] && [ "$c" != 0 ]; }
 usbfs_node() { printf /dev/bus/usb/%03d/%03d $(cat $1/busnum) $(cat $1/devnum); }
 bound_to() { [ "$(basename "$(readlink $1/driver 2>/dev/null)")" = "$2" ]; }
 
@@ -79,38 +83,38 @@ USBIP="usbip --tcp-port $PORT"
 out=$(tmo 20 $USBIP list -r $SERVER 2>&1); rc=$?
 echo "$out"
 miss=""
-for b in $KBD:1209:0001 $SER:1209:0002 $STO:1209:0003 $LOOP:0525:a4a0; do
+for b in $KBD:$KBDID $SER:$SERID $STO:$STOID $LOOP:$LOOPID; do
   id=${b#*:}
   echo "$out" | grep -Eq "^ *${b%%:*}: .*\(${id}\)\$" || miss="$miss ${b%%:*}($id)"
 done
 [ $rc = 0 ] && [ -z "$miss" ] && pass guest-usbip-list || fail guest-usbip-list "rc=$rc missing:$miss"
 
-# attach NAME BUSID VID PID: import one device and wait until the kernel configured it
+# attach NAME BUSID VID:PID: import one device and wait until the kernel configured it
 attach() {
   t "attach $1 ($2)"
   if out=$(tmo 30 $USBIP attach -r $SERVER -b $2 2>&1); then pass attach-$1; else fail attach-$1 "$(echo $out)"; return 1; fi
-  if waitfor 150 configured $3 $4; then
-    d=$(find_dev $3 $4)
-    pass enumerate-$1 "${d##*/} $3:$4 cfg=$(cat $d/bConfigurationValue) speed=$(cat $d/speed) product=$(cat $d/product 2>/dev/null | tr ' ' _)"
+  if waitfor 150 configured $3; then
+    d=$(find_dev $3)
+    pass enumerate-$1 "${d##*/} $3 cfg=$(cat $d/bConfigurationValue) speed=$(cat $d/speed) product=$(cat $d/product 2>/dev/null | tr ' ' _)"
   else
-    d=$(find_dev $3 $4) && fail enumerate-$1 "${d##*/} bConfigurationValue='$(cat $d/bConfigurationValue)'" ||
-      fail enumerate-$1 "no device $3:$4 appeared in 15 s"
+    d=$(find_dev $3) && fail enumerate-$1 "${d##*/} bConfigurationValue='$(cat $d/bConfigurationValue)'" ||
+      fail enumerate-$1 "no device $3 appeared in 15 s"
     return 1
   fi
 }
-attach keyboard $KBD 1209 0001; A_KBD=$?
-attach serial $SER 1209 0002; A_SER=$?
-attach storage $STO 1209 0003; A_STO=$?
-attach loopback $LOOP 0525 a4a0; A_LOOP=$?
+attach keyboard $KBD $KBDID; A_KBD=$?
+attach serial $SER $SERID; A_SER=$?
+attach storage $STO $STOID; A_STO=$?
+attach loopback $LOOP $LOOPID; A_LOOP=$?
 $USBIP port
 
 # ---- keyboard: usbhid + evdev receive what the host types -----------------------------------------
 if [ $A_KBD = 0 ]; then
-  d=$(find_dev 1209 0001)
+  d=$(find_dev $KBDID)
   if waitfor 50 bound_to $d/${d##*/}:1.0 usbhid; then pass keyboard-usbhid-bound; else fail keyboard-usbhid-bound "interface driver: '$(basename "$(readlink $d/${d##*/}:1.0/driver)")'"; fi
   ev=""
   findev() { for e in /sys/class/input/event*; do [ -d $e/device ] || continue
-    [ "$(cat $e/device/id/vendor):$(cat $e/device/id/product)" = "1209:0001" ] && ev=/dev/${e##*/} && return 0; done; return 1; }
+    [ "$(cat $e/device/id/vendor):$(cat $e/device/id/product)" = "$KBDID" ] && ev=/dev/input/${e##*/} && return 0; done; return 1; }
   if waitfor 50 findev; then
     n=$(echo $KEYS | wc -w)
     e2e-evkeys $ev $n 15000 > /tmp/keys.out 2>&1 & kp=$!
@@ -120,13 +124,13 @@ if [ $A_KBD = 0 ]; then
     got=$(sed -n 's/^keys *//p' /tmp/keys.out)
     [ "$got" = "$KEYS" ] && pass keyboard-keys "$ev codes $got" || fail keyboard-keys "$ev want codes '$KEYS' got '$got'"
   else
-    fail keyboard-keys "no /dev/input/event* for 1209:0001"
+    fail keyboard-keys "no /dev/input/event* for $KBDID"
   fi
 fi
 
 # ---- serial: cdc-acm tty, bytes both ways through the server's TCP side ---------------------------
 if [ $A_SER = 0 ]; then
-  d=$(find_dev 1209 0002)
+  d=$(find_dev $SERID)
   tty=""
   findtty() { tty=$(ls $d/${d##*/}:1.0/tty 2>/dev/null | head -1); [ -n "$tty" ] && [ -c /dev/$tty ]; }
   if waitfor 50 findtty; then
@@ -149,19 +153,19 @@ fi
 
 # ---- storage: usb-storage disk; read host data, vfat file and raw sectors written for the host -----
 if [ $A_STO = 0 ]; then
-  d=$(find_dev 1209 0003)
+  d=$(find_dev $STOID)
   sd=""
   findsd() { sd=$(ls $d/${d##*/}:1.0/host*/target*/*/block 2>/dev/null | head -1); [ -n "$sd" ] && [ -b /dev/$sd ]; }
   if waitfor 100 findsd; then
     size=$(cat /sys/block/$sd/size)
     [ "$size" = "$SECTORS" ] && pass storage-disk "/dev/$sd $size sectors" || fail storage-disk "/dev/$sd has $size sectors, image has $SECTORS"
-    # the host wrote 1 MiB of known data at 14 MiB before boot
-    got=$(tmo 30 dd if=/dev/$sd bs=65536 skip=224 count=16 2>/dev/null | md5sum | cut -d' ' -f1)
+    # the host wrote 1 MiB of known data before boot
+    got=$(tmo 30 dd if=/dev/$sd bs=65536 skip=$HOST_BLK count=16 2>/dev/null | md5sum | cut -d' ' -f1)
     [ "$got" = "$HOSTMD5" ] && pass storage-read-host-data || fail storage-read-host-data "md5 $got, host wrote $HOSTMD5"
-    # a vfat filesystem on the first 8 MiB with one file; read back after a fresh mount
+    # a vfat filesystem at the start of the disk with one file; read back after a fresh mount
     seq 1 20000 > /tmp/E2E.TXT
     want=$(md5sum < /tmp/E2E.TXT | cut -d' ' -f1)
-    if tmo 60 mkdosfs -n E2E /dev/$sd 8192 >/tmp/mkfs.out 2>&1 && tmo 30 mount -t vfat /dev/$sd /mnt; then
+    if tmo 60 mkdosfs -n E2E /dev/$sd $FS_KB >/tmp/mkfs.out 2>&1 && tmo 30 mount -t vfat /dev/$sd /mnt; then
       cp /tmp/E2E.TXT /mnt/E2E.TXT; sync; tmo 30 umount /mnt
       echo 3 > /proc/sys/vm/drop_caches
       tmo 30 mount -t vfat -o ro /dev/$sd /mnt
@@ -170,12 +174,12 @@ if [ $A_STO = 0 ]; then
     else
       fail storage-vfat-file "mkdosfs/mount failed: $(cat /tmp/mkfs.out)"
     fi
-    # 1 MiB raw pattern at 12 MiB, outside the filesystem
+    # 1 MiB raw pattern after the filesystem
     yes "usbipd-e2e raw sector pattern 0123456789abcdef" | head -c 1048576 > /tmp/raw.bin
     want=$(md5sum < /tmp/raw.bin | cut -d' ' -f1)
-    tmo 60 dd if=/tmp/raw.bin of=/dev/$sd bs=65536 seek=192 conv=fsync 2>/dev/null
+    tmo 60 dd if=/tmp/raw.bin of=/dev/$sd bs=65536 seek=$RAW_BLK conv=fsync 2>/dev/null
     blockdev --flushbufs /dev/$sd; echo 3 > /proc/sys/vm/drop_caches
-    got=$(tmo 30 dd if=/dev/$sd bs=65536 skip=192 count=16 2>/dev/null | md5sum | cut -d' ' -f1)
+    got=$(tmo 30 dd if=/dev/$sd bs=65536 skip=$RAW_BLK count=16 2>/dev/null | md5sum | cut -d' ' -f1)
     [ "$got" = "$want" ] && pass storage-raw-sectors "md5 $got" || fail storage-raw-sectors "read back md5 $got, wrote $want"
     sync
   else
@@ -187,7 +191,7 @@ fi
 # usbtest CASE ITERATIONS LENGTH VARY SGLEN
 usbtest_case() { tmo 120 e2e-usbtest $node 0 "$@" || [ $? != 124 ] || fail usbtest-$1 "hung for 120 s"; }
 if [ $A_LOOP = 0 ]; then
-  d=$(find_dev 0525 a4a0)
+  d=$(find_dev $LOOPID)
   [ "$(cat $d/bConfigurationValue)" = 3 ] || echo 3 > $d/bConfigurationValue
   if waitfor 50 bound_to $d/${d##*/}:3.0 usbtest; then
     pass loopback-usbtest-bound "${d##*/} config 3"
@@ -202,7 +206,7 @@ if [ $A_LOOP = 0 ]; then
     fail loopback-usbtest-bound "config $(cat $d/bConfigurationValue), interface driver '$(basename "$(readlink $d/${d##*/}:3.0/driver)")'"
   fi
   echo 2 > $d/bConfigurationValue    # loopback configuration
-  if waitfor 50 configured 0525 a4a0 && [ "$(cat $d/bConfigurationValue)" = 2 ]; then
+  if waitfor 50 configured $LOOPID && [ "$(cat $d/bConfigurationValue)" = 2 ]; then
     tmo 60 e2e-usbfs $(usbfs_node $d) || [ $? != 124 ] || fail loopback-usbfs "hung for 60 s"
   else
     fail loopback-unlink-timeout "could not switch to configuration 2 (now '$(cat $d/bConfigurationValue)')"
@@ -218,11 +222,11 @@ for p in $(ports); do
   case $b in $KBD) name=keyboard;; $SER) name=serial;; $STO) name=storage;; $LOOP) name=loopback;; esac
   if out=$(tmo 20 $USBIP detach -p $p 2>&1) && ! ports | grep -qx $p; then pass detach-$name "port $p"; else fail detach-$name "port $p: $(echo $out)"; fi
 done
-gone() { ! find_dev 1209 0001 && ! find_dev 1209 0002 && ! find_dev 1209 0003 && ! find_dev 0525 a4a0; } >/dev/null
+gone() { ! find_dev $KBDID && ! find_dev $SERID && ! find_dev $STOID && ! find_dev $LOOPID; } >/dev/null
 waitfor 50 gone && pass detach-devices-gone || fail detach-devices-gone "still present: $(ls /sys/bus/usb/devices | tr '\n' ' ')"
 if wait_host reattach; then
-  if attach reattach-loopback $LOOP 0525 a4a0; then
-    d=$(find_dev 0525 a4a0)
+  if attach reattach-loopback $LOOP $LOOPID; then
+    d=$(find_dev $LOOPID)
     [ "$(cat $d/bConfigurationValue)" = 3 ] || echo 3 > $d/bConfigurationValue
     if waitfor 50 bound_to $d/${d##*/}:3.0 usbtest; then
       node=$(usbfs_node $d)
