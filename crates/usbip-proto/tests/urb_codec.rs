@@ -134,7 +134,8 @@ fn submit(
 
 #[test]
 fn rejects_every_invalid_field() {
-    let cases: Vec<(Box<dyn Fn(&mut [u8; 48])>, ProtoError)> = vec![
+    type Mangle = Box<dyn Fn(&mut [u8; 48])>;
+    let cases: Vec<(Mangle, ProtoError)> = vec![
         (Box::new(|b| b[3] = 9), ProtoError::UnknownCommand(9)),
         (Box::new(|b| b[3] = 3), ProtoError::Unexpected("RET_SUBMIT")),
         (Box::new(|b| b[3] = 4), ProtoError::Unexpected("RET_UNLINK")),

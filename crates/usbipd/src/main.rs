@@ -1,1 +1,26 @@
-fn main() {}
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use usbipd::cli::{self, Cli, Command};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server(args) => cli::server::run(args).await,
+        Command::List(args) => cli::list::run(args).await,
+        Command::Virtual(cmd) => cli::virtual_device::run(cmd).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("usbipd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

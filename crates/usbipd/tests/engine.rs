@@ -185,11 +185,11 @@ async fn disconnect_cancels_everything_and_frees_the_device() {
 }
 
 #[tokio::test]
-async fn import_of_an_unknown_busid_is_na() {
+async fn import_of_an_unknown_busid_is_nodev_as_the_kernel_answers() {
     let (_dev, addr) = one_device().await;
     assert!(matches!(
         Connection::import(addr, "1-1").await,
-        Err(Error::Refused(OpStatus::Na))
+        Err(Error::Refused(OpStatus::NoDev))
     ));
 }
 

@@ -72,10 +72,11 @@ impl Registry {
             .collect()
     }
 
-    /// Reserves `busid` for `client`: NA if it is not exported, DEV_BUSY if someone has it.
+    /// Reserves `busid` for `client`: NODEV if no such device is exported (as the kernel's
+    /// usbipd answers), DEV_BUSY if another client has it.
     pub fn claim(self: &Arc<Self>, busid: &str, client: SocketAddr) -> Result<Claim, OpStatus> {
         let mut entries = self.lock();
-        let entry = entries.get_mut(busid).ok_or(OpStatus::Na)?;
+        let entry = entries.get_mut(busid).ok_or(OpStatus::NoDev)?;
         if entry.user.is_some() {
             return Err(OpStatus::DevBusy);
         }

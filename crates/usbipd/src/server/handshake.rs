@@ -72,7 +72,7 @@ async fn import(
         Err(status) => {
             let why = match status {
                 OpStatus::DevBusy => "in use by another client",
-                _ => "not exported",
+                _ => "no such device",
             };
             let _ = stream.write_all(&refuse(status, why)).await;
             return;

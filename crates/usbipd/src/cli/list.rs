@@ -1,0 +1,110 @@
+//! `usbipd list`: the running server's devices and their state, or a remote server's list.
+
+use tokio::net::lookup_host;
+
+use super::ControlArg;
+use crate::control::{self, Request};
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Ask this USB/IP server (HOST or HOST:PORT) for its device list
+    #[arg(long, short = 'r', value_name = "HOST")]
+    pub remote: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub control: ControlArg,
+}
+
+pub async fn run(args: ListArgs) -> anyhow::Result<()> {
+    match &args.remote {
+        Some(host) => remote(host, args.json).await,
+        None => local(&args).await,
+    }
+}
+
+async fn local(args: &ListArgs) -> anyhow::Result<()> {
+    let response = control::request(&args.control.path(), &Request::List).await?;
+    if let Some(e) = response.error {
+        anyhow::bail!(e);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&response.devices)?);
+        return Ok(());
+    }
+    println!("{:<10} {:<10} {:<9} STATE", "BUSID", "VID:PID", "SPEED");
+    for d in response.devices {
+        let state = match &d.client {
+            Some(c) => format!("attached to {c}"),
+            None => "shared".to_string(),
+        };
+        println!(
+            "{:<10} {:04x}:{:04x}  {:<9} {state}",
+            d.busid, d.vid, d.pid, d.speed
+        );
+    }
+    Ok(())
+}
+
+async fn remote(host: &str, json: bool) -> anyhow::Result<()> {
+    let target = if host.parse::<std::net::IpAddr>().is_ok() || !host.contains(':') {
+        format!("{}:{}", bracket_v6(host), usbip_proto::USBIP_PORT)
+    } else {
+        host.to_string()
+    };
+    let addr = lookup_host(&target)
+        .await?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{host}: no address"))?;
+    let devices = usbip_client::list_devices(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("{host}: {e}"))?;
+    if json {
+        let v: Vec<serde_json::Value> = devices
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "busid": d.record.busid,
+                    "vid": d.record.id_vendor,
+                    "pid": d.record.id_product,
+                    "speed": d.record.speed.as_mbps(),
+                    "path": d.record.path,
+                    "interfaces": d.interfaces.iter().map(|i| [i.class, i.subclass, i.protocol]).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("Exportable USB devices on {addr}");
+    for d in devices {
+        let r = &d.record;
+        println!(
+            "  {:<10} {:04x}:{:04x}  {} Mbit/s  class {:02x}/{:02x}/{:02x}  {}",
+            r.busid,
+            r.id_vendor,
+            r.id_product,
+            r.speed.as_mbps(),
+            r.device_class,
+            r.device_subclass,
+            r.device_protocol,
+            r.path
+        );
+        for (n, i) in d.interfaces.iter().enumerate() {
+            println!(
+                "             interface {n}: class {:02x}/{:02x}/{:02x}",
+                i.class, i.subclass, i.protocol
+            );
+        }
+    }
+    Ok(())
+}
+
+fn bracket_v6(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}

@@ -1,0 +1,166 @@
+//! The configuration file (TOML): where to listen, limits, and which virtual devices to serve.
+//!
+//! Parsing only; building devices from it is `devices::build`. Unknown keys are errors, so a
+//! typo never silently does nothing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::server::ServerConfig;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Addresses to listen on; default `0.0.0.0:3240`.
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default, rename = "device")]
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// Overrides of [`ServerConfig`]'s limits; absent keys keep the defaults.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_transfer_length: Option<u32>,
+    pub max_iso_packets: Option<u32>,
+    pub max_in_flight: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub handshake_timeout_secs: Option<u64>,
+}
+
+impl LimitsConfig {
+    pub fn apply(&self, config: &mut ServerConfig) {
+        if let Some(v) = self.max_transfer_length {
+            config.limits.max_transfer_length = v;
+        }
+        if let Some(v) = self.max_iso_packets {
+            config.limits.max_iso_packets = v;
+        }
+        if let Some(v) = self.max_in_flight {
+            config.max_in_flight = v;
+        }
+        if let Some(v) = self.max_connections {
+            config.max_connections = v;
+        }
+        if let Some(v) = self.handshake_timeout_secs {
+            config.handshake_timeout = std::time::Duration::from_secs(v);
+        }
+    }
+}
+
+/// One virtual device. `busid` defaults to `0-<position in the list, from 1>`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum DeviceConfig {
+    /// HID boot keyboard; type into it with `usbipd virtual type`.
+    Keyboard { busid: Option<String> },
+    /// CDC-ACM serial port whose host side is a TCP listener.
+    Serial {
+        busid: Option<String>,
+        tcp: SocketAddr,
+    },
+    /// USB mass storage on an image file.
+    Storage {
+        busid: Option<String>,
+        image: PathBuf,
+        #[serde(default)]
+        read_only: bool,
+    },
+    /// Gadget-zero compatible source/sink and loopback device (0525:a4a0).
+    Loopback { busid: Option<String> },
+}
+
+impl DeviceConfig {
+    pub fn busid(&self) -> Option<&str> {
+        match self {
+            DeviceConfig::Keyboard { busid }
+            | DeviceConfig::Serial { busid, .. }
+            | DeviceConfig::Storage { busid, .. }
+            | DeviceConfig::Loopback { busid } => busid.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration in {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_device_kind() {
+        let c: Config = toml::from_str(
+            r#"
+            listen = ["127.0.0.1:3240", "[::1]:3240"]
+            [limits]
+            max_in_flight = 64
+            [[device]]
+            kind = "keyboard"
+            [[device]]
+            kind = "serial"
+            busid = "0-7"
+            tcp = "127.0.0.1:3250"
+            [[device]]
+            kind = "storage"
+            image = "/tmp/x.img"
+            read_only = true
+            [[device]]
+            kind = "loopback"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.devices.len(), 4);
+        assert_eq!(c.devices[1].busid(), Some("0-7"));
+        assert!(matches!(
+            c.devices[2],
+            DeviceConfig::Storage {
+                read_only: true,
+                ..
+            }
+        ));
+        let mut sc = ServerConfig::default();
+        c.limits.apply(&mut sc);
+        assert_eq!(sc.max_in_flight, 64);
+    }
+
+    #[test]
+    fn unknown_keys_and_kinds_are_errors() {
+        assert!(toml::from_str::<Config>("[[device]]\nkind = \"mouse\"").is_err());
+        assert!(
+            toml::from_str::<Config>("[[device]]\nkind = \"keyboard\"\nbusid_typo = \"x\"")
+                .is_err()
+        );
+        assert!(toml::from_str::<Config>("listn = []").is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! The local control socket of a running server: `usbipd list` and `usbipd virtual type` talk
+//! to it. One JSON request per line, one JSON response per line, on a Unix socket that only
+//! the server's user can open (mode 0600 in a 0700 directory).
+//!
+//! It never accepts more than one line of [`MAX_REQUEST`] bytes per request.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{debug, warn};
+
+use crate::device::registry::Registry;
+
+const MAX_REQUEST: u64 = 64 * 1024;
+
+/// Something text can be typed into (the virtual keyboard).
+pub trait TypeText: Send + Sync {
+    fn type_text(&self, text: &str) -> Result<(), String>;
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    List,
+    Type { busid: String, text: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceEntry {
+    pub busid: String,
+    pub vid: u16,
+    pub pid: u16,
+    pub speed: String,
+    pub interfaces: Vec<[u8; 3]>,
+    /// `available` or `attached`.
+    pub state: String,
+    pub client: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceEntry>,
+}
+
+impl Response {
+    fn ok() -> Response {
+        Response {
+            ok: true,
+            error: None,
+            devices: Vec::new(),
+        }
+    }
+
+    fn error(e: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            error: Some(e.into()),
+            devices: Vec::new(),
+        }
+    }
+}
+
+/// Where the control socket lives unless `--control` says otherwise.
+pub fn default_path() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        return PathBuf::from(dir).join("usbipd").join("control.sock");
+    }
+    let uid = nix::unistd::getuid().as_raw();
+    if uid == 0 {
+        PathBuf::from("/run/usbipd/control.sock")
+    } else {
+        std::env::temp_dir()
+            .join(format!("usbipd-{uid}"))
+            .join("control.sock")
+    }
+}
+
+/// What the control server can reach.
+pub struct ControlContext {
+    pub registry: Arc<Registry>,
+    pub keyboards: HashMap<String, Arc<dyn TypeText>>,
+}
+
+/// Binds the control socket, replacing a stale one.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!(
+                "another usbipd is running with control socket {}",
+                path.display()
+            ),
+        ));
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+pub async fn serve(listener: UnixListener, ctx: Arc<ControlContext>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move { handle(stream, &ctx).await });
+            }
+            Err(e) => {
+                warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(stream: UnixStream, ctx: &ControlContext) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read.take(MAX_REQUEST)).lines();
+    let response = match lines.next_line().await {
+        Ok(Some(line)) => match serde_json::from_str::<Request>(&line) {
+            Ok(request) => answer(request, ctx),
+            Err(e) => Response::error(format!("bad request: {e}")),
+        },
+        Ok(None) => return,
+        Err(e) => Response::error(format!("bad request: {e}")),
+    };
+    debug!(ok = response.ok, "control request answered");
+    let mut out = serde_json::to_vec(&response).unwrap_or_default();
+    out.push(b'\n');
+    let _ = write.write_all(&out).await;
+}
+
+fn answer(request: Request, ctx: &ControlContext) -> Response {
+    match request {
+        Request::List => {
+            let devices = ctx
+                .registry
+                .states()
+                .into_iter()
+                .map(|s| {
+                    let r = &s.device.record;
+                    DeviceEntry {
+                        busid: r.busid.clone(),
+                        vid: r.id_vendor,
+                        pid: r.id_product,
+                        speed: r.speed.as_mbps().to_string(),
+                        interfaces: s
+                            .device
+                            .interfaces
+                            .iter()
+                            .map(|i| [i.class, i.subclass, i.protocol])
+                            .collect(),
+                        state: if s.user.is_some() {
+                            "attached"
+                        } else {
+                            "available"
+                        }
+                        .into(),
+                        client: s.user.map(|a| a.to_string()),
+                    }
+                })
+                .collect();
+            Response {
+                devices,
+                ..Response::ok()
+            }
+        }
+        Request::Type { busid, text } => match ctx.keyboards.get(&busid) {
+            Some(kb) => match kb.type_text(&text) {
+                Ok(()) => Response::ok(),
+                Err(e) => Response::error(e),
+            },
+            None => Response::error(format!("no virtual keyboard with busid {busid}")),
+        },
+    }
+}
+
+/// Sends one request to a running server.
+pub async fn request(path: &Path, request: &Request) -> anyhow::Result<Response> {
+    let mut stream = UnixStream::connect(path).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach a running usbipd at {}: {e} (is `usbipd server` running? use --control to point at its socket)",
+            path.display()
+        )
+    })?;
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    stream.write_all(&line).await?;
+    let mut reply = String::new();
+    BufReader::new(stream.take(16 * 1024 * 1024))
+        .read_line(&mut reply)
+        .await?;
+    Ok(serde_json::from_str(&reply)?)
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, as a newcomer and CI run it: unit and integration tests, then the
+# end-to-end suite with the real Linux kernel client (vhci-hcd) in a QEMU guest.
+# Installs what the end-to-end suite needs (Debian packages, a Debian kernel) when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+section() { printf '\n==== %s\n' "$*"; }
+
+section "build"
+cargo build --release --workspace --bins
+
+section "unit and integration tests"
+cargo test --release --workspace
+
+if [ "${USBIPD_SKIP_E2E:-0}" = 1 ]; then
+  echo "USBIPD_SKIP_E2E=1: skipping the kernel-client suite"
+  exit 0
+fi
+
+section "end-to-end: the Linux kernel client in QEMU"
+bash tests/e2e/setup.sh
+bash tests/e2e/run.sh "$PWD/target/release/usbipd"
