@@ -38,11 +38,12 @@ EXPECTED = (
     + ["keyboard-usbhid-bound", "host-type-keys", "keyboard-keys"]
     + ["serial-cdc-acm-bound", "serial-guest-to-host", "serial-host-to-guest"]
     + ["storage-disk", "storage-read-host-data", "storage-vfat-file", "storage-raw-sectors"]
-    + ["loopback-usbtest-bound"] + [f"usbtest-{n}" for n in (1, 2, 9, 10, 11, 12)]
+    + ["loopback-usbtest-bound"] + [f"usbtest-{n}" for n in (1, 2, 9, 10)]
     + ["loopback-unlink-timeout", "loopback-echo-after-unlink", "loopback-control-after-unlink"]
     + [f"detach-{k}" for k in BUSIDS] + ["detach-devices-gone"]
     + ["host-server-log-disconnect", "host-reimportable", "host-image-vfat-file", "host-image-raw-sectors"]
-    + ["attach-reattach-loopback", "enumerate-reattach-loopback", "reattach-loopback-io", "reattach-detach"]
+    + ["attach-reattach-loopback", "enumerate-reattach-loopback", "reattach-loopback-io"]
+    + ["usbtest-11", "usbtest-12", "reattach-detach"]
 )
 
 # evdev key codes (linux/input-event-codes.h) of what we type
@@ -169,8 +170,10 @@ class Suite:
                "-display", "none", "-vga", "none", "-nodefaults", "-no-reboot",
                "-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
                "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="]
-        if a.mode == "shell":
-            os.execvp(cmd[0], cmd)
+        if a.mode == "shell":  # interactive: the console is the terminal; the server stays up meanwhile
+            print(f"server on 127.0.0.1:{self.port} (guest: usbip --tcp-port {self.port} attach -r 10.0.2.2 -b BUSID)")
+            subprocess.call(cmd[2:])
+            return False
         self.vm = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(self.vm)
@@ -324,8 +327,8 @@ class Suite:
             if self.results["host-server-start"][0]:
                 if self.args.mode == "client":
                     self.host_lists()
-                self.boot()
-                self.follow()
+                if self.boot() is not False:
+                    self.follow()
         finally:
             self.stop()
         return self.report()

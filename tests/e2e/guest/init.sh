@@ -47,7 +47,10 @@ tmo() {
   "$@" & p=$!
   n=$((secs * 10))
   while kill -0 $p 2>/dev/null; do
-    if [ $n -le 0 ]; then kill -9 $p 2>/dev/null; echo "TIMEOUT after ${secs}s: $*"; return 124; fi
+    if [ $n -le 0 ]; then
+      kill -9 $p 2>/dev/null; echo "TIMEOUT after ${secs}s: $*"
+      dmesg | tail -15 | sed 's/^/  dmesg: /'; return 124
+    fi
     usleep 100000; n=$((n - 1))
   done
   wait $p
@@ -189,7 +192,7 @@ fi
 
 # ---- loopback: usbtest cases in the source/sink configuration, then unlink through usbfs ----------
 # usbtest CASE ITERATIONS LENGTH VARY SGLEN
-usbtest_case() { tmo 120 e2e-usbtest $node 0 "$@" || [ $? != 124 ] || fail usbtest-$1 "hung for 120 s"; }
+usbtest_case() { tmo 30 e2e-usbtest $node 0 "$@" || { [ $? = 124 ] && fail usbtest-$1 "hung for 30 s" && return 124; }; }
 if [ $A_LOOP = 0 ]; then
   d=$(find_dev $LOOPID)
   [ "$(cat $d/bConfigurationValue)" = 3 ] || echo 3 > $d/bConfigurationValue
@@ -200,8 +203,6 @@ if [ $A_LOOP = 0 ]; then
     usbtest_case 2 64 4096 0 0     # bulk IN from the source (zeros checked)
     usbtest_case 9 4 0 0 0         # chapter 9 requests
     usbtest_case 10 16 0 0 8       # queued control requests, incl. expected stalls and short reads
-    usbtest_case 11 16 4096 0 0    # unlink queued bulk IN
-    usbtest_case 12 16 4096 0 0    # unlink queued bulk OUT
   else
     fail loopback-usbtest-bound "config $(cat $d/bConfigurationValue), interface driver '$(basename "$(readlink $d/${d##*/}:3.0/driver)")'"
   fi
@@ -233,6 +234,11 @@ if wait_host reattach; then
       out=$(usbtest_case 1 16 4096 0 0)
       echo "$out" | sed 's/^E2E CHECK /reattach: /'
       echo "$out" | grep -q PASS && pass reattach-loopback-io || fail reattach-loopback-io "$out"
+      # last, as a hang here wedges the device: usbtest's unlink cases (submit, then unlink while the
+      # URB is in flight at the server; CMD_UNLINK racing RET_SUBMIT)
+      usbtest_case 11 16 4096 0 0   # unlink bulk IN
+      if [ $? = 124 ]; then fail usbtest-12 "not run: usbtest-11 hung and holds the device"
+      else usbtest_case 12 16 4096 0 0; fi  # unlink bulk OUT
     else
       fail reattach-loopback-io "usbtest did not bind"
     fi
