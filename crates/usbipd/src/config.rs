@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::server::ServerConfig;
@@ -16,6 +17,9 @@ pub struct Config {
     /// Addresses to listen on; default `0.0.0.0:3240`.
     #[serde(default)]
     pub listen: Vec<SocketAddr>,
+    /// Client networks (CIDR) allowed to connect; empty: everyone who reaches the port.
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
     #[serde(default)]
     pub limits: LimitsConfig,
     #[serde(default, rename = "device")]
@@ -30,6 +34,7 @@ pub struct LimitsConfig {
     pub max_iso_packets: Option<u32>,
     pub max_in_flight: Option<usize>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_address: Option<usize>,
     pub handshake_timeout_secs: Option<u64>,
 }
 
@@ -47,41 +52,66 @@ impl LimitsConfig {
         if let Some(v) = self.max_connections {
             config.max_connections = v;
         }
+        if let Some(v) = self.max_connections_per_address {
+            config.max_connections_per_address = v;
+        }
         if let Some(v) = self.handshake_timeout_secs {
             config.handshake_timeout = std::time::Duration::from_secs(v);
         }
     }
 }
 
-/// One virtual device. `busid` defaults to `0-<position in the list, from 1>`.
+/// One virtual device. `busid` defaults to `0-<position in the list, from 1>`; `allow`
+/// restricts it to some client networks (CIDR) on top of the server-wide list.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum DeviceConfig {
     /// HID boot keyboard; type into it with `usbipd virtual type`.
-    Keyboard { busid: Option<String> },
+    Keyboard {
+        busid: Option<String>,
+        #[serde(default)]
+        allow: Vec<IpNet>,
+    },
     /// CDC-ACM serial port whose host side is a TCP listener.
     Serial {
         busid: Option<String>,
+        #[serde(default)]
+        allow: Vec<IpNet>,
         tcp: SocketAddr,
     },
     /// USB mass storage on an image file.
     Storage {
         busid: Option<String>,
+        #[serde(default)]
+        allow: Vec<IpNet>,
         image: PathBuf,
         #[serde(default)]
         read_only: bool,
     },
     /// Gadget-zero compatible source/sink and loopback device (0525:a4a0).
-    Loopback { busid: Option<String> },
+    Loopback {
+        busid: Option<String>,
+        #[serde(default)]
+        allow: Vec<IpNet>,
+    },
 }
 
 impl DeviceConfig {
     pub fn busid(&self) -> Option<&str> {
         match self {
-            DeviceConfig::Keyboard { busid }
+            DeviceConfig::Keyboard { busid, .. }
             | DeviceConfig::Serial { busid, .. }
             | DeviceConfig::Storage { busid, .. }
-            | DeviceConfig::Loopback { busid } => busid.as_deref(),
+            | DeviceConfig::Loopback { busid, .. } => busid.as_deref(),
+        }
+    }
+
+    pub fn allow(&self) -> &[IpNet] {
+        match self {
+            DeviceConfig::Keyboard { allow, .. }
+            | DeviceConfig::Serial { allow, .. }
+            | DeviceConfig::Storage { allow, .. }
+            | DeviceConfig::Loopback { allow, .. } => allow,
         }
     }
 }
@@ -136,12 +166,14 @@ mod tests {
             read_only = true
             [[device]]
             kind = "loopback"
+            allow = ["10.0.0.0/8"]
             "#,
         )
         .unwrap();
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.devices.len(), 4);
         assert_eq!(c.devices[1].busid(), Some("0-7"));
+        assert_eq!(c.devices[3].allow().len(), 1);
         assert!(matches!(
             c.devices[2],
             DeviceConfig::Storage {

@@ -11,13 +11,16 @@ use crate::config::Config;
 use crate::control::{self, ControlContext};
 use crate::device::registry::Registry;
 use crate::devices;
-use crate::server::{Server, ServerConfig};
+use crate::server::{Allowlist, Server, ServerConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
     /// Address to listen on; repeat for several (IPv4 and IPv6) [default: 0.0.0.0:3240]
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
+    /// Only accept clients from this network (CIDR); repeat for several [default: everyone]
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<ipnet::IpNet>,
     /// Configuration file (TOML)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -47,6 +50,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     let mut server_config = ServerConfig::default();
     config.limits.apply(&mut server_config);
+    let mut allow = config.allow.clone();
+    allow.extend(args.allow.iter().copied());
+    server_config.allow = Allowlist::new(allow);
 
     let built = devices::build(&config).await?;
     let registry = Registry::new();

@@ -4,16 +4,18 @@
 //! DEV_BUSY. Dropping the claim (the client disconnected) frees the device for the next import.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use usbip_proto::{ExportedDevice, OpStatus};
 
 use super::Device;
+use crate::server::Allowlist;
 
 struct Entry {
     device: Arc<dyn Device>,
     user: Option<SocketAddr>,
+    allow: Allowlist,
 }
 
 /// What `usbipd list` and status show for one exported device.
@@ -40,8 +42,20 @@ impl Registry {
 
     /// Exports a device under the busid it describes itself with, replacing any previous one.
     pub fn add(&self, device: Arc<dyn Device>) {
+        self.add_with_allowlist(device, Allowlist::default());
+    }
+
+    /// Exports a device to the client networks in `allow` only.
+    pub fn add_with_allowlist(&self, device: Arc<dyn Device>, allow: Allowlist) {
         let busid = device.describe().record.busid;
-        self.lock().insert(busid, Entry { device, user: None });
+        self.lock().insert(
+            busid,
+            Entry {
+                device,
+                user: None,
+                allow,
+            },
+        );
     }
 
     /// Stops exporting a device. A client using it keeps its session until it ends.
@@ -49,10 +63,14 @@ impl Registry {
         self.lock().remove(busid).is_some()
     }
 
-    /// The device list, in busid order.
-    pub fn list(&self) -> Vec<ExportedDevice> {
-        let devices: Vec<Arc<dyn Device>> =
-            self.lock().values().map(|e| e.device.clone()).collect();
+    /// The device list `client` may see, in busid order.
+    pub fn list_for(&self, client: IpAddr) -> Vec<ExportedDevice> {
+        let devices: Vec<Arc<dyn Device>> = self
+            .lock()
+            .values()
+            .filter(|e| e.allow.permits(client))
+            .map(|e| e.device.clone())
+            .collect();
         devices.iter().map(|d| d.describe()).collect()
     }
 
@@ -73,10 +91,14 @@ impl Registry {
     }
 
     /// Reserves `busid` for `client`: NODEV if no such device is exported (as the kernel's
-    /// usbipd answers), DEV_BUSY if another client has it.
+    /// usbipd answers), NA if it is not exported to this client, DEV_BUSY if another client
+    /// has it.
     pub fn claim(self: &Arc<Self>, busid: &str, client: SocketAddr) -> Result<Claim, OpStatus> {
         let mut entries = self.lock();
         let entry = entries.get_mut(busid).ok_or(OpStatus::NoDev)?;
+        if !entry.allow.permits(client.ip()) {
+            return Err(OpStatus::Na);
+        }
         if entry.user.is_some() {
             return Err(OpStatus::DevBusy);
         }

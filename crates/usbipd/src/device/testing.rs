@@ -96,8 +96,18 @@ impl TestHost {
             data.len() as u32
         };
         urb.setup = setup.to_bytes();
-        self.submit(urb);
-        self.next().await
+        let seqnum = self.submit(urb);
+        self.next_for(seqnum).await
+    }
+
+    /// Waits up to 5 s for the completion of `seqnum`, dropping completions of other URBs.
+    pub async fn next_for(&mut self, seqnum: u32) -> Option<UrbCompletion> {
+        loop {
+            let c = self.next().await?;
+            if c.seqnum == seqnum {
+                return Some(c);
+            }
+        }
     }
 
     /// Standard GET_DESCRIPTOR to the device.

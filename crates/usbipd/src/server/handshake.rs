@@ -44,7 +44,7 @@ pub(super) async fn handle(
     match request {
         OpRequest::DevList => {
             let mut out = Vec::new();
-            OpReply::DevList(registry.list()).encode(&mut out);
+            OpReply::DevList(registry.list_for(peer.ip())).encode(&mut out);
             if let Err(e) = stream.write_all(&out).await {
                 warn!(%peer, error = %e, "device list not sent");
             }
@@ -72,6 +72,7 @@ async fn import(
         Err(status) => {
             let why = match status {
                 OpStatus::DevBusy => "in use by another client",
+                OpStatus::Na => "not exported to this client",
                 _ => "no such device",
             };
             let _ = stream.write_all(&refuse(status, why)).await;

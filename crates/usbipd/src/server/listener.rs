@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+use super::policy::PerAddress;
 use super::{handshake, ServerConfig};
 use crate::device::registry::Registry;
 
@@ -21,12 +22,14 @@ pub struct Server {
     registry: Arc<Registry>,
     config: Arc<ServerConfig>,
     connections: Arc<Semaphore>,
+    per_address: Arc<PerAddress>,
 }
 
 impl Server {
     pub fn new(registry: Arc<Registry>, config: ServerConfig) -> Server {
         Server {
             connections: Arc::new(Semaphore::new(config.max_connections)),
+            per_address: Arc::default(),
             registry,
             config: Arc::new(config),
         }
@@ -70,8 +73,19 @@ impl Server {
                     continue;
                 }
             };
+            if !self.config.allow.permits(peer.ip()) {
+                warn!(%peer, "connection refused: client address not in the allow list");
+                continue;
+            }
             let Ok(permit) = self.connections.clone().try_acquire_owned() else {
                 warn!(%peer, limit = self.config.max_connections, "connection refused: max_connections reached");
+                continue;
+            };
+            let Some(slot) = self
+                .per_address
+                .acquire(peer.ip(), self.config.max_connections_per_address)
+            else {
+                warn!(%peer, limit = self.config.max_connections_per_address, "connection refused: max_connections_per_address reached");
                 continue;
             };
             configure_socket(&stream);
@@ -80,7 +94,7 @@ impl Server {
                 debug!(%peer, "connected");
                 handshake::handle(stream, peer, &server.registry, &server.config).await;
                 debug!(%peer, "disconnected");
-                drop(permit);
+                drop((permit, slot));
             });
         }
     }

@@ -6,12 +6,14 @@
 
 mod handshake;
 mod listener;
+pub mod policy;
 mod session;
 mod writer;
 
 use std::time::Duration;
 
 pub use listener::Server;
+pub use policy::Allowlist;
 use usbip_proto::Limits;
 
 /// Tunables of the server core. Every limit closes only the connection that exceeds it.
@@ -23,6 +25,10 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// Connections open at once, in total.
     pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_connections_per_address: usize,
+    /// Client networks allowed to connect at all; refused ones are closed before any byte.
+    pub allow: Allowlist,
     /// How long a new connection may take to send its handshake request.
     pub handshake_timeout: Duration,
 }
@@ -34,6 +40,8 @@ impl Default for ServerConfig {
             // vhci-hcd itself never has more than a few hundred URBs queued per device.
             max_in_flight: 4096,
             max_connections: 256,
+            max_connections_per_address: 64,
+            allow: Allowlist::default(),
             handshake_timeout: Duration::from_secs(30),
         }
     }

@@ -17,6 +17,11 @@ pub async fn start_server(devices: Vec<Arc<dyn Device>>, config: ServerConfig) -
     for d in devices {
         registry.add(d);
     }
+    start_server_with(registry, config).await
+}
+
+/// Starts a server on an ephemeral loopback port with a prepared registry.
+pub async fn start_server_with(registry: Arc<Registry>, config: ServerConfig) -> SocketAddr {
     let listeners = Server::bind(&["127.0.0.1:0".parse().unwrap()])
         .await
         .unwrap();

@@ -5,6 +5,10 @@
 //! requests and all other endpoints to the function's [`FunctionSession`].
 
 pub mod descriptors;
+pub mod gadget_zero;
+pub mod keyboard;
+pub mod mass_storage;
+pub mod serial;
 
 use std::sync::Arc;
 
@@ -29,8 +33,9 @@ pub trait Function: Send + Sync + 'static {
 /// One client's use of a function.
 pub trait FunctionSession: Send {
     /// A class or vendor request, or a standard request to an interface or endpoint that the
-    /// framework does not answer itself (e.g. GET_DESCRIPTOR of a HID report descriptor).
-    /// `data` is the OUT payload.
+    /// framework does not answer itself (e.g. GET_DESCRIPTOR of a HID report descriptor, or a
+    /// device-level GET_DESCRIPTOR of a type other than device, configuration and string, such
+    /// as the device qualifier or BOS). `data` is the OUT payload.
     fn control(&mut self, setup: &SetupPacket, data: &[u8]) -> ControlResult {
         let _ = (setup, data);
         Err(errno::EPIPE)
@@ -171,7 +176,9 @@ impl<F: Function> VirtualSession<F> {
             return self.session.control(setup, data);
         }
         match (setup.recipient(), setup.request) {
-            (Recipient::Device, request::GET_DESCRIPTOR) => self.get_descriptor(setup),
+            // Port requests belong to hubs; a function never sees them.
+            (Recipient::Other, _) => Err(errno::EPIPE),
+            (Recipient::Device, request::GET_DESCRIPTOR) => self.get_descriptor(setup, data),
             (Recipient::Device, request::SET_CONFIGURATION) => {
                 let value = (setup.value & 0xff) as u8;
                 let known = value == 0
@@ -223,7 +230,7 @@ impl<F: Function> VirtualSession<F> {
         }
     }
 
-    fn get_descriptor(&self, setup: &SetupPacket) -> ControlResult {
+    fn get_descriptor(&mut self, setup: &SetupPacket, data: &[u8]) -> ControlResult {
         let d = self.function.descriptors();
         let index = (setup.value & 0xff) as usize;
         match (setup.value >> 8) as u8 {
@@ -239,8 +246,9 @@ impl<F: Function> VirtualSession<F> {
                 .get(index - 1)
                 .map(|s| Bytes::from(descriptors::string_descriptor(s)))
                 .ok_or(errno::EPIPE),
-            // Device qualifier, BOS and the rest: a stall tells the host we have none.
-            _ => Err(errno::EPIPE),
+            // Device qualifier, other-speed configurations, BOS and the rest belong to the
+            // function; the default answer is a stall, which tells the host there is none.
+            _ => self.session.control(setup, data),
         }
     }
 }

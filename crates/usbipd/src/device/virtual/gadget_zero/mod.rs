@@ -1,0 +1,283 @@
+//! A virtual device compatible with Linux's Gadget Zero (g_zero), so that the kernel's usbtest
+//! driver binds to it (0525:a4a0) and its test cases pass; also the project's benchmark device.
+//!
+//! Configuration 3 "source/sink": bulk IN sends a pattern, bulk OUT swallows (and checks) data,
+//! vendor requests 0x5b/0x5c write and read back a control buffer. Configuration 2 "loopback":
+//! bulk OUT data comes back on bulk IN. Everything completes inside `submit` or waits in the
+//! loopback queue; the data path must never allocate per URB where a shared buffer will do.
+
+mod descriptors;
+mod loopback;
+mod pattern;
+#[cfg(test)]
+mod tests;
+
+use bytes::Bytes;
+use usbip_proto::{errno, Direction};
+
+pub use descriptors::{CONFIG_LOOPBACK, CONFIG_SOURCE_SINK, EP_IN, EP_OUT, PRODUCT_ID, VENDOR_ID};
+pub use pattern::Pattern;
+
+use super::{BusPosition, ControlResult, Descriptors, Function, FunctionSession, VirtualDevice};
+use crate::device::setup::{
+    descriptor_type, request, Recipient, RequestKind, SetupPacket, ENDPOINT_HALT,
+};
+use crate::device::{Completer, Urb, UrbCompletion};
+use loopback::Loopback;
+
+/// Vendor requests of Intel's USB 2.0 compliance device, which g_zero's source/sink answers.
+const REQUEST_CONTROL_WRITE: u8 = 0x5b;
+const REQUEST_CONTROL_READ: u8 = 0x5c;
+/// bmRequestType of the two: vendor, device, OUT and IN.
+const VENDOR_OUT: u8 = 0x40;
+const VENDOR_IN: u8 = 0xc0;
+/// g_zero's ep0 buffer size (USB_COMP_EP0_BUFSIZ), the longest 0x5b/0x5c transfer.
+const CONTROL_BUFFER_LEN: usize = 4096;
+/// The longest IN transfer the source produces, as the protocol codec's own limit; past it the
+/// client gets an error rather than the server an allocation it did not plan for.
+const MAX_SOURCE_LEN: usize = 16 * 1024 * 1024;
+
+/// Settings, like g_zero's module parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GadgetZeroOptions {
+    /// What the source sends and the sink checks.
+    pub pattern: Pattern,
+    /// Bytes the loopback holds before OUT URBs wait. The default is g_zero's: 32 requests
+    /// (`qlen`) of 4096 bytes (`buflen`).
+    pub loopback_buffer: usize,
+}
+
+impl Default for GadgetZeroOptions {
+    fn default() -> Self {
+        GadgetZeroOptions {
+            pattern: Pattern::Zeros,
+            loopback_buffer: 32 * 4096,
+        }
+    }
+}
+
+/// A Gadget Zero with default options at `position`.
+pub fn new(position: BusPosition) -> VirtualDevice<GadgetZero> {
+    with_options(GadgetZeroOptions::default(), position)
+}
+
+pub fn with_options(
+    options: GadgetZeroOptions,
+    position: BusPosition,
+) -> VirtualDevice<GadgetZero> {
+    VirtualDevice::new(GadgetZero::new(options), position)
+}
+
+/// The Gadget Zero function.
+pub struct GadgetZero {
+    options: GadgetZeroOptions,
+    descriptors: Descriptors,
+    qualifier: Vec<u8>,
+    other_speed: Vec<Vec<u8>>,
+}
+
+impl GadgetZero {
+    pub fn new(options: GadgetZeroOptions) -> GadgetZero {
+        GadgetZero {
+            options,
+            descriptors: descriptors::descriptors(),
+            qualifier: descriptors::device_qualifier(),
+            other_speed: descriptors::other_speed_configurations(),
+        }
+    }
+}
+
+impl Function for GadgetZero {
+    fn descriptors(&self) -> &Descriptors {
+        &self.descriptors
+    }
+
+    fn open(&self, completer: Completer) -> Box<dyn FunctionSession> {
+        Box::new(Session {
+            completer,
+            pattern: self.options.pattern,
+            qualifier: Bytes::copy_from_slice(&self.qualifier),
+            other_speed: self
+                .other_speed
+                .iter()
+                .map(|c| Bytes::copy_from_slice(c))
+                .collect(),
+            configuration: 0,
+            halted_in: false,
+            halted_out: false,
+            control_buffer: vec![0; CONTROL_BUFFER_LEN],
+            loopback: Loopback::new(self.options.loopback_buffer),
+        })
+    }
+}
+
+struct Session {
+    completer: Completer,
+    pattern: Pattern,
+    qualifier: Bytes,
+    other_speed: Vec<Bytes>,
+    configuration: u8,
+    halted_in: bool,
+    halted_out: bool,
+    /// What 0x5b wrote and 0x5c reads back.
+    control_buffer: Vec<u8>,
+    loopback: Loopback,
+}
+
+impl Session {
+    /// Endpoints go back to their initial state: not halted, nothing queued.
+    fn reset_endpoints(&mut self) {
+        self.halted_in = false;
+        self.halted_out = false;
+        self.loopback.reset(&self.completer);
+    }
+
+    fn get_descriptor(&self, setup: &SetupPacket) -> ControlResult {
+        let index = usize::from(setup.value & 0xff);
+        match (setup.value >> 8) as u8 {
+            descriptor_type::DEVICE_QUALIFIER if index == 0 => Ok(self.qualifier.clone()),
+            descriptor_type::OTHER_SPEED_CONFIGURATION => {
+                self.other_speed.get(index).cloned().ok_or(errno::EPIPE)
+            }
+            // Interface and endpoint descriptors cannot be read alone; no BOS in USB 2.0.
+            _ => Err(errno::EPIPE),
+        }
+    }
+
+    fn set_halt(&mut self, endpoint: u8) -> ControlResult {
+        if self.configuration == 0 {
+            return Err(errno::EPIPE);
+        }
+        // URBs waiting on a halted endpoint see the stall.
+        match endpoint {
+            EP_IN => {
+                self.halted_in = true;
+                self.loopback.fail_in(errno::EPIPE, &self.completer);
+            }
+            EP_OUT => {
+                self.halted_out = true;
+                self.loopback.fail_out(errno::EPIPE, &self.completer);
+            }
+            _ => return Err(errno::EPIPE),
+        }
+        Ok(Bytes::new())
+    }
+
+    /// 0x5b and 0x5c, which g_zero answers in its source/sink configuration only.
+    fn vendor(&mut self, setup: &SetupPacket, data: &[u8]) -> ControlResult {
+        let length = usize::from(setup.length);
+        if self.configuration != CONFIG_SOURCE_SINK
+            || setup.value != 0
+            || setup.index != 0
+            || length > CONTROL_BUFFER_LEN
+        {
+            return Err(errno::EPIPE);
+        }
+        match (setup.request, setup.request_type) {
+            (REQUEST_CONTROL_WRITE, VENDOR_OUT) => {
+                let n = data.len().min(length);
+                self.control_buffer[..n].copy_from_slice(&data[..n]);
+                Ok(Bytes::new())
+            }
+            (REQUEST_CONTROL_READ, VENDOR_IN) => {
+                Ok(Bytes::copy_from_slice(&self.control_buffer[..length]))
+            }
+            _ => Err(errno::EPIPE),
+        }
+    }
+
+    fn source(&self, urb: &Urb) -> UrbCompletion {
+        let len = urb.transfer_length as usize;
+        if len > MAX_SOURCE_LEN {
+            return UrbCompletion::error(urb.seqnum, errno::EINVAL);
+        }
+        UrbCompletion::data_in(urb.seqnum, self.pattern.source(len))
+    }
+
+    fn sink(&mut self, urb: &Urb) -> UrbCompletion {
+        if self.pattern.check(&urb.data) {
+            UrbCompletion::done_out(urb.seqnum, urb.data.len() as u32)
+        } else {
+            // Like f_sourcesink: bad data halts the OUT endpoint until the host clears it.
+            self.halted_out = true;
+            UrbCompletion::error(urb.seqnum, errno::EPIPE)
+        }
+    }
+}
+
+impl FunctionSession for Session {
+    fn control(&mut self, setup: &SetupPacket, data: &[u8]) -> ControlResult {
+        match (setup.kind(), setup.recipient(), setup.request) {
+            (RequestKind::Standard, Recipient::Device, request::GET_DESCRIPTOR) => {
+                self.get_descriptor(setup)
+            }
+            (RequestKind::Standard, Recipient::Endpoint, request::SET_FEATURE)
+                if setup.value == ENDPOINT_HALT =>
+            {
+                self.set_halt((setup.index & 0xff) as u8)
+            }
+            (RequestKind::Vendor, Recipient::Device, _) => self.vendor(setup, data),
+            _ => Err(errno::EPIPE),
+        }
+    }
+
+    fn set_configuration(&mut self, value: u8) {
+        self.reset_endpoints();
+        self.configuration = value;
+    }
+
+    fn set_interface(&mut self, interface: u8, alt: u8) -> Result<(), i32> {
+        if self.configuration == 0 || interface != 0 || alt != 0 {
+            return Err(errno::EPIPE);
+        }
+        self.reset_endpoints();
+        Ok(())
+    }
+
+    fn clear_halt(&mut self, endpoint_address: u8) {
+        match endpoint_address {
+            EP_IN => self.halted_in = false,
+            EP_OUT => self.halted_out = false,
+            _ => {}
+        }
+    }
+
+    fn is_halted(&self, endpoint_address: u8) -> bool {
+        match endpoint_address {
+            EP_IN => self.halted_in,
+            EP_OUT => self.halted_out,
+            _ => false,
+        }
+    }
+
+    fn submit(&mut self, urb: Urb) {
+        let halted = match urb.endpoint_address() {
+            EP_IN => self.halted_in,
+            EP_OUT => self.halted_out,
+            _ => true,
+        };
+        if halted || self.configuration == 0 {
+            return self
+                .completer
+                .complete(UrbCompletion::error(urb.seqnum, errno::EPIPE));
+        }
+        match (self.configuration, urb.direction) {
+            (CONFIG_SOURCE_SINK, Direction::In) => self.completer.complete(self.source(&urb)),
+            (CONFIG_SOURCE_SINK, Direction::Out) => {
+                let completion = self.sink(&urb);
+                self.completer.complete(completion);
+            }
+            (CONFIG_LOOPBACK, Direction::In) => self.loopback.submit_in(urb, &self.completer),
+            (CONFIG_LOOPBACK, Direction::Out) => self.loopback.submit_out(urb, &self.completer),
+            _ => self
+                .completer
+                .complete(UrbCompletion::error(urb.seqnum, errno::EPIPE)),
+        }
+    }
+
+    fn cancel(&mut self, seqnum: u32) {
+        // Only the loopback keeps URBs; the source and sink complete them at once.
+        self.loopback.cancel(seqnum, &self.completer);
+    }
+}
