@@ -43,20 +43,20 @@ wait_host() {
 }
 # tmo SECS cmd...: run cmd, give up (without waiting for it) after SECS; USB calls may block in D state
 tmo() {
-  secs=$1; shift
-  "$@" & p=$!
-  n=$((secs * 10))
-  while kill -0 $p 2>/dev/null; do
-    if [ $n -le 0 ]; then
-      kill -9 $p 2>/dev/null; echo "TIMEOUT after ${secs}s: $*"
+  local _secs=$1 _pid _n; shift
+  "$@" & _pid=$!
+  _n=$((_secs * 10))
+  while kill -0 $_pid 2>/dev/null; do
+    if [ $_n -le 0 ]; then
+      kill -9 $_pid 2>/dev/null; echo "TIMEOUT after ${_secs}s: $*"
       dmesg | tail -15 | sed 's/^/  dmesg: /'; return 124
     fi
-    usleep 100000; n=$((n - 1))
+    usleep 100000; _n=$((_n - 1))
   done
-  wait $p
+  wait $_pid
 }
 # waitfor DECISECONDS cmd...: poll until cmd succeeds
-waitfor() { n=$1; shift; while ! "$@"; do [ $n -le 0 ] && return 1; usleep 100000; n=$((n - 1)); done; }
+waitfor() { local _n=$1; shift; while ! "$@"; do [ $_n -le 0 ] && return 1; usleep 100000; _n=$((_n - 1)); done; }
 # find_dev VID:PID: sysfs directory of the (imported) USB device with that VID:PID
 find_dev() {
   for d in /sys/bus/usb/devices/*; do
@@ -243,7 +243,8 @@ if wait_host reattach; then
       fail reattach-loopback-io "usbtest did not bind"
     fi
     p=$(ports | head -1)
-    tmo 20 $USBIP detach -p $p && waitfor 50 gone && pass reattach-detach || fail reattach-detach "port $p"
+    if [ -z "$p" ]; then fail reattach-detach "no port in use any more: the connection was dropped before"
+    else tmo 20 $USBIP detach -p $p && waitfor 50 gone && pass reattach-detach || fail reattach-detach "port $p"; fi
   fi
 else
   fail reattach-loopback "host never answered GO reattach"
