@@ -238,7 +238,15 @@ if wait_host reattach; then
       # URB is in flight at the server; CMD_UNLINK racing RET_SUBMIT)
       usbtest_case 11 16 4096 0 0   # unlink bulk IN
       if [ $? = 124 ]; then fail usbtest-12 "not run: usbtest-11 hung and holds the device"
-      else usbtest_case 12 16 4096 0 0; fi  # unlink bulk OUT
+      else
+        if ! find_dev $LOOPID >/dev/null; then  # usbtest-11 lost the connection: import again for 12
+          echo "loopback gone after usbtest-11, importing it again"
+          tmo 30 $USBIP attach -r $SERVER -b $LOOP; waitfor 150 configured $LOOPID
+          d=$(find_dev $LOOPID) && { [ "$(cat $d/bConfigurationValue)" = 3 ] || echo 3 > $d/bConfigurationValue; }
+          waitfor 50 bound_to $d/${d##*/}:3.0 usbtest; node=$(usbfs_node $d)
+        fi
+        usbtest_case 12 16 4096 0 0  # unlink bulk OUT
+      fi
     else
       fail reattach-loopback-io "usbtest did not bind"
     fi
