@@ -19,6 +19,7 @@ for pair in qemu-system-x86:/usr/bin/qemu-system-x86_64 busybox-static:- cpio:/u
   if [ "$file" = - ]; then dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   else [ -e "$file" ] || need+=("$pkg"); fi
 done
+command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   timeout 300 apt-get update -q >/dev/null
