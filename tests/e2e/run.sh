@@ -17,4 +17,4 @@ if [ ! -x "$BIN" ]; then
   (cd "$ROOT" && timeout 1800 cargo build --release -p usbipd)
 fi
 E2E=$(timeout 1800 "$HERE/setup.sh")
-exec timeout 300 python3 "$HERE/orchestrate.py" --usbipd "$BIN" --cache "$E2E" "${ARGS[@]}"
+exec timeout 300 python3 -B "$HERE/orchestrate.py" --usbipd "$BIN" --cache "$E2E" "${ARGS[@]}"
