@@ -287,3 +287,55 @@ async fn in_flight_limit_closes_the_connection() {
     conn.start(Submit::bulk_in(1, 8)).unwrap();
     assert!(eventually(|| conn.is_closed()).await);
 }
+
+/// vhci-hcd can send a CMD_UNLINK ahead of the CMD_SUBMIT it cancels (seen in the kernel
+/// end-to-end suite, usbtest case 11). The unlink is acknowledged as a cancellation and the
+/// submit that follows never reaches the device and never gets a RET_SUBMIT.
+#[tokio::test]
+async fn an_unlink_that_overtakes_its_submit_cancels_it() {
+    use usbip_proto::{CmdSubmit, Command, Direction, UrbHeader};
+    let (_dev, addr) = one_device().await;
+    let conn = Connection::import(addr, "9-4").await.unwrap();
+    let first = conn.submit(Submit::bulk_in(3, 4)).await.unwrap();
+    assert_eq!(first.actual_length, 4);
+    let future_seqnum = 1000;
+    assert_eq!(
+        conn.unlink(future_seqnum).await.unwrap().status,
+        errno::ECONNRESET
+    );
+    conn.send_raw(Command::Submit {
+        cmd: CmdSubmit {
+            header: UrbHeader {
+                seqnum: future_seqnum,
+                devid: conn.record().devid(),
+                direction: Direction::In,
+                ep: 3,
+            },
+            transfer_flags: 0x200,
+            transfer_buffer_length: 8,
+            start_frame: 0,
+            number_of_packets: 0,
+            interval: 0,
+            setup: [0; 8],
+        },
+        data: Bytes::new(),
+        iso: vec![],
+    })
+    .unwrap();
+    // The connection goes on, and nothing arrives for the cancelled seqnum.
+    assert_eq!(
+        conn.submit(Submit::bulk_in(3, 2))
+            .await
+            .unwrap()
+            .actual_length,
+        2
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        conn.unexpected_replies().is_empty(),
+        "{:?}",
+        conn.unexpected_replies()
+    );
+    // An unlink of an old, finished seqnum still says "too late".
+    assert_eq!(conn.unlink(1).await.unwrap().status, 0);
+}

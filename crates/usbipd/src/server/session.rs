@@ -5,7 +5,7 @@
 //! the client never sees a RET_SUBMIT after a RET_UNLINK(-ECONNRESET). It never writes to the
 //! socket itself; the writer task does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -62,12 +62,21 @@ struct InFlight {
     length: u32,
 }
 
+/// How many unlinks of not-yet-submitted seqnums a session remembers.
+const MAX_EARLY_UNLINKS: usize = 256;
+
 struct Session<'a> {
     peer: SocketAddr,
     busid: &'a str,
     devid: u32,
     device: Box<dyn DeviceSession>,
     in_flight: HashMap<u32, InFlight>,
+    /// The newest seqnum submitted so far (seqnums grow, wrapping, per connection).
+    newest_submit: Option<u32>,
+    /// Seqnums unlinked before their CMD_SUBMIT arrived: vhci-hcd can put a CMD_UNLINK on the
+    /// wire ahead of the CMD_SUBMIT it cancels. The client was told -ECONNRESET, so when the
+    /// submit comes it is dropped without a RET_SUBMIT.
+    early_unlinks: VecDeque<u32>,
     replies: mpsc::Sender<Reply>,
     config: &'a ServerConfig,
 }
@@ -97,6 +106,8 @@ pub(super) async fn run(
         devid,
         device,
         in_flight: HashMap::new(),
+        newest_submit: None,
+        early_unlinks: VecDeque::new(),
         replies,
         config,
     };
@@ -186,11 +197,19 @@ impl Session<'_> {
                         self.config.max_in_flight
                     )));
                 }
+                if let Some(i) = self.early_unlinks.iter().position(|&s| s == h.seqnum) {
+                    self.early_unlinks.remove(i);
+                    debug!(peer = %self.peer, busid = self.busid, seqnum = h.seqnum, "dropping a URB unlinked before it arrived");
+                    return Ok(());
+                }
                 if self.in_flight.contains_key(&h.seqnum) {
                     return Err(End::Violation(format!(
                         "seqnum {} is already in flight",
                         h.seqnum
                     )));
+                }
+                if self.is_newer(h.seqnum) {
+                    self.newest_submit = Some(h.seqnum);
                 }
                 self.in_flight.insert(
                     h.seqnum,
@@ -222,8 +241,15 @@ impl Session<'_> {
                 let status = if self.in_flight.remove(&victim).is_some() {
                     self.device.cancel(victim);
                     errno::ECONNRESET
+                } else if self.is_newer(victim) {
+                    // Its CMD_SUBMIT is still on the way (see `early_unlinks`).
+                    if self.early_unlinks.len() == MAX_EARLY_UNLINKS {
+                        self.early_unlinks.pop_front();
+                    }
+                    self.early_unlinks.push_back(victim);
+                    errno::ECONNRESET
                 } else {
-                    0
+                    0 // completed already: its RET_SUBMIT went out first
                 };
                 info!(peer = %self.peer, busid = self.busid, seqnum = victim, status, "unlink");
                 self.send(Reply::Unlink(RetUnlink {
@@ -269,6 +295,14 @@ impl Session<'_> {
             iso: done.iso,
         })
         .await
+    }
+
+    /// Whether `seqnum` is newer than every seqnum submitted so far, in wrapping order.
+    fn is_newer(&self, seqnum: u32) -> bool {
+        match self.newest_submit {
+            None => true,
+            Some(newest) => (seqnum.wrapping_sub(newest) as i32) > 0,
+        }
     }
 
     async fn send(&mut self, reply: Reply) -> Result<(), End> {
