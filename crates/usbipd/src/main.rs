@@ -18,6 +18,7 @@ async fn main() -> std::process::ExitCode {
         Command::Server(args) => cli::server::run(args).await,
         Command::List(args) => cli::list::run(args).await,
         Command::Virtual(cmd) => cli::virtual_device::run(cmd).await,
+        Command::ServiceFile(args) => cli::service_files::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
