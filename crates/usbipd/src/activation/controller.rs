@@ -38,7 +38,7 @@ impl Mode {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "reason", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FallbackReason {
     /// No installer on this platform or in this configuration.
     Unavailable,

@@ -88,8 +88,9 @@ pub struct StatusReport {
     pub approval_step: Option<ApprovalStep>,
     /// RFC 3339, UTC.
     pub last_attempt: Option<String>,
-    #[serde(flatten)]
-    pub mode: Mode,
+    /// `extension` or `fallback`: what new operations use.
+    pub mode: String,
+    pub fallback_reason: Option<FallbackReason>,
     pub state_file: PathBuf,
 }
 
@@ -271,9 +272,11 @@ pub fn report(s: &Snapshot, f: &Facts) -> StatusReport {
                 logs_hint(kind),
                 f.state_file.display()
             ));
-            guidance.push(format!(
-                "The daemon retries at its next start; to retry now: {retry}"
-            ));
+            if state.status != InstallStatus::Completed {
+                guidance.push(format!(
+                    "The daemon retries at its next start; to retry now: {retry}"
+                ));
+            }
             reason = Some(why);
         }
         Headline::PendingApproval => {
@@ -311,7 +314,15 @@ pub fn report(s: &Snapshot, f: &Facts) -> StatusReport {
         reason,
         approval_step,
         last_attempt: state.last_attempt.map(rfc3339),
-        mode: s.mode.clone(),
+        mode: match &s.mode {
+            Mode::Extension => "extension",
+            Mode::Fallback { .. } => "fallback",
+        }
+        .to_string(),
+        fallback_reason: match &s.mode {
+            Mode::Extension => None,
+            Mode::Fallback { reason } => Some(reason.clone()),
+        },
         state_file: f.state_file.clone(),
     }
 }
