@@ -427,3 +427,61 @@ fn service_file_command_prints_the_generated_definitions() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn package_script_builds_the_tarball_and_formula_from_the_binary() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = tempfile::tempdir().unwrap();
+    // A small stand-in that runs the real binary keeps the tarball (and the test) small.
+    let stub = out.path().join("usbipd-stub");
+    std::fs::write(
+        &stub,
+        format!(
+            "#!/bin/sh\nexec '{}' \"$@\"\n",
+            env!("CARGO_BIN_EXE_usbipd")
+        ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&stub).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&stub, perms).unwrap();
+    let dist = out.path().join("dist");
+    let run = || {
+        let o = std::process::Command::new("bash")
+            .arg(root.join("scripts/package.sh"))
+            .arg(&stub)
+            .arg(&dist)
+            .env("TARGET", "test-target")
+            .env("SOURCE_DATE_EPOCH", "1")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    run();
+    let version = env!("CARGO_PKG_VERSION");
+    let name = format!("usbipd-{version}-test-target");
+    let tarball = dist.join(format!("{name}.tar.gz"));
+    let first = std::fs::read(&tarball).unwrap();
+    let listing = std::process::Command::new("tar")
+        .arg("tzf")
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for entry in [
+        "bin/usbipd",
+        "lib/systemd/system/usbipd-extension.service",
+        "share/usbipd/dev.usbipd.extension.plist",
+    ] {
+        assert!(listing.contains(&format!("{name}/{entry}")), "{listing}");
+    }
+    let formula = std::fs::read_to_string(dist.join("usbipd.rb")).unwrap();
+    let sha = std::fs::read_to_string(dist.join(format!("{name}.tar.gz.sha256"))).unwrap();
+    let sha = sha.split_whitespace().next().unwrap();
+    assert!(formula.contains(&format!("sha256 \"{sha}\"")), "{formula}");
+    assert!(formula.contains(&format!("version \"{version}\"")));
+    assert!(!formula.contains('@'), "unfilled placeholder: {formula}");
+    // Reproducible: a second run gives the same bytes.
+    run();
+    assert_eq!(std::fs::read(&tarball).unwrap(), first);
+}
