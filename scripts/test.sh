@@ -13,6 +13,10 @@ cargo build --release --workspace --bins
 section "unit and integration tests"
 cargo test --release --workspace
 
+section "benchmark smoke run (quick mode; numbers are not checked)"
+target/release/usbipd-bench --quick --usbipd target/release/usbipd > target/bench-quick.md
+tail -n 30 target/bench-quick.md
+
 if [ "${USBIPD_SKIP_E2E:-0}" = 1 ]; then
   echo "USBIPD_SKIP_E2E=1: skipping the kernel-client suite"
   exit 0

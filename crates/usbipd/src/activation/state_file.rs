@@ -57,24 +57,22 @@ impl StateFile {
     }
 }
 
-/// Where the daemon keeps its activation state unless told otherwise: a system path for root,
-/// the XDG state directory for a user.
+/// Where the daemon keeps its activation state: `activation.json` in the state directory
+/// (`$USBIPD_STATE_DIR`, else `/var/lib/usbipd` for root, else `$XDG_STATE_HOME/usbipd` or
+/// `~/.local/state/usbipd`), the same directory as the bindings file (`persist::state_dir`).
 pub fn default_path() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
-        return PathBuf::from("/var/lib/usbipd/activation.json");
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
-        return PathBuf::from(dir).join("usbipd").join("activation.json");
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        return PathBuf::from(home)
-            .join(".local/state/usbipd")
-            .join("activation.json");
-    }
-    let uid = nix::unistd::getuid().as_raw();
-    std::env::temp_dir()
-        .join(format!("usbipd-{uid}"))
-        .join("activation.json")
+    let dir = if let Some(dir) = std::env::var_os("USBIPD_STATE_DIR") {
+        PathBuf::from(dir)
+    } else if nix::unistd::getuid().is_root() {
+        PathBuf::from("/var/lib/usbipd")
+    } else if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+        PathBuf::from(dir).join("usbipd")
+    } else if let Some(home) = std::env::var_os("HOME") {
+        PathBuf::from(home).join(".local/state/usbipd")
+    } else {
+        std::env::temp_dir().join("usbipd-state")
+    };
+    dir.join("activation.json")
 }
 
 /// Replaces `path` with `contents`: write a temp file beside it, fsync it, rename it over the

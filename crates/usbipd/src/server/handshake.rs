@@ -109,6 +109,7 @@ async fn import(
             devid: record.devid(),
             device: device_session,
             completions,
+            revoked: claim.revoked(),
         },
         config,
     )
