@@ -11,8 +11,11 @@ use usbipd::activation::state_file::StateFile;
 use usbipd::activation::testing::{CountingNotifier, FakeInstaller, Script};
 use usbipd::activation::{Activation, ActivationConfig, ApprovalStep, FallbackReason, Mode};
 
-/// A short timeout stands in for the real 30 s.
-const TEST_TIMEOUT: Duration = Duration::from_millis(150);
+/// A short timeout stands in for the real 30 s where a test wants it to expire (the installer
+/// is held at its gate then, so the outcome does not depend on the machine's speed).
+const SHORT_TIMEOUT: Duration = Duration::from_millis(150);
+/// Everywhere else: long enough that a loaded machine (fsync of the state file) never hits it.
+const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 struct Rig {
     _dir: tempfile::TempDir,
@@ -34,12 +37,16 @@ impl Rig {
 
     /// A daemon (re)start on the same state file and the same installed service.
     fn daemon(&self, install_on_start: bool) -> Activation {
+        self.daemon_with(install_on_start, TEST_TIMEOUT)
+    }
+
+    fn daemon_with(&self, install_on_start: bool, timeout: Duration) -> Activation {
         let a = Activation::new(
             Some(self.fake.clone()),
             StateFile::new(&self.path),
             self.notifier.clone(),
             ActivationConfig {
-                timeout: TEST_TIMEOUT,
+                timeout,
                 install_on_start,
             },
         );
@@ -59,7 +66,7 @@ fn sudo_step() -> ApprovalStep {
 }
 
 async fn settle(a: &Activation, attempts: u64) {
-    tokio::time::timeout(Duration::from_secs(5), a.wait_attempts(attempts))
+    tokio::time::timeout(Duration::from_secs(30), a.wait_attempts(attempts))
         .await
         .expect("attempt finished");
 }
@@ -192,10 +199,10 @@ async fn needs_approval_is_shown_once_and_never_prompted_again_across_restarts()
 async fn timeout_stays_in_fallback_until_restart_and_keeps_a_late_success() {
     let rig = Rig::new([Script::Succeed { signed: None }]);
     rig.fake.close_gate();
-    let a = rig.daemon(true);
+    let a = rig.daemon_with(true, SHORT_TIMEOUT);
     let mut modes = a.subscribe();
     tokio::time::timeout(
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         modes.wait_for(|m| {
             *m == Mode::Fallback {
                 reason: FallbackReason::TimedOut { after_secs: 0 },
@@ -229,14 +236,19 @@ async fn timeout_with_a_late_failure_is_retried_at_restart() {
         Script::Succeed { signed: None },
     ]);
     rig.fake.close_gate();
-    let a = rig.daemon(true);
-    tokio::time::sleep(TEST_TIMEOUT * 2).await;
-    assert_eq!(
-        a.mode(),
-        Mode::Fallback {
-            reason: FallbackReason::TimedOut { after_secs: 0 }
-        }
-    );
+    let a = rig.daemon_with(true, SHORT_TIMEOUT);
+    let mut modes = a.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        modes.wait_for(|m| {
+            *m == Mode::Fallback {
+                reason: FallbackReason::TimedOut { after_secs: 0 },
+            }
+        }),
+    )
+    .await
+    .expect("timed out mode")
+    .unwrap();
     rig.fake.open_gate();
     settle(&a, 1).await;
     assert!(matches!(
@@ -311,7 +323,7 @@ async fn binds_during_installation_use_fallback_and_later_binds_the_extension() 
 
     let started = Instant::now();
     let mut first = bind(&a);
-    assert!(started.elapsed() < Duration::from_millis(50), "bind waited");
+    assert!(started.elapsed() < Duration::from_secs(2), "bind waited");
     assert!(!first.mode.is_extension());
     let mut modes = a.subscribe();
     modes
