@@ -1,5 +1,6 @@
 //! usbipd: a USB/IP server. See ARCHITECTURE.md for the map.
 
+pub mod activation;
 pub mod bindings;
 pub mod cli;
 pub mod config;

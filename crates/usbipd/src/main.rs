@@ -20,6 +20,7 @@ async fn main() -> std::process::ExitCode {
         Command::Bind(args) => cli::binding::bind(args).await,
         Command::Unbind(args) => cli::binding::unbind(args).await,
         Command::Virtual(cmd) => cli::virtual_device::run(cmd).await,
+        Command::ServiceFile(args) => cli::service_files::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

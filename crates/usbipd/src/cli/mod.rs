@@ -3,6 +3,7 @@
 pub mod binding;
 pub mod list;
 pub mod server;
+pub mod service_files;
 pub mod virtual_device;
 
 use std::path::PathBuf;
@@ -33,6 +34,9 @@ pub enum Command {
     /// Control virtual devices of the running server.
     #[command(subcommand)]
     Virtual(virtual_device::VirtualCommand),
+    /// Print the generated systemd unit or launchd plist (for packaging).
+    #[command(hide = true)]
+    ServiceFile(service_files::ServiceFileArgs),
 }
 
 /// `--control PATH`, shared by the commands that talk to a running server.

@@ -1,0 +1,211 @@
+//! The systemd installer: writes the generated unit to /etc/systemd/system, reloads, and
+//! `enable --now`s it. `systemctl` waits for the unit's READY=1 (Type=notify), so a successful
+//! install means the extension is ready.
+//!
+//! It never asks for a password: when not root it answers "needs approval" with the exact
+//! sudo command.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{
+    sudo_command, sudo_install_command, CommandRunner, InstallError, Installed, Installer,
+    InstallerKind, Probe, Prompt, ServiceLocation,
+};
+use crate::activation::service_files::{systemd::unit, SYSTEMD_UNIT};
+use crate::activation::state_file::write_atomic;
+
+pub struct SystemdInstaller {
+    exe: PathBuf,
+    root: bool,
+    unit_dir: PathBuf,
+    runner: Arc<dyn CommandRunner>,
+}
+
+impl SystemdInstaller {
+    pub fn new(exe: PathBuf, root: bool, runner: Arc<dyn CommandRunner>) -> Self {
+        SystemdInstaller {
+            exe,
+            root,
+            unit_dir: PathBuf::from("/etc/systemd/system"),
+            runner,
+        }
+    }
+
+    /// Puts the unit somewhere else (tests).
+    pub fn with_unit_dir(mut self, dir: PathBuf) -> Self {
+        self.unit_dir = dir;
+        self
+    }
+
+    fn unit_path(&self) -> PathBuf {
+        self.unit_dir.join(SYSTEMD_UNIT)
+    }
+
+    fn systemctl(&self, args: &[&str]) -> Result<(), InstallError> {
+        let out = self
+            .runner
+            .run("systemctl", args)
+            .map_err(|e| InstallError::Failed(format!("cannot run systemctl: {e}")))?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(InstallError::Failed(format!(
+                "systemctl {} failed ({})",
+                args.join(" "),
+                out.describe()
+            )))
+        }
+    }
+}
+
+impl Installer for SystemdInstaller {
+    fn kind(&self) -> InstallerKind {
+        InstallerKind::Systemd
+    }
+
+    fn location(&self) -> ServiceLocation {
+        ServiceLocation {
+            kind: InstallerKind::Systemd,
+            identifier: SYSTEMD_UNIT.to_string(),
+            path: self.unit_path(),
+        }
+    }
+
+    fn probe(&self) -> Probe {
+        if !self.unit_path().exists() {
+            return Probe::NotInstalled;
+        }
+        let running = self
+            .runner
+            .run("systemctl", &["is-active", "--quiet", SYSTEMD_UNIT])
+            .map(|o| o.success())
+            .unwrap_or(false);
+        Probe::Installed { running }
+    }
+
+    fn install(&self, _prompt: Prompt) -> Result<Installed, InstallError> {
+        if !self.root {
+            return Err(InstallError::NeedsApproval(sudo_install_command(&self.exe)));
+        }
+        let path = self.unit_path();
+        write_atomic(&path, unit(&self.exe).as_bytes(), 0o644)
+            .map_err(|e| InstallError::Failed(format!("cannot write {}: {e}", path.display())))?;
+        self.systemctl(&["daemon-reload"])?;
+        self.systemctl(&["enable", "--now", SYSTEMD_UNIT])?;
+        // A repair of an installed unit: make sure it runs the unit just written.
+        self.systemctl(&["try-restart", SYSTEMD_UNIT])?;
+        Ok(Installed {
+            location: self.location(),
+            signed: None,
+        })
+    }
+
+    fn uninstall(&self) -> Result<(), InstallError> {
+        if !self.root {
+            return Err(InstallError::NeedsApproval(sudo_command(
+                &self.exe,
+                "uninstall",
+            )));
+        }
+        let path = self.unit_path();
+        if path.exists() {
+            self.systemctl(&["disable", "--now", SYSTEMD_UNIT])?;
+            std::fs::remove_file(&path).map_err(|e| {
+                InstallError::Failed(format!("cannot remove {}: {e}", path.display()))
+            })?;
+            self.systemctl(&["daemon-reload"])?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::super::CommandOutput;
+    use super::*;
+    use crate::activation::state::ApprovalStep;
+
+    /// Records every command; answers with the scripted exit code for a program+first arg.
+    #[derive(Default)]
+    struct Script {
+        calls: Mutex<Vec<String>>,
+        fail: Option<&'static str>,
+    }
+
+    impl CommandRunner for Script {
+        fn run(&self, program: &str, args: &[&str]) -> std::io::Result<CommandOutput> {
+            let line = format!("{program} {}", args.join(" "));
+            self.calls.lock().unwrap().push(line.clone());
+            let failed = self.fail.is_some_and(|f| line.starts_with(f));
+            Ok(CommandOutput {
+                code: Some(if failed { 1 } else { 0 }),
+                stdout: String::new(),
+                stderr: if failed {
+                    "Failed to start: Unit not found.\n".into()
+                } else {
+                    String::new()
+                },
+            })
+        }
+    }
+
+    #[test]
+    fn not_root_needs_the_exact_sudo_command_and_runs_nothing() {
+        let script = Arc::new(Script::default());
+        let i = SystemdInstaller::new("/usr/bin/usbipd".into(), false, script.clone());
+        assert_eq!(
+            i.install(Prompt::Allowed),
+            Err(InstallError::NeedsApproval(ApprovalStep::Command {
+                command: "sudo /usr/bin/usbipd extension install".into()
+            }))
+        );
+        assert!(script.calls.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn root_writes_the_unit_then_enables_and_starts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Arc::new(Script::default());
+        let i = SystemdInstaller::new("/usr/bin/usbipd".into(), true, script.clone())
+            .with_unit_dir(dir.path().into());
+        assert_eq!(i.probe(), Probe::NotInstalled);
+        let done = i.install(Prompt::Allowed).unwrap();
+        assert_eq!(done.location.path, dir.path().join(SYSTEMD_UNIT));
+        let written = std::fs::read_to_string(dir.path().join(SYSTEMD_UNIT)).unwrap();
+        assert_eq!(written, unit(std::path::Path::new("/usr/bin/usbipd")));
+        assert_eq!(
+            *script.calls.lock().unwrap(),
+            [
+                "systemctl daemon-reload",
+                "systemctl enable --now usbipd-extension.service",
+                "systemctl try-restart usbipd-extension.service",
+            ]
+        );
+        assert_eq!(i.probe(), Probe::Installed { running: true });
+        i.uninstall().unwrap();
+        assert!(!dir.path().join(SYSTEMD_UNIT).exists());
+    }
+
+    #[test]
+    fn a_failing_systemctl_is_a_failure_with_its_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Arc::new(Script {
+            fail: Some("systemctl enable"),
+            ..Default::default()
+        });
+        let i = SystemdInstaller::new("/usr/bin/usbipd".into(), true, script)
+            .with_unit_dir(dir.path().into());
+        match i.install(Prompt::Allowed) {
+            Err(InstallError::Failed(m)) => {
+                assert!(
+                    m.contains("exit code 1: Failed to start: Unit not found."),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
