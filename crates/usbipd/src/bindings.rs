@@ -93,7 +93,7 @@ impl Bindings {
         let mut out = self.clone();
         out.version = VERSION;
         let bytes = serde_json::to_vec_pretty(&out).unwrap_or_default();
-        persist::write_atomically(path, &bytes).map_err(|source| BindingsError::Write {
+        persist::write_atomically(path, &bytes, 0o644).map_err(|source| BindingsError::Write {
             path: path.to_owned(),
             source,
         })

@@ -3,9 +3,8 @@
 //!
 //! It must never fail the daemon: an unreadable or foreign file reads as "not attempted".
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
@@ -53,60 +52,14 @@ impl StateFile {
     pub fn save(&self, state: &ActivationState) -> io::Result<()> {
         let mut json = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
         json.push(b'\n');
-        write_atomic(&self.path, &json, 0o644)
+        crate::persist::write_atomically(&self.path, &json, 0o644)
     }
 }
 
-/// Where the daemon keeps its activation state: `activation.json` in the state directory
-/// (`$USBIPD_STATE_DIR`, else `/var/lib/usbipd` for root, else `$XDG_STATE_HOME/usbipd` or
-/// `~/.local/state/usbipd`), the same directory as the bindings file (`persist::state_dir`).
+/// Where the daemon keeps its activation state: `activation.json` in the state directory,
+/// beside the bindings file (see `persist::state_dir`).
 pub fn default_path() -> PathBuf {
-    let dir = if let Some(dir) = std::env::var_os("USBIPD_STATE_DIR") {
-        PathBuf::from(dir)
-    } else if nix::unistd::getuid().is_root() {
-        PathBuf::from("/var/lib/usbipd")
-    } else if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
-        PathBuf::from(dir).join("usbipd")
-    } else if let Some(home) = std::env::var_os("HOME") {
-        PathBuf::from(home).join(".local/state/usbipd")
-    } else {
-        std::env::temp_dir().join("usbipd-state")
-    };
-    dir.join("activation.json")
-}
-
-/// Replaces `path` with `contents`: write a temp file beside it, fsync it, rename it over the
-/// target, fsync the directory so the rename itself is durable.
-pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::persist::state_dir().join("activation.json")
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use super::{
 };
 use crate::activation::service_files::{launchd::plist, LAUNCHD_LABEL, LAUNCHD_LOG};
 use crate::activation::signing::{SecurityTool, SigningIdentities};
-use crate::activation::state_file::write_atomic;
 
 /// Where macOS lists background items the user may switch off.
 pub const BACKGROUND_ITEMS: &str =
@@ -134,7 +133,7 @@ impl Installer for LaunchdInstaller {
             // Best effort: launchd opens the log itself and runs without it if it cannot.
             let _ = std::fs::create_dir_all(dir);
         }
-        write_atomic(&path, plist(&self.exe).as_bytes(), 0o644)
+        crate::persist::write_atomically(&path, plist(&self.exe).as_bytes(), 0o644)
             .map_err(|e| InstallError::Failed(format!("cannot write {}: {e}", path.display())))?;
         let target = Self::target();
         // Replace a loaded older definition; "not loaded" is fine.

@@ -13,7 +13,6 @@ use super::{
     InstallerKind, Probe, Prompt, ServiceLocation,
 };
 use crate::activation::service_files::{systemd::unit, SYSTEMD_UNIT};
-use crate::activation::state_file::write_atomic;
 
 pub struct SystemdInstaller {
     exe: PathBuf,
@@ -89,7 +88,7 @@ impl Installer for SystemdInstaller {
             return Err(InstallError::NeedsApproval(sudo_install_command(&self.exe)));
         }
         let path = self.unit_path();
-        write_atomic(&path, unit(&self.exe).as_bytes(), 0o644)
+        crate::persist::write_atomically(&path, unit(&self.exe).as_bytes(), 0o644)
             .map_err(|e| InstallError::Failed(format!("cannot write {}: {e}", path.display())))?;
         self.systemctl(&["daemon-reload"])?;
         self.systemctl(&["enable", "--now", SYSTEMD_UNIT])?;
