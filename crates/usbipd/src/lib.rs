@@ -5,4 +5,7 @@ pub mod config;
 pub mod control;
 pub mod device;
 pub mod devices;
+pub mod extension;
+pub mod ipc;
+pub mod platform;
 pub mod server;

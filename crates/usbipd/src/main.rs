@@ -18,6 +18,10 @@ async fn main() -> std::process::ExitCode {
         Command::Server(args) => cli::server::run(args).await,
         Command::List(args) => cli::list::run(args).await,
         Command::Virtual(cmd) => cli::virtual_device::run(cmd).await,
+        Command::Bind(args) => cli::bind::bind(args).await,
+        Command::Unbind(args) => cli::bind::unbind(args).await,
+        Command::Status(args) => cli::status::run(args).await,
+        Command::Extension(cmd) => cli::extension::run(cmd).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

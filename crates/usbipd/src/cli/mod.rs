@@ -1,7 +1,10 @@
 //! The command line: one module per command; `main.rs` only parses and dispatches.
 
+pub mod bind;
+pub mod extension;
 pub mod list;
 pub mod server;
+pub mod status;
 pub mod virtual_device;
 
 use std::path::PathBuf;
@@ -25,6 +28,15 @@ pub enum Command {
     Server(server::ServerArgs),
     /// List the devices of the running server, or of a remote USB/IP server with --remote.
     List(list::ListArgs),
+    /// Claim a host device exclusively (through the extension) so that it can be shared.
+    Bind(bind::BindArgs),
+    /// Release a claimed device; it goes back to its kernel driver.
+    Unbind(bind::UnbindArgs),
+    /// The extension's health, claimed devices and recent errors.
+    Status(status::StatusArgs),
+    /// The privileged extension process.
+    #[command(subcommand)]
+    Extension(extension::ExtensionCommand),
     /// Control virtual devices of the running server.
     #[command(subcommand)]
     Virtual(virtual_device::VirtualCommand),
