@@ -35,6 +35,8 @@ pub struct DeviceEntry {
     pub vid: u16,
     pub pid: u16,
     pub speed: String,
+    pub manufacturer: Option<String>,
+    pub product: Option<String>,
     pub interfaces: Vec<[u8; 3]>,
     /// `available` or `attached`.
     pub state: String,
@@ -157,6 +159,8 @@ fn answer(request: Request, ctx: &ControlContext) -> Response {
                         vid: r.id_vendor,
                         pid: r.id_product,
                         speed: r.speed.as_mbps().to_string(),
+                        manufacturer: s.names.manufacturer.clone(),
+                        product: s.names.product.clone(),
                         interfaces: s
                             .device
                             .interfaces

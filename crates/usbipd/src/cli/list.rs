@@ -33,15 +33,24 @@ async fn local(args: &ListArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&response.devices)?);
         return Ok(());
     }
-    println!("{:<10} {:<10} {:<9} STATE", "BUSID", "VID:PID", "SPEED");
+    println!(
+        "{:<10} {:<10} {:<9} {:<40} STATE",
+        "BUSID", "VID:PID", "SPEED", "DEVICE"
+    );
     for d in response.devices {
         let state = match &d.client {
             Some(c) => format!("attached to {c}"),
             None => "shared".to_string(),
         };
+        let name = match (&d.manufacturer, &d.product) {
+            (Some(m), Some(p)) => format!("{m} {p}"),
+            (None, Some(p)) => p.clone(),
+            (Some(m), None) => m.clone(),
+            (None, None) => String::new(),
+        };
         println!(
-            "{:<10} {:04x}:{:04x}  {:<9} {state}",
-            d.busid, d.vid, d.pid, d.speed
+            "{:<10} {:04x}:{:04x}  {:<9} {:<40} {state}",
+            d.busid, d.vid, d.pid, d.speed, name
         );
     }
     Ok(())

@@ -10,7 +10,7 @@ pub enum VirtualCommand {
         /// Busid of the virtual keyboard
         #[arg(long, default_value = "0-1")]
         busid: String,
-        /// The text; `\n` presses Enter
+        /// The text; a newline character presses Enter
         text: String,
         #[command(flatten)]
         control: ControlArg,

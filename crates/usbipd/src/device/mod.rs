@@ -4,6 +4,7 @@
 //! [`DeviceSession`] per import; the session takes URBs with [`DeviceSession::submit`] and hands
 //! back each result, exactly once, through its [`Completer`]. Nothing here knows about sockets.
 
+pub mod host;
 pub mod registry;
 pub mod setup;
 pub mod testing;
@@ -120,10 +121,23 @@ pub enum OpenError {
     Failed(String),
 }
 
+/// Human-readable names of a device, for `usbipd list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceNames {
+    pub manufacturer: Option<String>,
+    pub product: Option<String>,
+    pub serial: Option<String>,
+}
+
 /// An exportable device.
 pub trait Device: Send + Sync + 'static {
     /// The device record and interface list for OP_REP_DEVLIST / OP_REP_IMPORT.
     fn describe(&self) -> ExportedDevice;
+
+    /// Manufacturer, product and serial strings, where known.
+    fn names(&self) -> DeviceNames {
+        DeviceNames::default()
+    }
 
     /// Opens the device for one client. The registry guarantees one session at a time.
     fn open(&self, completer: Completer) -> Result<Box<dyn DeviceSession>, OpenError>;

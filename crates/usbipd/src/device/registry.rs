@@ -7,21 +7,25 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio::sync::watch;
 use usbip_proto::{ExportedDevice, OpStatus};
 
-use super::Device;
+use super::{Device, DeviceNames};
 use crate::server::Allowlist;
 
 struct Entry {
     device: Arc<dyn Device>,
     user: Option<SocketAddr>,
     allow: Allowlist,
+    /// Set to true when the device stops being exported, to end its session.
+    revoked: watch::Sender<bool>,
 }
 
 /// What `usbipd list` and status show for one exported device.
 #[derive(Debug, Clone)]
 pub struct ExportState {
     pub device: ExportedDevice,
+    pub names: DeviceNames,
     pub user: Option<SocketAddr>,
 }
 
@@ -54,13 +58,25 @@ impl Registry {
                 device,
                 user: None,
                 allow,
+                revoked: watch::Sender::new(false),
             },
         );
     }
 
-    /// Stops exporting a device. A client using it keeps its session until it ends.
+    /// Stops exporting a device; a client using it is disconnected, as when it is unplugged.
     pub fn remove(&self, busid: &str) -> bool {
-        self.lock().remove(busid).is_some()
+        match self.lock().remove(busid) {
+            Some(entry) => {
+                entry.revoked.send_replace(true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Busids exported now.
+    pub fn busids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
     }
 
     /// Whether `busid` is exported here.
@@ -90,6 +106,7 @@ impl Registry {
             .into_iter()
             .map(|(d, user)| ExportState {
                 device: d.describe(),
+                names: d.names(),
                 user,
             })
             .collect()
@@ -112,6 +129,7 @@ impl Registry {
             registry: self.clone(),
             busid: busid.to_string(),
             device: entry.device.clone(),
+            revoked: entry.revoked.subscribe(),
         })
     }
 }
@@ -121,9 +139,15 @@ pub struct Claim {
     registry: Arc<Registry>,
     busid: String,
     device: Arc<dyn Device>,
+    revoked: watch::Receiver<bool>,
 }
 
 impl Claim {
+    /// Becomes true when the device is no longer exported (unplugged or unbound).
+    pub fn revoked(&self) -> watch::Receiver<bool> {
+        self.revoked.clone()
+    }
+
     pub fn device(&self) -> &Arc<dyn Device> {
         &self.device
     }

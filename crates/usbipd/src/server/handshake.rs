@@ -135,6 +135,7 @@ pub(crate) async fn serve_import(
             devid: record.devid(),
             device: device_session,
             completions,
+            revoked: claim.revoked(),
         },
         config,
     )

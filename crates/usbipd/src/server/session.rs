@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 use usbip_proto::{errno, Command, Direction, ProtoError, Reply, RetSubmit, RetUnlink};
 
@@ -28,6 +28,8 @@ pub(super) struct Attached<'a> {
     pub devid: u32,
     pub device: Box<dyn DeviceSession>,
     pub completions: mpsc::UnboundedReceiver<UrbCompletion>,
+    /// True once the device is no longer exported: the session ends, as on unplug.
+    pub revoked: watch::Receiver<bool>,
 }
 
 /// Why a session ended; logged once.
@@ -38,6 +40,7 @@ pub(super) enum End {
     Protocol(ProtoError),
     Violation(String),
     WriterGone,
+    Revoked,
 }
 
 impl fmt::Display for End {
@@ -48,6 +51,7 @@ impl fmt::Display for End {
             End::Protocol(e) => write!(f, "malformed packet: {e}"),
             End::Violation(why) => write!(f, "{why}"),
             End::WriterGone => write!(f, "could not write to client"),
+            End::Revoked => write!(f, "device unplugged or unbound"),
         }
     }
 }
@@ -85,6 +89,7 @@ pub(super) async fn run(
         devid,
         device,
         mut completions,
+        mut revoked,
     } = attached;
     let mut session = Session {
         peer,
@@ -95,7 +100,9 @@ pub(super) async fn run(
         replies,
         config,
     };
-    let end = session.run(read_half, leftover, &mut completions).await;
+    let end = session
+        .run(read_half, leftover, &mut completions, &mut revoked)
+        .await;
     if !session.in_flight.is_empty() {
         debug!(%peer, busid, count = session.in_flight.len(), "cancelling URBs in flight");
     }
@@ -121,6 +128,7 @@ impl Session<'_> {
         mut reader: OwnedReadHalf,
         mut buf: BytesMut,
         completions: &mut mpsc::UnboundedReceiver<UrbCompletion>,
+        revoked: &mut watch::Receiver<bool>,
     ) -> End {
         buf.reserve(64 * 1024);
         loop {
@@ -148,6 +156,7 @@ impl Session<'_> {
                         return end;
                     }
                 }
+                _ = until_revoked(revoked) => return End::Revoked,
                 read = reader.read_buf(&mut buf) => match read {
                     Ok(0) => return End::ClientClosed,
                     Ok(_) => {}
@@ -264,5 +273,17 @@ impl Session<'_> {
 
     async fn send(&mut self, reply: Reply) -> Result<(), End> {
         self.replies.send(reply).await.map_err(|_| End::WriterGone)
+    }
+}
+
+/// Resolves once the device stops being exported (or its registry entry is gone).
+async fn until_revoked(revoked: &mut watch::Receiver<bool>) {
+    loop {
+        if *revoked.borrow_and_update() {
+            return;
+        }
+        if revoked.changed().await.is_err() {
+            return;
+        }
     }
 }

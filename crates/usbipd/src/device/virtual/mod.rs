@@ -16,7 +16,7 @@ use bytes::Bytes;
 use usbip_proto::{errno, DeviceRecord, Direction, ExportedDevice, InterfaceRecord};
 
 use super::setup::{descriptor_type, request, Recipient, RequestKind, SetupPacket, ENDPOINT_HALT};
-use super::{Completer, Device, DeviceSession, OpenError, Urb, UrbCompletion};
+use super::{Completer, Device, DeviceNames, DeviceSession, OpenError, Urb, UrbCompletion};
 pub use descriptors::{parse_configuration, ConfigBuilder, Descriptors, DeviceDescriptor};
 
 /// What a control request returns: IN data (truncated to wLength by the caller) or an errno.
@@ -149,6 +149,20 @@ impl<F: Function> Device for VirtualDevice<F> {
         }
     }
 
+    fn names(&self) -> DeviceNames {
+        let d = self.function.descriptors();
+        // iManufacturer, iProduct and iSerialNumber are bytes 14..17 of the device descriptor.
+        let string = |at: usize| {
+            let index = usize::from(*d.device.get(at)?);
+            index.checked_sub(1).and_then(|i| d.strings.get(i)).cloned()
+        };
+        DeviceNames {
+            manufacturer: string(14),
+            product: string(15),
+            serial: string(16),
+        }
+    }
+
     fn open(&self, completer: Completer) -> Result<Box<dyn DeviceSession>, OpenError> {
         let session = self.function.open(completer.clone());
         Ok(Box::new(VirtualSession {
@@ -176,6 +190,8 @@ impl<F: Function> VirtualSession<F> {
             return self.session.control(setup, data);
         }
         match (setup.recipient(), setup.request) {
+            // Port requests belong to hubs; a function never sees them.
+            (Recipient::Other, _) => Err(errno::EPIPE),
             (Recipient::Device, request::GET_DESCRIPTOR) => self.get_descriptor(setup, data),
             (Recipient::Device, request::SET_CONFIGURATION) => {
                 let value = (setup.value & 0xff) as u8;

@@ -640,9 +640,13 @@ async fn set_feature_halt_stalls_parked_urbs_until_cleared() {
         length: 0,
     };
     // The parked URB sees the stall before the control transfer completes.
-    let first = d.host.control(set_halt, &[]).await.unwrap();
+    let mut urb = d.host.urb(0, 0, &[]);
+    urb.setup = set_halt.to_bytes();
+    let control = d.host.submit(urb);
+    let first = d.host.next().await.unwrap();
     assert_eq!((first.seqnum, first.status), (parked, errno::EPIPE));
-    assert_eq!(d.host.next().await.unwrap().status, 0);
+    let second = d.host.next().await.unwrap();
+    assert_eq!((second.seqnum, second.status), (control, 0));
     assert!(d.is_halted(EP_IN).await);
     assert_eq!(d.receive(13).await.status, errno::EPIPE);
     assert_eq!(d.endpoint_request(0x01, EP_IN).await.status, 0);

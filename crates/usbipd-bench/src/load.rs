@@ -1,0 +1,179 @@
+//! Load generators over the project's client library, and the measuring window shared with the
+//! raw baselines: counters the load bumps, sampled together with the server's CPU and
+//! allocations.
+//!
+//! Loads are closed loops (a fixed number in flight) that stop cleanly on `stop`, so the same
+//! connection can carry the next measurement.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use usbip_client::{Connection, Error, Submit};
+use usbip_proto::OpStatus;
+
+use crate::child::{Allocs, ServerProcess};
+
+/// Counters a load updates and the measuring code samples.
+#[derive(Default)]
+pub struct Counters {
+    pub ops: AtomicU64,
+    pub bytes: AtomicU64,
+    pub errors: AtomicU64,
+    pub stop: AtomicBool,
+}
+
+impl Counters {
+    fn snapshot(all: &[Arc<Counters>]) -> (u64, u64, u64) {
+        all.iter().fold((0, 0, 0), |(o, b, e), c| {
+            (
+                o + c.ops.load(Ordering::Relaxed),
+                b + c.bytes.load(Ordering::Relaxed),
+                e + c.errors.load(Ordering::Relaxed),
+            )
+        })
+    }
+}
+
+/// What one measuring window saw.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Window {
+    pub ops: u64,
+    pub bytes: u64,
+    pub errors: u64,
+    pub secs: f64,
+    /// Server CPU seconds spent in the window (all threads).
+    pub server_cpu: f64,
+    /// CPU seconds of this process (the client side) in the window.
+    pub client_cpu: f64,
+    /// Server allocations in the window (bench child only).
+    pub allocs: Option<Allocs>,
+}
+
+impl Window {
+    pub fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.secs
+    }
+    pub fn mib_per_sec(&self) -> f64 {
+        self.bytes as f64 / self.secs / (1024.0 * 1024.0)
+    }
+    /// Operations per second of server CPU: the rate one fully used core would sustain.
+    pub fn ops_per_server_core(&self) -> f64 {
+        if self.server_cpu > 0.0 {
+            self.ops as f64 / self.server_cpu
+        } else {
+            0.0
+        }
+    }
+    pub fn allocs_per_op(&self) -> Option<f64> {
+        self.allocs.map(|a| a.count as f64 / self.ops.max(1) as f64)
+    }
+}
+
+/// Lets the loads run `warmup`, then measures `duration`, then stops them.
+pub async fn measure(
+    server: &mut ServerProcess,
+    counters: &[Arc<Counters>],
+    warmup: Duration,
+    duration: Duration,
+) -> Window {
+    tokio::time::sleep(warmup).await;
+    let a0 = server.allocs();
+    let cpu0 = server.cpu_ns();
+    let me = std::process::id();
+    let client0 = crate::child::cpu_ns(me);
+    let (o0, b0, e0) = Counters::snapshot(counters);
+    let t0 = Instant::now();
+    tokio::time::sleep(duration).await;
+    let (o1, b1, e1) = Counters::snapshot(counters);
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu1 = server.cpu_ns();
+    let client1 = crate::child::cpu_ns(me);
+    let a1 = server.allocs();
+    for c in counters {
+        c.stop.store(true, Ordering::Relaxed);
+    }
+    Window {
+        ops: o1 - o0,
+        bytes: b1 - b0,
+        errors: e1 - e0,
+        secs,
+        server_cpu: cpu1.saturating_sub(cpu0) as f64 / 1e9,
+        client_cpu: client1.saturating_sub(client0) as f64 / 1e9,
+        allocs: match (a0, a1) {
+            (Some(a), Some(b)) => Some(Allocs {
+                count: b.count - a.count,
+                bytes: b.bytes - a.bytes,
+            }),
+            _ => None,
+        },
+    }
+}
+
+/// Imports `busid` (retrying while a previous session still holds it) and selects the
+/// source/sink configuration.
+pub async fn import(addr: SocketAddr, busid: &str) -> anyhow::Result<Connection> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let conn = loop {
+        match Connection::import(addr, busid).await {
+            Ok(c) => break c,
+            Err(Error::Refused(OpStatus::DevBusy)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => bail!("import {busid}: {e}"),
+        }
+    };
+    let set_config = [
+        0x00,
+        0x09, // SET_CONFIGURATION
+        crate::device::SOURCE_SINK_CONFIG,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    let done = conn.submit(Submit::control(set_config, Vec::new())).await?;
+    if done.status != 0 {
+        bail!("SET_CONFIGURATION failed: {}", done.status);
+    }
+    Ok(conn)
+}
+
+/// Keeps `depth` copies of `submit` in flight on `conn` until `counters.stop`.
+pub async fn urbs(conn: Connection, submit: Submit, depth: usize, counters: Arc<Counters>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..depth {
+        let (conn, submit, c) = (conn.clone(), submit.clone(), counters.clone());
+        tasks.spawn(async move {
+            while !c.stop.load(Ordering::Relaxed) {
+                match conn.submit(submit.clone()).await {
+                    Ok(done) => {
+                        c.ops.fetch_add(1, Ordering::Relaxed);
+                        c.bytes
+                            .fetch_add(u64::from(done.actual_length), Ordering::Relaxed);
+                        if done.status != 0 {
+                            c.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        c.errors.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// p-th percentile (0..=100) of sorted durations, in microseconds.
+pub fn percentile_us(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
