@@ -50,7 +50,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    if args.demo || config.devices.is_empty() {
+    // With the extension, host devices are the point: demo devices only when asked for.
+    if args.demo || (config.devices.is_empty() && args.extension == "off") {
         info!("serving the demo virtual devices");
         config.devices.extend(devices::demo_config().devices);
     }
