@@ -36,6 +36,9 @@ enum SlotState {
     Releasing,
 }
 
+/// What is taken out of a slot to be closed outside the lock.
+type Taken = (String, Option<Box<dyn Claimed>>, Vec<JoinHandle<()>>);
+
 struct Slot {
     record: ClaimRecord,
     state: SlotState,
@@ -526,7 +529,7 @@ impl Extension {
     /// are claimed again at the next start; only interrupted unbinds are finished now.
     pub async fn shutdown(&self) {
         let _op = self.ops.lock().await;
-        let taken: Vec<(String, Option<Box<dyn Claimed>>, Vec<JoinHandle<()>>)> = self
+        let taken: Vec<Taken> = self
             .slots()
             .iter_mut()
             .map(|(b, s)| (b.clone(), s.handle.take(), std::mem::take(&mut s.sessions)))
