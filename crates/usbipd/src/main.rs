@@ -21,6 +21,8 @@ async fn main() -> std::process::ExitCode {
         Command::Unbind(args) => cli::binding::unbind(args).await,
         Command::Virtual(cmd) => cli::virtual_device::run(cmd).await,
         Command::ServiceFile(args) => cli::service_files::run(args),
+        Command::Status(args) => cli::status::run(args).await,
+        Command::Extension(cmd) => cli::extension::run(cmd).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

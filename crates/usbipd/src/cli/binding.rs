@@ -1,10 +1,13 @@
-//! `usbipd bind` and `usbipd unbind`: edit the persistent bindings, then ask the running
-//! server (if any) to apply them at once.
+//! `usbipd bind` and `usbipd unbind`. With the extension running, it claims the device (and
+//! takes it from its kernel driver); without it (fallback mode) the binding goes to the
+//! persistent bindings file and the running server, if any, applies it at once.
 
 use crate::bindings::{parse_hardware_id, Binding, Bindings};
 use crate::control::{self, Request};
 
+use super::extension::ExtensionSocketArg;
 use super::{ControlArg, StateArg};
+use crate::ipc::{self, ErrorCode, IpcError};
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["busid", "hardware_id"])))]
@@ -19,6 +22,8 @@ pub struct BindArgs {
     pub state: StateArg,
     #[command(flatten)]
     pub control: ControlArg,
+    #[command(flatten)]
+    pub socket: ExtensionSocketArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -35,6 +40,27 @@ pub struct UnbindArgs {
     pub state: StateArg,
     #[command(flatten)]
     pub control: ControlArg,
+    #[command(flatten)]
+    pub socket: ExtensionSocketArg,
+}
+
+/// The CLI's rendering of an extension error: message, code, advice, OS code.
+pub fn explain(e: &IpcError) -> anyhow::Error {
+    let os =
+        e.os.map(|o| format!("\n  OS error: {o}"))
+            .unwrap_or_default();
+    anyhow::anyhow!("{} [{}]\n  {}{os}", e.message, e.code, e.code.advice())
+}
+
+/// Asks the extension; `None` when it is not running (fallback mode).
+async fn via_extension(
+    socket: &ExtensionSocketArg,
+    request: ipc::Request,
+) -> Option<Result<ipc::Response, IpcError>> {
+    match ipc::client::call(&socket.path(), &request).await {
+        Err(e) if e.code == ErrorCode::Unavailable => None,
+        other => Some(other),
+    }
 }
 
 fn binding_of(busid: &Option<String>, hardware_id: &Option<String>) -> anyhow::Result<Binding> {
@@ -66,6 +92,25 @@ fn is_busid(s: &str) -> bool {
 pub async fn bind(args: BindArgs) -> anyhow::Result<()> {
     let binding = binding_of(&args.busid, &args.hardware_id)?;
     if let Binding::Busid(busid) = &binding {
+        let request = ipc::Request::Bind {
+            busid: busid.clone(),
+        };
+        if let Some(answer) = via_extension(&args.socket, request).await {
+            return match answer {
+                Ok(ipc::Response::Bound(c)) => {
+                    let driver = c
+                        .detached_driver
+                        .map(|d| format!(" (taken from kernel driver {d})"))
+                        .unwrap_or_default();
+                    println!("bound {} {:04x}:{:04x}{driver}", c.busid, c.vid, c.pid);
+                    Ok(())
+                }
+                Ok(other) => anyhow::bail!("unexpected answer from the extension: {other:?}"),
+                Err(e) => Err(explain(&e)),
+            };
+        }
+    }
+    if let Binding::Busid(busid) = &binding {
         ensure_present(busid)?;
     }
     let path = args.state.bindings_path();
@@ -80,6 +125,27 @@ pub async fn bind(args: BindArgs) -> anyhow::Result<()> {
 }
 
 pub async fn unbind(args: UnbindArgs) -> anyhow::Result<()> {
+    let request = match (&args.busid, args.all) {
+        (_, true) => Some(ipc::Request::UnbindAll),
+        (Some(busid), false) => Some(ipc::Request::Unbind {
+            busid: busid.clone(),
+        }),
+        (None, false) => None,
+    };
+    if let Some(request) = request {
+        if let Some(answer) = via_extension(&args.socket, request).await {
+            return match answer {
+                Ok(ipc::Response::Unbound { busids }) => {
+                    for b in busids {
+                        println!("unbound {b}");
+                    }
+                    Ok(())
+                }
+                Ok(other) => anyhow::bail!("unexpected answer from the extension: {other:?}"),
+                Err(e) => Err(explain(&e)),
+            };
+        }
+    }
     let path = args.state.bindings_path();
     let mut bindings = Bindings::load(&path)?;
     if args.all {

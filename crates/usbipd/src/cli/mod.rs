@@ -1,9 +1,11 @@
 //! The command line: one module per command; `main.rs` only parses and dispatches.
 
 pub mod binding;
+pub mod extension;
 pub mod list;
 pub mod server;
 pub mod service_files;
+pub mod status;
 pub mod virtual_device;
 
 use std::path::PathBuf;
@@ -31,6 +33,11 @@ pub enum Command {
     Bind(binding::BindArgs),
     /// Stop sharing host devices.
     Unbind(binding::UnbindArgs),
+    /// The extension's health, claimed devices and recent errors.
+    Status(status::StatusArgs),
+    /// The privileged extension process.
+    #[command(subcommand)]
+    Extension(extension::ExtensionCommand),
     /// Control virtual devices of the running server.
     #[command(subcommand)]
     Virtual(virtual_device::VirtualCommand),

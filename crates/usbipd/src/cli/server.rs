@@ -11,6 +11,8 @@ use crate::config::Config;
 use crate::control::{self, ControlContext};
 use crate::device::registry::Registry;
 use crate::devices;
+use crate::extension::link::ExtensionLink;
+use crate::extension::supervisor::{Backoff, ChildSpec, Supervisor};
 use crate::host_exports::HostExports;
 use crate::server::{Allowlist, Server, ServerConfig};
 
@@ -35,6 +37,18 @@ pub struct ServerArgs {
     pub control: ControlArg,
     #[command(flatten)]
     pub state: StateArg,
+    /// Host devices through the extension: `embedded` (start and supervise it as a child),
+    /// `external` (use one run by systemd/launchd), or `off`
+    #[arg(long, default_value = "off", value_parser = ["off", "embedded", "external"])]
+    pub extension: String,
+    #[command(flatten)]
+    pub extension_socket: super::extension::ExtensionSocketArg,
+    /// Embedded mode: the extension's claim registry file
+    #[arg(long, value_name = "FILE")]
+    pub extension_state: Option<PathBuf>,
+    /// Embedded mode, tests only: give the extension a virtual host bus from this spec file
+    #[arg(long, value_name = "SPEC")]
+    pub virtual_bus: Option<PathBuf>,
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -42,7 +56,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    if args.demo || (config.devices.is_empty() && args.config.is_none()) {
+    // With the extension, host devices are the point: demo devices only when asked for.
+    if args.demo || (config.devices.is_empty() && args.config.is_none() && args.extension == "off")
+    {
         info!("serving the demo virtual devices");
         config.devices.extend(devices::demo_config().devices);
     }
@@ -71,7 +87,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let control_path = args.control.path();
     let control_listener = control::bind(&control_path)?;
     info!(path = %control_path.display(), "control socket ready");
-    let host = if args.no_host {
+    // With the extension, host devices are its business; fallback sharing is for when it is off.
+    let host = if args.no_host || args.extension != "off" {
         None
     } else {
         host_devices(&registry, &args.state).await
@@ -84,10 +101,22 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tokio::spawn(control::serve(control_listener, ctx));
 
     let listeners = Server::bind(&listen).await?;
-    let server = Server::new(registry, server_config);
+    let mut server = Server::new(registry, server_config);
+    let mut supervisor = None;
+    if args.extension != "off" {
+        let socket = args.extension_socket.path();
+        if args.extension == "embedded" {
+            supervisor = Some(start_embedded(&args, &socket)?);
+        }
+        tokio::spawn(ExtensionLink::new(socket.clone()).follow_events());
+        server = server.with_external(Arc::new(ExtensionLink::new(socket)));
+    }
     tokio::select! {
         _ = server.serve(listeners) => {}
         _ = shutdown_signal() => info!("shutting down"),
+    }
+    if let Some(s) = supervisor {
+        s.stop().await;
     }
     let _ = std::fs::remove_file(&control_path);
     drop(built);
@@ -113,7 +142,37 @@ async fn host_devices(_: &Arc<Registry>, _: &StateArg) -> Option<Arc<HostExports
     None
 }
 
-async fn shutdown_signal() {
+/// Starts the extension as a supervised child of this daemon.
+fn start_embedded(args: &ServerArgs, socket: &std::path::Path) -> anyhow::Result<Supervisor> {
+    let program = std::env::current_exe()?;
+    let mut child_args: Vec<std::ffi::OsString> = vec![
+        "extension".into(),
+        "run".into(),
+        "--mode".into(),
+        "embedded".into(),
+        "--extension-socket".into(),
+        socket.into(),
+        "--state".into(),
+        args.extension_state
+            .clone()
+            .unwrap_or_else(crate::extension::default_state)
+            .into(),
+    ];
+    if let Some(spec) = &args.virtual_bus {
+        child_args.push("--virtual-bus".into());
+        child_args.push(spec.into());
+    }
+    Ok(Supervisor::start(
+        ChildSpec {
+            program,
+            args: child_args,
+            socket: socket.to_path_buf(),
+        },
+        Backoff::default(),
+    ))
+}
+
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

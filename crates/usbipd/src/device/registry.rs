@@ -79,6 +79,11 @@ impl Registry {
         self.lock().keys().cloned().collect()
     }
 
+    /// Whether `busid` is exported here.
+    pub fn contains(&self, busid: &str) -> bool {
+        self.lock().contains_key(busid)
+    }
+
     /// The device list `client` may see, in busid order.
     pub fn list_for(&self, client: IpAddr) -> Vec<ExportedDevice> {
         let devices: Vec<Arc<dyn Device>> = self

@@ -12,14 +12,18 @@ use tokio::net::TcpStream;
 use tracing::{info, warn};
 use usbip_proto::{OpReply, OpRequest, OpStatus};
 
-use super::{session, ServerConfig};
+use super::{session, External, ServerConfig};
 use crate::device::registry::Registry;
 use crate::device::{Completer, OpenError};
+
+/// Called once a client's import was accepted and its reply sent (the device is "in use").
+pub(crate) type OnAttached = Box<dyn FnOnce() + Send>;
 
 pub(super) async fn handle(
     mut stream: TcpStream,
     peer: SocketAddr,
     registry: &Arc<Registry>,
+    external: Option<&Arc<dyn External>>,
     config: &ServerConfig,
 ) {
     let mut buf = BytesMut::with_capacity(64);
@@ -43,23 +47,42 @@ pub(super) async fn handle(
 
     match request {
         OpRequest::DevList => {
+            let mut devices = registry.list_for(peer.ip());
+            if let Some(external) = external {
+                devices.extend(external.list().await);
+            }
             let mut out = Vec::new();
-            OpReply::DevList(registry.list_for(peer.ip())).encode(&mut out);
+            OpReply::DevList(devices).encode(&mut out);
             if let Err(e) = stream.write_all(&out).await {
                 warn!(%peer, error = %e, "device list not sent");
             }
         }
-        OpRequest::Import { busid } => import(stream, peer, busid, buf, registry, config).await,
+        OpRequest::Import { busid } => match external {
+            // Devices held by the extension are served there: the connection is handed over.
+            Some(external) if !registry.contains(&busid) => {
+                if let Err(mut stream) = external.import(stream, peer, busid.clone(), buf).await {
+                    info!(%peer, %busid, "import refused: no such device");
+                    let mut out = Vec::new();
+                    OpReply::Import(Err(OpStatus::NoDev)).encode(&mut out);
+                    let _ = stream.write_all(&out).await;
+                }
+            }
+            _ => serve_import(stream, peer, busid, buf, registry, config, None).await,
+        },
     }
 }
 
-async fn import(
+/// Answers OP_REQ_IMPORT for `busid` from `registry` and, if accepted, runs the URB session
+/// until the client leaves. `leftover` holds bytes that arrived after the request. The
+/// extension calls this on connections the daemon handed over.
+pub(crate) async fn serve_import(
     mut stream: TcpStream,
     peer: SocketAddr,
     busid: String,
     leftover: BytesMut,
     registry: &Arc<Registry>,
     config: &ServerConfig,
+    on_attached: Option<OnAttached>,
 ) {
     let refuse = |status: OpStatus, why: &str| {
         info!(%peer, %busid, ?status, "import refused: {why}");
@@ -100,6 +123,9 @@ async fn import(
         return;
     }
     info!(%peer, %busid, vid_pid = %format!("{:04x}:{:04x}", record.id_vendor, record.id_product), "imported");
+    if let Some(on_attached) = on_attached {
+        on_attached();
+    }
     let end = session::run(
         stream,
         leftover,

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use super::policy::PerAddress;
-use super::{handshake, ServerConfig};
+use super::{handshake, External, ServerConfig};
 use crate::device::registry::Registry;
 
 /// A running USB/IP server: its registry of exported devices and its configuration.
@@ -23,6 +23,7 @@ pub struct Server {
     config: Arc<ServerConfig>,
     connections: Arc<Semaphore>,
     per_address: Arc<PerAddress>,
+    external: Option<Arc<dyn External>>,
 }
 
 impl Server {
@@ -32,7 +33,14 @@ impl Server {
             per_address: Arc::default(),
             registry,
             config: Arc::new(config),
+            external: None,
         }
+    }
+
+    /// Also lists and serves the devices of `external` (the extension).
+    pub fn with_external(mut self, external: Arc<dyn External>) -> Server {
+        self.external = Some(external);
+        self
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -92,7 +100,14 @@ impl Server {
             let server = self.clone();
             tokio::spawn(async move {
                 debug!(%peer, "connected");
-                handshake::handle(stream, peer, &server.registry, &server.config).await;
+                handshake::handle(
+                    stream,
+                    peer,
+                    &server.registry,
+                    server.external.as_ref(),
+                    &server.config,
+                )
+                .await;
                 debug!(%peer, "disconnected");
                 drop((permit, slot));
             });

@@ -10,8 +10,16 @@ pub mod policy;
 mod session;
 mod writer;
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use usbip_proto::ExportedDevice;
+
+pub(crate) use handshake::serve_import;
 pub use listener::Server;
 pub use policy::Allowlist;
 use usbip_proto::Limits;
@@ -45,4 +53,25 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// A boxed future, for the object-safe [`External`] trait.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Devices served by another process (the extension): listed with the server's own, and
+/// imported by handing the client's connection over.
+pub trait External: Send + Sync + 'static {
+    /// The devices to add to a device list.
+    fn list(&self) -> BoxFuture<'_, Vec<ExportedDevice>>;
+
+    /// Hands the connection of a client that asked to import `busid` over; `leftover` holds
+    /// bytes that arrived after the request. `Err` gives the connection back when it could not
+    /// be handed over (the caller answers NODEV).
+    fn import(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        busid: String,
+        leftover: BytesMut,
+    ) -> BoxFuture<'_, Result<(), TcpStream>>;
 }

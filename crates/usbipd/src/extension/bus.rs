@@ -1,0 +1,139 @@
+//! The extension's view of the host's USB bus: list devices, claim one exclusively (taking it
+//! from its kernel driver), give it back, and hear about plug and unplug.
+//!
+//! Implemented over usbfs/IOKit by the host backend (an adapter over `device::host`) and by
+//! [`super::virtual_bus::VirtualBus`] in tests. Nothing here opens a device by itself.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::device::Device;
+use crate::ipc::{ErrorCode, OsCode};
+
+/// A device on the host bus, as much as the extension needs to know without opening it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusDevice {
+    pub busid: String,
+    pub vid: u16,
+    pub pid: u16,
+    pub serial: Option<String>,
+    /// The kernel driver bound to (one of) its interfaces, if any.
+    pub driver: Option<String>,
+}
+
+impl BusDevice {
+    pub fn vid_pid(&self) -> String {
+        format!("{:04x}:{:04x}", self.vid, self.pid)
+    }
+}
+
+/// Plug and unplug.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusEvent {
+    Arrived(BusDevice),
+    Left { busid: String },
+}
+
+/// Why a claim or release failed: a stable code and the OS error behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimError {
+    pub code: ErrorCode,
+    pub os: Option<OsCode>,
+}
+
+impl ClaimError {
+    pub fn new(code: ErrorCode) -> ClaimError {
+        ClaimError { code, os: None }
+    }
+
+    /// Classifies a positive errno from opening (`Stage::Open`), detaching a kernel driver
+    /// (`Stage::Detach`), claiming or releasing.
+    pub fn from_errno(stage: Stage, errno: i32) -> ClaimError {
+        use nix::errno::Errno;
+        let code = match (stage, Errno::from_raw(errno)) {
+            (_, Errno::ENODEV | Errno::ENOENT | Errno::ESHUTDOWN) => ErrorCode::DeviceGone,
+            (Stage::Release, _) => ErrorCode::ReleaseFailed,
+            (_, Errno::EACCES | Errno::EPERM) => ErrorCode::AccessDenied,
+            (Stage::Detach, _) => ErrorCode::DetachFailed,
+            (_, Errno::EBUSY) => ErrorCode::DeviceBusy,
+            _ => ErrorCode::ClaimFailed,
+        };
+        ClaimError {
+            code,
+            os: Some(OsCode::Errno(errno)),
+        }
+    }
+}
+
+impl fmt::Display for ClaimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code)?;
+        if let Some(os) = self.os {
+            write!(f, " ({os})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where in a claim an OS error happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Open,
+    Detach,
+    Claim,
+    Release,
+}
+
+/// A device the extension holds exclusively. Dropping it closes the device without giving it
+/// back to its kernel driver (as a crashed process would); [`Claimed::release`] gives it back.
+pub trait Claimed: Send + Sync {
+    /// The device to export; its sessions run in the extension.
+    fn device(&self) -> Arc<dyn Device>;
+
+    /// The kernel driver that was detached to claim it.
+    fn detached_driver(&self) -> Option<String>;
+
+    /// Closes the device and lets its kernel driver have it again.
+    fn release(self: Box<Self>) -> Result<(), ClaimError>;
+}
+
+/// The host's USB bus. Calls may block for a few milliseconds (usbfs ioctls, IOKit): the
+/// extension calls them from blocking tasks.
+pub trait HostBus: Send + Sync + 'static {
+    /// `usbfs`, `iokit` or `virtual`, for status.
+    fn kind(&self) -> &'static str;
+
+    fn devices(&self) -> Vec<BusDevice>;
+
+    /// Opens `busid` exclusively, detaching any kernel driver.
+    fn claim(&self, busid: &str) -> Result<Box<dyn Claimed>, ClaimError>;
+
+    /// Gives `busid` back to its kernel drivers when nothing holds it any more (recovery after
+    /// a crash: Linux USBDEVFS_CONNECT; on macOS a re-enumeration without capture).
+    fn reattach(&self, busid: &str) -> Result<(), ClaimError>;
+
+    /// Plug and unplug events from now on.
+    fn subscribe(&self) -> mpsc::UnboundedReceiver<BusEvent>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errnos_map_to_stable_codes() {
+        let c = |stage, e: nix::errno::Errno| ClaimError::from_errno(stage, e as i32).code;
+        use nix::errno::Errno::*;
+        assert_eq!(c(Stage::Open, EACCES), ErrorCode::AccessDenied);
+        assert_eq!(c(Stage::Detach, EPERM), ErrorCode::AccessDenied);
+        assert_eq!(c(Stage::Claim, EBUSY), ErrorCode::DeviceBusy);
+        assert_eq!(c(Stage::Detach, EBUSY), ErrorCode::DetachFailed);
+        assert_eq!(c(Stage::Open, ENODEV), ErrorCode::DeviceGone);
+        assert_eq!(c(Stage::Release, EIO), ErrorCode::ReleaseFailed);
+        assert_eq!(c(Stage::Claim, EIO), ErrorCode::ClaimFailed);
+        let e = ClaimError::from_errno(Stage::Open, 13);
+        assert_eq!(e.to_string(), "E020 AccessDenied (errno 13 (EACCES))");
+    }
+}

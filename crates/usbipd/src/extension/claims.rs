@@ -1,0 +1,214 @@
+//! The claim registry on disk: which devices are bound, what kernel driver each had, and which
+//! are half-way through an unbind. Written atomically (temp file, fsync, rename, fsync of the
+//! directory) so that a crash leaves the old or the new file, never a torn one.
+//!
+//! Versioned: a file from a future version is refused with a clear error, never guessed at.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The format this build writes and reads.
+pub const STATE_VERSION: u32 = 1;
+
+/// Where a bound device is in its life, as far as a restart needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Bound: claim it at every start and whenever it comes back.
+    Bound,
+    /// An unbind started: at the next start, give it back to its kernel driver and forget it.
+    Releasing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRecord {
+    /// Where it was last seen. A device with a serial is recognised by VID:PID:serial even on
+    /// another port; one without is recognised by its port (busid) and VID:PID.
+    pub busid: String,
+    pub vid: u16,
+    pub pid: u16,
+    pub serial: Option<String>,
+    pub detached_driver: Option<String>,
+    pub phase: Phase,
+}
+
+impl ClaimRecord {
+    /// Whether `(busid, vid, pid, serial)` is this record's device.
+    pub fn matches(&self, busid: &str, vid: u16, pid: u16, serial: Option<&str>) -> bool {
+        if (self.vid, self.pid) != (vid, pid) {
+            return false;
+        }
+        match (&self.serial, serial) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            (None, None) => self.busid == busid,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StateFile {
+    version: u32,
+    claims: Vec<ClaimRecord>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("claim registry {path}: written by a newer usbipd (format version {found}, this one reads up to {STATE_VERSION}); upgrade usbipd or move the file away")]
+    FutureVersion { path: PathBuf, found: u32 },
+    #[error("claim registry {path} is unreadable: {reason}; fix or move the file away (the claims it lists are then forgotten)")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("claim registry {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The registry file.
+#[derive(Debug, Clone)]
+pub struct ClaimStore {
+    path: PathBuf,
+}
+
+impl ClaimStore {
+    pub fn new(path: PathBuf) -> ClaimStore {
+        ClaimStore { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The saved claims; none if the file does not exist yet.
+    pub fn load(&self) -> Result<Vec<ClaimRecord>, StoreError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(self.io(source)),
+        };
+        #[derive(Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        };
+        let version = serde_json::from_slice::<Version>(&bytes)
+            .map_err(corrupt)?
+            .version;
+        if version > STATE_VERSION {
+            return Err(StoreError::FutureVersion {
+                path: self.path.clone(),
+                found: version,
+            });
+        }
+        Ok(serde_json::from_slice::<StateFile>(&bytes)
+            .map_err(corrupt)?
+            .claims)
+    }
+
+    /// Replaces the saved claims, atomically and durably.
+    pub fn save(&self, claims: &[ClaimRecord]) -> Result<(), StoreError> {
+        let file = StateFile {
+            version: STATE_VERSION,
+            claims: claims.to_vec(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| self.io(e.into()))?;
+        self.write_durably(&bytes).map_err(|e| self.io(e))
+    }
+
+    fn write_durably(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&dir)?;
+        let mut tmp_name = self.path.file_name().unwrap_or_default().to_owned();
+        tmp_name.push(".tmp");
+        let tmp = dir.join(tmp_name);
+        {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        // The rename is durable only once the directory entry is.
+        File::open(&dir)?.sync_all()
+    }
+
+    fn io(&self, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(busid: &str, serial: Option<&str>) -> ClaimRecord {
+        ClaimRecord {
+            busid: busid.into(),
+            vid: 0x1234,
+            pid: 0x5678,
+            serial: serial.map(Into::into),
+            detached_driver: Some("usbhid".into()),
+            phase: Phase::Bound,
+        }
+    }
+
+    #[test]
+    fn saves_and_loads_versioned_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ClaimStore::new(dir.path().join("sub/claims.json"));
+        assert_eq!(store.load().unwrap(), vec![]);
+        let claims = vec![record("1-2", Some("A1")), record("3-1.4", None)];
+        store.save(&claims).unwrap();
+        assert_eq!(store.load().unwrap(), claims);
+        let raw: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(store.path()).unwrap()).unwrap();
+        assert_eq!(raw["version"], 1);
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("claims.json")]);
+    }
+
+    #[test]
+    fn refuses_a_future_version_and_a_torn_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ClaimStore::new(dir.path().join("claims.json"));
+        std::fs::write(store.path(), r#"{"version":2,"claims":[],"more":1}"#).unwrap();
+        let e = store.load().unwrap_err();
+        assert!(
+            matches!(e, StoreError::FutureVersion { found: 2, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("newer usbipd"));
+        std::fs::write(store.path(), r#"{"version":1,"claims":[{"bus"#).unwrap();
+        assert!(matches!(store.load(), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_device_is_recognised_by_serial_anywhere_or_by_port_without_one() {
+        let with = record("1-2", Some("A1"));
+        assert!(with.matches("4-1", 0x1234, 0x5678, Some("A1")));
+        assert!(!with.matches("1-2", 0x1234, 0x5678, Some("B2")));
+        assert!(!with.matches("1-2", 0x1234, 0x9999, Some("A1")));
+        let without = record("1-2", None);
+        assert!(without.matches("1-2", 0x1234, 0x5678, None));
+        assert!(!without.matches("1-3", 0x1234, 0x5678, None));
+    }
+}

@@ -1,0 +1,145 @@
+//! The extension: the privileged process that claims host devices exclusively, keeps its claims
+//! across restarts (of itself and of the daemon), follows hotplug, and serves the imported
+//! devices' sessions itself. The daemon talks to it over `ipc`.
+//!
+//! `bus` is its view of the hardware (usbfs/IOKit adapter, or `virtual_bus` in tests),
+//! `claims` the registry file, `service` the core, `health` status and recent errors,
+//! `supervisor` embedded mode's restarts, `link` the daemon's side. It never accepts a request
+//! it has not validated, and never opens a device nobody bound.
+
+pub mod bus;
+pub mod claims;
+pub mod health;
+pub mod link;
+pub mod service;
+pub mod supervisor;
+pub mod virtual_bus;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use crate::ipc::peer::PeerPolicy;
+use crate::ipc::socket::IpcListener;
+use crate::server::ServerConfig;
+use bus::HostBus;
+use claims::ClaimStore;
+use health::HealthState;
+use service::{Extension, ExtensionHandler};
+
+/// Where the extension listens unless told otherwise.
+pub fn default_socket() -> PathBuf {
+    runtime_dir().join("extension.sock")
+}
+
+/// Where the claim registry lives unless told otherwise.
+pub fn default_state() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/usbipd/claims.json");
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(dir).join("usbipd/claims.json");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home).join(".local/state/usbipd/claims.json");
+    }
+    runtime_dir().join("claims.json")
+}
+
+fn runtime_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/run/usbipd");
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        return PathBuf::from(dir).join("usbipd");
+    }
+    std::env::temp_dir().join(format!("usbipd-{}", nix::unistd::getuid().as_raw()))
+}
+
+/// How `usbipd extension run` was asked to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    /// Test double: a virtual host bus described by this spec file.
+    pub virtual_bus: Option<PathBuf>,
+    pub allow_uids: Vec<u32>,
+    pub allow_gids: Vec<u32>,
+    /// `embedded` or `service`.
+    pub mode: String,
+}
+
+fn open_bus(opts: &RunOptions) -> anyhow::Result<Arc<dyn HostBus>> {
+    match &opts.virtual_bus {
+        Some(spec) => {
+            let bus = virtual_bus::VirtualBus::open(spec).map_err(|e| {
+                anyhow::anyhow!("virtual bus spec {}: {e}", spec.display())
+            })?;
+            Ok(bus)
+        }
+        // The usbfs/IOKit adapter over `device::host` plugs in here once the host backend lands.
+        None => anyhow::bail!(
+            "this build has no host bus backend yet; run with --virtual-bus SPEC (tests) or wait for host passthrough"
+        ),
+    }
+}
+
+/// Checks privileges and logs precisely what is missing.
+fn self_check(bus: &dyn HostBus) -> Vec<String> {
+    #[cfg(target_os = "linux")]
+    let missing = crate::platform::linux::missing_privileges(Path::new("/dev/bus/usb"));
+    #[cfg(not(target_os = "linux"))]
+    let missing: Vec<String> = if nix::unistd::geteuid().is_root() {
+        Vec::new()
+    } else {
+        vec!["not root: capturing devices from their kernel drivers needs root".into()]
+    };
+    for m in &missing {
+        if bus.kind() == "virtual" {
+            info!(missing = %m, "privilege check (not needed for the virtual bus)");
+        } else {
+            warn!(missing = %m, "privilege check: claims of driver-held devices will fail");
+        }
+    }
+    if missing.is_empty() {
+        info!("privilege check: everything needed is there");
+    }
+    missing
+}
+
+/// `usbipd extension run`: restore the claims, serve IPC until SIGTERM/SIGINT.
+pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let bus = open_bus(&opts)?;
+    let missing = self_check(bus.as_ref());
+    let health = HealthState::new(&opts.mode, bus.kind(), missing);
+    let ext = Extension::new(
+        bus,
+        ClaimStore::new(opts.state.clone()),
+        health,
+        ServerConfig::default(),
+    );
+    ext.start().await?;
+    let listener = IpcListener::bind(&opts.socket)
+        .map_err(|e| anyhow::anyhow!("extension socket {}: {e}", opts.socket.display()))?;
+    let policy = PeerPolicy::with_self(opts.allow_uids.clone(), opts.allow_gids.clone());
+    let ipc = tokio::spawn(crate::ipc::server::serve(
+        listener,
+        policy,
+        Arc::new(ExtensionHandler(ext.clone())),
+    ));
+    info!(
+        pid = std::process::id(),
+        socket = %opts.socket.display(),
+        state = %opts.state.display(),
+        start_to_ready_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "extension ready"
+    );
+    crate::cli::server::shutdown_signal().await;
+    ipc.abort();
+    ext.shutdown().await;
+    let _ = std::fs::remove_file(&opts.socket);
+    Ok(())
+}

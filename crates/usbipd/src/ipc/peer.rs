@@ -1,0 +1,66 @@
+//! Peer authentication of IPC connections: who is at the other end (kernel credentials), and
+//! whether that peer may talk to the extension (root, the extension's own user, or the
+//! configured daemon user or group).
+//!
+//! It never trusts anything the peer says about itself; only what the kernel reports.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use super::socket::PeerCred;
+
+/// Linux: SO_PEERCRED, the credentials of the process that connected.
+#[cfg(target_os = "linux")]
+pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let c = getsockopt(&fd, PeerCredentials)?;
+    Ok(PeerCred {
+        pid: c.pid(),
+        uid: c.uid(),
+        gid: c.gid(),
+    })
+}
+
+#[cfg(target_os = "macos")]
+pub use crate::platform::macos::peer_cred;
+
+/// Who may use the extension. Root always may: root can do everything the extension can anyway.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerPolicy {
+    pub uids: Vec<u32>,
+    pub gids: Vec<u32>,
+}
+
+impl PeerPolicy {
+    /// Root, the extension's own user, and `uids`/`gids` (the daemon's user or group).
+    pub fn with_self(mut uids: Vec<u32>, gids: Vec<u32>) -> PeerPolicy {
+        uids.push(nix::unistd::geteuid().as_raw());
+        PeerPolicy { uids, gids }
+    }
+
+    pub fn permits(&self, peer: &PeerCred) -> bool {
+        peer.uid == 0 || self.uids.contains(&peer.uid) || self.gids.contains(&peer.gid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cred(uid: u32, gid: u32) -> PeerCred {
+        PeerCred { pid: 1, uid, gid }
+    }
+
+    #[test]
+    fn root_configured_user_and_group_only() {
+        let p = PeerPolicy {
+            uids: vec![1000],
+            gids: vec![977],
+        };
+        assert!(p.permits(&cred(0, 0)));
+        assert!(p.permits(&cred(1000, 1000)));
+        assert!(p.permits(&cred(1234, 977)));
+        assert!(!p.permits(&cred(1234, 1234)));
+        assert!(!PeerPolicy::default().permits(&cred(1000, 1000)));
+    }
+}

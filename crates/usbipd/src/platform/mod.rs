@@ -1,0 +1,7 @@
+//! Platform leaves: the few things only one OS does, behind plain functions and traits the rest
+//! of the program uses. Nothing here holds policy.
+
+#[cfg(target_os = "linux")]
+pub mod linux;
+#[cfg(target_os = "macos")]
+pub mod macos;

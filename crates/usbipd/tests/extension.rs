@@ -1,0 +1,538 @@
+//! The extension in-process, over its real IPC socket and with a daemon in front, on a virtual
+//! host bus: claims and their errors, handover and exclusivity, hotplug, persistence and
+//! recovery, peer authentication.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use usbip_client::{Connection, Error as ClientError, Submit};
+use usbip_proto::OpStatus;
+use usbipd::device::r#virtual::gadget_zero;
+use usbipd::device::registry::Registry;
+use usbipd::extension::bus::HostBus;
+use usbipd::extension::claims::ClaimStore;
+use usbipd::extension::health::HealthState;
+use usbipd::extension::link::ExtensionLink;
+use usbipd::extension::service::{Extension, ExtensionHandler};
+use usbipd::extension::virtual_bus::{
+    Fault, FaultStage, VirtualBus, VirtualBusSpec, VirtualDeviceSpec,
+};
+use usbipd::ipc::client::{self, Client};
+use usbipd::ipc::peer::PeerPolicy;
+use usbipd::ipc::socket::IpcListener;
+use usbipd::ipc::{ErrorCode, EventKind, OsCode, Request, Response, StatusReport};
+use usbipd::server::{Server, ServerConfig};
+
+struct Rig {
+    dir: tempfile::TempDir,
+    bus: Arc<VirtualBus>,
+    socket: PathBuf,
+    daemon: std::net::SocketAddr,
+    ext: Arc<Extension>,
+    ipc: tokio::task::JoinHandle<()>,
+}
+
+fn spec(busid: &str, driver: Option<&str>, serial: Option<&str>) -> VirtualDeviceSpec {
+    VirtualDeviceSpec {
+        driver: driver.map(Into::into),
+        serial: serial.map(Into::into),
+        ..VirtualDeviceSpec::new(busid)
+    }
+}
+
+async fn start_extension(
+    bus: Arc<VirtualBus>,
+    dir: &Path,
+    policy: PeerPolicy,
+) -> (Arc<Extension>, PathBuf, tokio::task::JoinHandle<()>) {
+    let ext = Extension::new(
+        bus as Arc<dyn HostBus>,
+        ClaimStore::new(dir.join("claims.json")),
+        HealthState::new("embedded", "virtual", vec![]),
+        ServerConfig::default(),
+    );
+    ext.start().await.unwrap();
+    let socket = dir.join("ext.sock");
+    let listener = IpcListener::bind(&socket).unwrap();
+    let ipc = tokio::spawn(usbipd::ipc::server::serve(
+        listener,
+        policy,
+        Arc::new(ExtensionHandler(ext.clone())),
+    ));
+    (ext, socket, ipc)
+}
+
+async fn rig(devices: Vec<VirtualDeviceSpec>) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = VirtualBus::new(VirtualBusSpec { devices });
+    let (ext, socket, ipc) = start_extension(
+        bus.clone(),
+        dir.path(),
+        PeerPolicy::with_self(vec![], vec![]),
+    )
+    .await;
+    let listeners = Server::bind(&["127.0.0.1:0".parse().unwrap()])
+        .await
+        .unwrap();
+    let daemon = listeners[0].local_addr().unwrap();
+    let server = Server::new(Registry::new(), ServerConfig::default())
+        .with_external(Arc::new(ExtensionLink::new(socket.clone())));
+    tokio::spawn(async move { server.serve(listeners).await });
+    Rig {
+        dir,
+        bus,
+        socket,
+        daemon,
+        ext,
+        ipc,
+    }
+}
+
+impl Rig {
+    async fn call(&self, request: Request) -> Result<Response, usbipd::ipc::IpcError> {
+        client::call(&self.socket, &request).await
+    }
+
+    async fn status(&self) -> StatusReport {
+        match self.call(Request::Status).await.unwrap() {
+            Response::Status(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn state_of(&self, busid: &str) -> Option<String> {
+        self.status()
+            .await
+            .claims
+            .into_iter()
+            .find(|c| c.busid == busid)
+            .map(|c| c.state)
+    }
+
+    async fn bind(&self, busid: &str) {
+        match self
+            .call(Request::Bind {
+                busid: busid.into(),
+            })
+            .await
+        {
+            Ok(Response::Bound(_)) => {}
+            other => panic!("bind {busid}: {other:?}"),
+        }
+    }
+}
+
+/// Polls `cond` for up to 5 s.
+async fn eventually<F: std::future::Future<Output = bool>>(mut cond: impl FnMut() -> F) -> bool {
+    for _ in 0..500 {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+fn set_configuration(value: u8) -> Submit {
+    Submit::control([0, 9, value, 0, 0, 0, 0, 0], Bytes::new())
+}
+
+/// Imports through the daemon and switches Gadget Zero to loopback.
+async fn import_loopback(addr: std::net::SocketAddr, busid: &str) -> Connection {
+    let conn = Connection::import(addr, busid).await.unwrap();
+    let c = conn
+        .submit(set_configuration(gadget_zero::CONFIG_LOOPBACK))
+        .await
+        .unwrap();
+    assert_eq!(c.status, 0);
+    conn
+}
+
+async fn loop_once(conn: &Connection, msg: &[u8]) {
+    let back = conn.start(Submit::bulk_in(1, 512)).unwrap();
+    conn.submit(Submit::bulk_out(1, msg.to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(&back.wait().await.unwrap().data[..], msg);
+}
+
+#[tokio::test]
+async fn bind_detaches_the_kernel_driver_and_unbind_gives_it_back() {
+    let r = rig(vec![spec("1-2", Some("usbhid"), None)]).await;
+    assert_eq!(
+        r.bus.kernel("1-2").unwrap().driver.as_deref(),
+        Some("usbhid")
+    );
+    let events = Client::connect(&r.socket).await.unwrap();
+    events.subscribe().await.unwrap();
+    match r
+        .call(Request::Bind {
+            busid: "1-2".into(),
+        })
+        .await
+        .unwrap()
+    {
+        Response::Bound(c) => {
+            assert_eq!(c.state, "claimed");
+            assert_eq!(c.detached_driver.as_deref(), Some("usbhid"));
+            assert_eq!(
+                (c.vid, c.pid),
+                (gadget_zero::VENDOR_ID, gadget_zero::PRODUCT_ID)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let k = r.bus.kernel("1-2").unwrap();
+    assert_eq!(k.driver, None);
+    assert_eq!(k.holder, Some(std::process::id()));
+    assert_eq!(events.next_event().await.unwrap().kind, EventKind::Claimed);
+    let again = r
+        .call(Request::Bind {
+            busid: "1-2".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code, ErrorCode::AlreadyBound);
+
+    r.call(Request::Unbind {
+        busid: "1-2".into(),
+    })
+    .await
+    .unwrap();
+    let k = r.bus.kernel("1-2").unwrap();
+    assert_eq!(k.driver.as_deref(), Some("usbhid"));
+    assert_eq!(k.holder, None);
+    assert_eq!(events.next_event().await.unwrap().kind, EventKind::Released);
+    assert!(r.status().await.claims.is_empty());
+    let e = r
+        .call(Request::Unbind {
+            busid: "1-2".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotBound);
+}
+
+#[tokio::test]
+async fn claim_failures_carry_stable_codes_os_errors_and_land_in_recent_errors() {
+    let mut denied = spec("1-2", Some("usbhid"), None);
+    denied.fail_claim = Some(Fault {
+        stage: FaultStage::Open,
+        errno: 13,
+    });
+    let mut busy = spec("1-3", None, None);
+    busy.held_by_program = true;
+    let mut stuck = spec("1-4", Some("usb-storage"), None);
+    stuck.fail_claim = Some(Fault {
+        stage: FaultStage::Detach,
+        errno: 16,
+    });
+    let r = rig(vec![denied, busy, stuck]).await;
+    let cases = [
+        ("1-2", ErrorCode::AccessDenied, Some(OsCode::Errno(13))),
+        ("1-3", ErrorCode::DeviceBusy, Some(OsCode::Errno(16))),
+        ("1-4", ErrorCode::DetachFailed, Some(OsCode::Errno(16))),
+        ("1-9", ErrorCode::NoSuchDevice, None),
+        ("1-2;reboot", ErrorCode::InvalidBusid, None),
+    ];
+    for (busid, code, os) in cases {
+        let e = r
+            .call(Request::Bind {
+                busid: busid.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!((e.code, e.os), (code, os), "{busid}");
+    }
+    // A failed claim leaves the device with its driver, and nothing bound.
+    assert_eq!(
+        r.bus.kernel("1-2").unwrap().driver.as_deref(),
+        Some("usbhid")
+    );
+    let status = r.status().await;
+    assert!(status.claims.is_empty());
+    let codes: Vec<ErrorCode> = status.errors.iter().map(|e| e.code).collect();
+    assert_eq!(
+        codes,
+        vec![
+            ErrorCode::AccessDenied,
+            ErrorCode::DeviceBusy,
+            ErrorCode::DetachFailed
+        ]
+    );
+    assert_eq!(status.errors[0].busid.as_deref(), Some("1-2"));
+    assert_eq!(status.errors[0].os, Some(OsCode::Errno(13)));
+}
+
+#[tokio::test]
+async fn imports_are_handed_over_exclusive_and_a_disconnect_keeps_the_claim() {
+    let r = rig(vec![
+        spec("1-2", Some("usbhid"), None),
+        spec("1-3", None, None),
+    ])
+    .await;
+    r.bind("1-2").await;
+    // Only held devices are listed and importable.
+    let list = usbip_client::list_devices(r.daemon).await.unwrap();
+    let busids: Vec<_> = list.iter().map(|d| d.record.busid.as_str()).collect();
+    assert_eq!(busids, vec!["1-2"]);
+    assert!(matches!(
+        Connection::import(r.daemon, "1-3").await,
+        Err(ClientError::Refused(OpStatus::NoDev))
+    ));
+
+    let first = import_loopback(r.daemon, "1-2").await;
+    loop_once(&first, b"through the extension").await;
+    assert_eq!(r.state_of("1-2").await.as_deref(), Some("in use"));
+    let client = r.status().await.claims[0].client.clone();
+    assert!(client.is_some_and(|c| c.starts_with("127.0.0.1:")));
+    assert!(matches!(
+        Connection::import(r.daemon, "1-2").await,
+        Err(ClientError::Refused(OpStatus::DevBusy))
+    ));
+
+    drop(first);
+    assert!(eventually(|| async { r.state_of("1-2").await.as_deref() == Some("claimed") }).await);
+    assert_eq!(
+        r.bus.kernel("1-2").unwrap().driver,
+        None,
+        "still held after the client left"
+    );
+    let second = import_loopback(r.daemon, "1-2").await;
+    loop_once(&second, b"again").await;
+}
+
+#[tokio::test]
+async fn unbind_ends_the_session_of_a_client_in_use() {
+    let r = rig(vec![spec("1-2", Some("usbhid"), None)]).await;
+    r.bind("1-2").await;
+    let conn = import_loopback(r.daemon, "1-2").await;
+    let parked = conn.start(Submit::bulk_in(1, 512)).unwrap();
+    r.call(Request::Unbind {
+        busid: "1-2".into(),
+    })
+    .await
+    .unwrap();
+    assert!(tokio::time::timeout(Duration::from_secs(5), parked.wait())
+        .await
+        .unwrap()
+        .is_err());
+    assert_eq!(
+        r.bus.kernel("1-2").unwrap().driver.as_deref(),
+        Some("usbhid")
+    );
+}
+
+#[tokio::test]
+async fn unplug_mid_transfer_releases_and_replug_reclaims_without_user_action() {
+    let r = rig(vec![
+        spec("1-2", Some("usbhid"), None),
+        spec("1-5", None, Some("SER-1")),
+    ])
+    .await;
+    r.bind("1-2").await;
+    r.bind("1-5").await;
+    let events = Client::connect(&r.socket).await.unwrap();
+    events.subscribe().await.unwrap();
+
+    let conn = import_loopback(r.daemon, "1-2").await;
+    let parked = conn.start(Submit::bulk_in(1, 512)).unwrap();
+    r.bus.unplug("1-2");
+    let gone = events.next_event().await.unwrap();
+    assert_eq!((gone.kind, gone.busid.as_str()), (EventKind::Gone, "1-2"));
+    assert!(tokio::time::timeout(Duration::from_secs(5), parked.wait())
+        .await
+        .unwrap()
+        .is_err());
+    assert_eq!(r.state_of("1-2").await.as_deref(), Some("absent"));
+    assert!(usbip_client::list_devices(r.daemon)
+        .await
+        .unwrap()
+        .iter()
+        .all(|d| d.record.busid != "1-2"));
+
+    // Same port, same VID:PID, no serial: claimed again.
+    r.bus.plug(spec("1-2", Some("usbhid"), None));
+    let back = events.next_event().await.unwrap();
+    assert_eq!(
+        (back.kind, back.busid.as_str()),
+        (EventKind::Reclaimed, "1-2")
+    );
+    assert_eq!(r.state_of("1-2").await.as_deref(), Some("claimed"));
+    assert_eq!(r.bus.kernel("1-2").unwrap().driver, None);
+    let conn = import_loopback(r.daemon, "1-2").await;
+    loop_once(&conn, b"back").await;
+
+    // A device with a serial is recognised on another port.
+    r.bus.unplug("1-5");
+    assert_eq!(events.next_event().await.unwrap().kind, EventKind::Gone);
+    r.bus.plug(spec("2-1", None, Some("SER-1")));
+    let moved = events.next_event().await.unwrap();
+    assert_eq!(
+        (moved.kind, moved.busid.as_str()),
+        (EventKind::Reclaimed, "2-1")
+    );
+    let busids: Vec<String> = r
+        .status()
+        .await
+        .claims
+        .into_iter()
+        .map(|c| c.busid)
+        .collect();
+    assert_eq!(busids, vec!["1-2".to_string(), "2-1".to_string()]);
+    // A different device on a bound port is left alone.
+    r.bus.unplug("1-2");
+    let _ = events.next_event().await;
+    let mut other = spec("1-2", Some("usbhid"), None);
+    other.pid = 0x9999;
+    r.bus.plug(other);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        r.bus.kernel("1-2").unwrap().driver.as_deref(),
+        Some("usbhid")
+    );
+    assert_eq!(r.state_of("1-2").await.as_deref(), Some("absent"));
+}
+
+#[tokio::test]
+async fn a_restart_restores_claims_and_finishes_an_interrupted_unbind() {
+    let r = rig(vec![
+        spec("1-2", Some("usbhid"), None),
+        spec("1-3", Some("cdc_acm"), None),
+        spec("1-4", None, None),
+    ])
+    .await;
+    r.bind("1-2").await;
+    r.bind("1-3").await;
+    r.bind("1-4").await;
+    let store = ClaimStore::new(r.dir.path().join("claims.json"));
+    let mut saved = store.load().unwrap();
+    assert_eq!(saved.len(), 3);
+    // Crash: the process goes without any cleanup, in the middle of unbinding 1-3.
+    saved[1].phase = usbipd::extension::claims::Phase::Releasing;
+    store.save(&saved).unwrap();
+    r.ipc.abort();
+    let Rig { bus, dir, ext, .. } = r;
+    // Closes the devices as the kernel closes a dead process's files: drivers stay detached.
+    ext.shutdown().await;
+    assert_eq!(bus.kernel("1-3").unwrap().driver, None);
+    bus.unplug("1-4"); // and one device is unplugged while nobody runs
+
+    let (ext2, socket, _ipc) = start_extension(
+        bus.clone(),
+        dir.path(),
+        PeerPolicy::with_self(vec![], vec![]),
+    )
+    .await;
+    let status = match client::call(&socket, &Request::Status).await.unwrap() {
+        Response::Status(s) => s,
+        other => panic!("{other:?}"),
+    };
+    let claims: Vec<(String, String)> = status
+        .claims
+        .iter()
+        .map(|c| (c.busid.clone(), c.state.clone()))
+        .collect();
+    assert_eq!(
+        claims,
+        vec![
+            ("1-2".to_string(), "claimed".to_string()),
+            ("1-4".to_string(), "absent".to_string())
+        ]
+    );
+    assert_eq!(bus.kernel("1-2").unwrap().driver, None);
+    assert_eq!(
+        bus.kernel("1-3").unwrap().driver.as_deref(),
+        Some("cdc_acm")
+    );
+    assert_eq!(store.load().unwrap().len(), 2);
+    // The absent one is claimed when it comes back.
+    bus.plug(spec("1-4", None, None));
+    assert!(
+        eventually(|| async {
+            ext2.status()
+                .claims
+                .iter()
+                .any(|c| c.busid == "1-4" && c.state == "claimed")
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn a_claim_registry_from_the_future_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("claims.json"),
+        r#"{"version":7,"claims":[]}"#,
+    )
+    .unwrap();
+    let ext = Extension::new(
+        VirtualBus::new(VirtualBusSpec::default()) as Arc<dyn HostBus>,
+        ClaimStore::new(dir.path().join("claims.json")),
+        HealthState::new("embedded", "virtual", vec![]),
+        ServerConfig::default(),
+    );
+    let e = ext.start().await.unwrap_err();
+    assert!(e.to_string().contains("version 7"), "{e}");
+}
+
+#[tokio::test]
+async fn peers_other_than_root_and_the_allowed_users_are_refused() {
+    if nix::unistd::geteuid().is_root() {
+        return; // root is always allowed, rightly; nothing to refuse here
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bus = VirtualBus::new(VirtualBusSpec {
+        devices: vec![spec("1-2", Some("usbhid"), None)],
+    });
+    let nobody_but = PeerPolicy {
+        uids: vec![nix::unistd::geteuid().as_raw() + 1],
+        gids: vec![],
+    };
+    let (_ext, socket, _ipc) = start_extension(bus.clone(), dir.path(), nobody_but).await;
+    let e = client::call(
+        &socket,
+        &Request::Bind {
+            busid: "1-2".into(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotAuthorized);
+    assert_eq!(bus.kernel("1-2").unwrap().driver.as_deref(), Some("usbhid"));
+}
+
+#[tokio::test]
+async fn malformed_oversized_and_future_requests_are_refused_one_by_one() {
+    use usbipd::ipc::socket::IpcSocket;
+    let r = rig(vec![spec("1-2", None, None)]).await;
+    let sock = IpcSocket::connect(&r.socket).await.unwrap();
+    let answer = |raw: &'static [u8]| {
+        let sock = &sock;
+        async move {
+            sock.send(raw, None).await.unwrap();
+            let m = sock.recv(1 << 20).await.unwrap().unwrap();
+            serde_json::from_slice::<serde_json::Value>(&m.data).unwrap()
+        }
+    };
+    let v = answer(br#"{"version":9,"request":"status"}"#).await;
+    assert_eq!(v["response"]["error"]["code"], 2);
+    let v = answer(b"not json").await;
+    assert_eq!(v["response"]["error"]["code"], 1);
+    // The same connection still works after refusals.
+    let v = answer(br#"{"version":1,"request":"status"}"#).await;
+    assert_eq!(v["response"]["status"]["health"]["running"], true);
+    // A message over the limit closes the connection without being read (the refusal may be
+    // lost to the reset of the unread bytes).
+    let _ = sock
+        .send(&vec![b' '; usbipd::ipc::MAX_MESSAGE + 1], None)
+        .await;
+    if let Ok(Some(m)) = sock.recv(1 << 20).await {
+        let v: serde_json::Value = serde_json::from_slice(&m.data).unwrap();
+        assert_eq!(v["response"]["error"]["code"], 1);
+    }
+    assert!(!matches!(sock.recv(1 << 20).await, Ok(Some(_))));
+}

@@ -1,0 +1,308 @@
+//! The real `usbipd` binary: a daemon in embedded mode supervising `usbipd extension run` on a
+//! virtual host bus (spec file = the cable, kernel file = the kernel). kill -9 of the extension
+//! mid-transfer, a crash in the middle of an unbind, a daemon restart, and the CLI's output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use usbip_client::{Connection, Submit};
+use usbipd::device::r#virtual::gadget_zero;
+use usbipd::extension::virtual_bus::{
+    Fault, FaultStage, KernelState, VirtualBusSpec, VirtualDeviceSpec,
+};
+use usbipd::ipc::{client, Request, Response, StatusReport};
+
+const BIN: &str = env!("CARGO_BIN_EXE_usbipd");
+
+struct Daemon {
+    dir: PathBuf,
+    port: u16,
+    child: Child,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Kills the extension left behind, whatever happened in the test.
+struct Reaper(PathBuf);
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Ok(k) = std::fs::read_to_string(self.0.join("ext.pid")) {
+            if let Ok(pid) = k.trim().parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_daemon(dir: &Path, port: u16) -> Daemon {
+    let child = Command::new(BIN)
+        .args(["server", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--control")
+        .arg(dir.join("control.sock"))
+        .args(["--extension", "embedded", "--extension-socket"])
+        .arg(dir.join("ext.sock"))
+        .arg("--extension-state")
+        .arg(dir.join("claims.json"))
+        .arg("--virtual-bus")
+        .arg(dir.join("bus.json"))
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("daemon.log"))
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+    Daemon {
+        dir: dir.to_path_buf(),
+        port,
+        child,
+    }
+}
+
+impl Daemon {
+    fn addr(&self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
+    async fn status(&self) -> Option<StatusReport> {
+        match client::call(&self.dir.join("ext.sock"), &Request::Status).await {
+            Ok(Response::Status(s)) => {
+                std::fs::write(self.dir.join("ext.pid"), s.health.pid.to_string()).unwrap();
+                Some(s)
+            }
+            _ => None,
+        }
+    }
+
+    /// Waits for an extension (other than `not_pid`) to answer.
+    async fn ready(&self, not_pid: Option<u32>) -> StatusReport {
+        for _ in 0..500 {
+            if let Some(s) = self.status().await {
+                if Some(s.health.pid) != not_pid {
+                    return s;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let log = std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default();
+        panic!("the extension did not come up; daemon log:\n{log}");
+    }
+
+    fn kernel(&self) -> KernelState {
+        KernelState::load(&KernelState::path_for(&self.dir.join("bus.json"))).unwrap()
+    }
+}
+
+fn cli(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--extension-socket")
+        .arg(dir.join("ext.sock"))
+        .output()
+        .unwrap()
+}
+
+fn spec() -> VirtualBusSpec {
+    let mut crashy = VirtualDeviceSpec::new("1-3");
+    crashy.driver = Some("cdc_acm".into());
+    crashy.crash_on_release = true;
+    let mut denied = VirtualDeviceSpec::new("1-4");
+    denied.fail_claim = Some(Fault {
+        stage: FaultStage::Open,
+        errno: 13,
+    });
+    VirtualBusSpec {
+        devices: vec![
+            VirtualDeviceSpec {
+                driver: Some("usbhid".into()),
+                ..VirtualDeviceSpec::new("1-2")
+            },
+            crashy,
+            denied,
+        ],
+    }
+}
+
+async fn import_loopback(addr: std::net::SocketAddr) -> Connection {
+    let conn = Connection::import(addr, "1-2").await.unwrap();
+    let setup = [0, 9, gadget_zero::CONFIG_LOOPBACK, 0, 0, 0, 0, 0];
+    assert_eq!(
+        conn.submit(Submit::control(setup, Bytes::new()))
+            .await
+            .unwrap()
+            .status,
+        0
+    );
+    conn
+}
+
+async fn loop_once(conn: &Connection) {
+    let back = conn.start(Submit::bulk_in(1, 512)).unwrap();
+    conn.submit(Submit::bulk_out(1, &b"ping"[..]))
+        .await
+        .unwrap();
+    assert_eq!(&back.wait().await.unwrap().data[..], b"ping");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_transfer_crash_mid_unbind_and_daemon_restart_keep_claims() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let _reaper = Reaper(dir.to_path_buf());
+    spec().save(&dir.join("bus.json")).unwrap();
+    let daemon = start_daemon(dir, free_port());
+    let first = daemon.ready(None).await;
+    assert_eq!(first.health.mode, "embedded");
+
+    // The CLI binds, and explains a failure with its code and errno.
+    let out = cli(dir, &["bind", "--busid", "1-2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("taken from kernel driver usbhid"));
+    let out = cli(dir, &["bind", "--busid", "1-4"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("E020 AccessDenied"), "{err}");
+    assert!(err.contains("errno 13 (EACCES)"), "{err}");
+    assert!(err.contains("udev rule"), "{err}");
+    assert!(cli(dir, &["bind", "--busid", "1-3"]).status.success());
+    assert_eq!(daemon.kernel().devices["1-3"].driver, None);
+
+    // kill -9 in the middle of a transfer.
+    let conn = import_loopback(daemon.addr()).await;
+    loop_once(&conn).await;
+    let parked = conn.start(Submit::bulk_in(1, 512)).unwrap();
+    let old = daemon.status().await.unwrap().health.pid;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(tokio::time::timeout(Duration::from_secs(5), parked.wait())
+        .await
+        .unwrap()
+        .is_err());
+    let restarted = daemon.ready(Some(old)).await;
+    let states: Vec<(String, String)> = restarted
+        .claims
+        .iter()
+        .map(|c| (c.busid.clone(), c.state.clone()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("1-2".into(), "claimed".into()),
+            ("1-3".into(), "claimed".into())
+        ]
+    );
+    let k = daemon.kernel();
+    assert_eq!(k.devices["1-2"].holder, Some(restarted.health.pid));
+    assert_eq!(k.devices["1-2"].driver, None);
+    let conn = import_loopback(daemon.addr()).await;
+    loop_once(&conn).await;
+    drop(conn);
+
+    // The extension dies in the middle of unbinding 1-3; the next one gives it back.
+    let out = cli(dir, &["unbind", "--busid", "1-3"]);
+    assert!(!out.status.success());
+    let after = daemon.ready(Some(restarted.health.pid)).await;
+    assert!(after.claims.iter().all(|c| c.busid != "1-3"));
+    assert_eq!(
+        daemon.kernel().devices["1-3"].driver.as_deref(),
+        Some("cdc_acm")
+    );
+
+    // Unplug mid-transfer through the cable file; replug reclaims.
+    let conn = import_loopback(daemon.addr()).await;
+    let parked = conn.start(Submit::bulk_in(1, 512)).unwrap();
+    let mut s = spec();
+    s.devices[0].plugged = false;
+    s.save(&dir.join("bus.json")).unwrap();
+    assert!(tokio::time::timeout(Duration::from_secs(5), parked.wait())
+        .await
+        .unwrap()
+        .is_err());
+    s.devices[0].plugged = true;
+    s.save(&dir.join("bus.json")).unwrap();
+    let mut reclaimed = false;
+    for _ in 0..300 {
+        let st = daemon.status().await.unwrap();
+        if st
+            .claims
+            .iter()
+            .any(|c| c.busid == "1-2" && c.state == "claimed")
+        {
+            reclaimed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(reclaimed);
+
+    // A daemon restart does not drop claims.
+    let pid_before = daemon.status().await.unwrap().health.pid;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut daemon = daemon;
+    // A graceful stop also stops its extension (SIGTERM), which keeps its claims on disk.
+    assert!(daemon.child.wait().unwrap().success());
+    drop(daemon);
+    let daemon = start_daemon(dir, free_port());
+    let st = daemon.ready(Some(pid_before)).await;
+    assert!(st
+        .claims
+        .iter()
+        .any(|c| c.busid == "1-2" && c.state == "claimed"));
+    let conn = import_loopback(daemon.addr()).await;
+    loop_once(&conn).await;
+
+    // Status for people and for programs (recent errors are this extension's own).
+    assert!(!cli(dir, &["bind", "--busid", "1-4"]).status.success());
+    let out = cli(dir, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Extension: running"), "{text}");
+    assert!(text.contains("mode embedded"), "{text}");
+    assert!(text.contains("1-2"), "{text}");
+    assert!(text.contains("in use"), "{text}");
+    assert!(text.contains("E020 AccessDenied"), "{text}");
+    let out = cli(dir, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["extension"]["running"], true);
+    assert_eq!(v["claims"][0]["busid"], "1-2");
+    assert_eq!(v["claims"][0]["state"], "in use");
+    // Unbind everything: drivers come back.
+    drop(conn);
+    assert!(cli(dir, &["unbind", "--all"]).status.success());
+    assert_eq!(
+        daemon.kernel().devices["1-2"].driver.as_deref(),
+        Some("usbhid")
+    );
+}
