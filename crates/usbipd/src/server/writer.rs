@@ -11,6 +11,8 @@ use usbip_proto::{IsoPacket, Reply, HEADER_LEN, ISO_PACKET_LEN};
 
 /// Replies gathered into one write at most; bounded so one write stays a sensible size.
 const MAX_BATCH: usize = 64;
+/// Header, payload and iso descriptors: at most three pieces per reply.
+const MAX_PIECES: usize = MAX_BATCH * 3;
 
 /// One piece of a batch: a range of the scratch buffer, or a payload.
 enum Piece {
@@ -21,7 +23,7 @@ enum Piece {
 pub(super) async fn run(mut socket: OwnedWriteHalf, mut replies: mpsc::Receiver<Reply>) {
     let mut batch: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
     let mut scratch: Vec<u8> = Vec::with_capacity(MAX_BATCH * HEADER_LEN);
-    let mut pieces: Vec<Piece> = Vec::with_capacity(MAX_BATCH * 3);
+    let mut pieces: Vec<Piece> = Vec::with_capacity(MAX_PIECES);
     while replies.recv_many(&mut batch, MAX_BATCH).await > 0 {
         scratch.clear();
         pieces.clear();
@@ -69,14 +71,15 @@ async fn write_pieces(
     scratch: &[u8],
     pieces: &[Piece],
 ) -> std::io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = pieces
-        .iter()
-        .map(|p| match p {
+    // On the stack: no allocation per write. A batch has at most three pieces per reply.
+    let mut slices = [IoSlice::new(&[]); MAX_PIECES];
+    for (slot, p) in slices.iter_mut().zip(pieces) {
+        *slot = match p {
             Piece::Scratch(a, b) => IoSlice::new(&scratch[*a..*b]),
             Piece::Payload(d) => IoSlice::new(d),
-        })
-        .collect();
-    let mut remaining: &mut [IoSlice<'_>] = &mut slices;
+        };
+    }
+    let mut remaining: &mut [IoSlice<'_>] = &mut slices[..pieces.len().min(MAX_PIECES)];
     while !remaining.is_empty() {
         let n = socket.write_vectored(remaining).await?;
         if n == 0 {
