@@ -23,6 +23,10 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// URBs one connection may have in flight at once.
     pub max_in_flight: usize,
+    /// Bytes one connection may hold in memory: replies queued for a client that does not
+    /// read them fast enough (headers, IN data, iso descriptors) plus what it sent that is not
+    /// yet decoded. Should be well above `limits.max_transfer_length`.
+    pub max_buffered_bytes: usize,
     /// Connections open at once, in total.
     pub max_connections: usize,
     /// Connections open at once from one client address.
@@ -39,6 +43,8 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             // vhci-hcd itself never has more than a few hundred URBs queued per device.
             max_in_flight: 4096,
+            // Four of the largest transfers: a client that reads its replies never comes close.
+            max_buffered_bytes: 64 * 1024 * 1024,
             max_connections: 256,
             max_connections_per_address: 64,
             allow: Allowlist::default(),
