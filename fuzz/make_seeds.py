@@ -195,13 +195,17 @@ def main():
     write("codec_urb", "ret-mixed", b"\0\0" + ret_submit(3, 0, bytes(range(18))) + ret_submit(4, 0, actual=512)
           + ret_unlink(5, -104) + ret_submit(6, -32) + ret_submit(3, 0, b"ab" * 4, iso=[(0, 4, 4, 0), (4, 4, 4, 0)]))
 
-    # session: a mode byte (0: handshake only; 1..3: import 0-1..0-3 first).
+    # session: a mode byte (bits 0-1: 0, handshake only; 1..3, import 0-1..0-3 first; bit 2:
+    # the server with tight limits).
     write("session", "devlist", b"\0" + op_request(REQ_DEVLIST))
     write("session", "import-then-close", b"\0" + op_request(REQ_IMPORT, "0-1"))
     write("session", "import-unknown", b"\0" + op_request(REQ_IMPORT, "9-9"))
     write("session", "gadget-zero", b"\x01" + gadget_zero())
     write("session", "keyboard", b"\x02" + keyboard())
     write("session", "storage", b"\x03" + storage())
+    # The same against the server with tight limits (mode bit 2).
+    write("session", "tight-gadget-zero", b"\x05" + gadget_zero())
+    write("session", "tight-storage", b"\x07" + storage())
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-//! One in-process server with the demo's virtual devices, started once per fuzzing process, and
-//! the client side of one fuzzed connection.
+//! Two in-process servers (default and tight limits) with the demo's virtual devices, started
+//! once per fuzzing process, and the client side of one fuzzed connection.
 //!
 //! Devices: gadget zero at 0-1 (devid 1), keyboard at 0-2 (devid 2), disk on a 1 MiB temporary
 //! image at 0-3 (devid 3). A fuzzed connection must always end once the client has sent its
@@ -28,9 +28,20 @@ const END_DEADLINE: Duration = Duration::from_secs(20);
 
 pub struct Harness {
     pub runtime: Runtime,
-    pub addr: SocketAddr,
-    /// The disk's temporary image (a `NamedTempFile`), alive as long as the process.
-    _image: Box<dyn std::any::Any + Send + Sync>,
+    /// The server with default limits, and one with tight limits that inputs reach easily.
+    pub addrs: [SocketAddr; 2],
+    /// The disks' temporary images (`NamedTempFile`s), alive as long as the process.
+    _images: Vec<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// Limits small enough for short inputs to hit every one of them.
+fn tight() -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.limits.max_transfer_length = 64 * 1024;
+    config.limits.max_iso_packets = 8;
+    config.max_in_flight = 8;
+    config.max_buffered_bytes = 256 * 1024;
+    config
 }
 
 /// The process-wide server, started on first use.
@@ -45,31 +56,38 @@ fn start() -> Harness {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let image = mass_storage::temporary_image(1024 * 1024).expect("temporary image");
-    let path = image.path().to_owned();
-    let addr = runtime.block_on(async {
-        let registry = Registry::new();
-        registry.add(Arc::new(gadget_zero::new(BusPosition::virtual_port(1))));
-        let (keyboard, _handle) =
-            Keyboard::new(Speed::Full, "FUZZ00000002", BusPosition::virtual_port(2))
-                .expect("keyboard");
-        registry.add(Arc::new(keyboard));
-        registry.add(Arc::new(
-            mass_storage::new(&path, false, BusPosition::virtual_port(3)).expect("disk"),
-        ));
-        let listeners = Server::bind(&["127.0.0.1:0".parse().expect("address")])
-            .await
-            .expect("bind");
-        let addr = listeners[0].local_addr().expect("local address");
-        let server = Server::new(registry, ServerConfig::default());
-        tokio::spawn(async move { server.serve(listeners).await });
-        addr
-    });
+    let mut images: Vec<Box<dyn std::any::Any + Send + Sync>> = Vec::new();
+    let mut addrs = Vec::new();
+    for config in [ServerConfig::default(), tight()] {
+        let image = mass_storage::temporary_image(1024 * 1024).expect("temporary image");
+        let path = image.path().to_owned();
+        images.push(Box::new(image));
+        addrs.push(runtime.block_on(serve(path, config)));
+    }
     Harness {
         runtime,
-        addr,
-        _image: Box::new(image),
+        addrs: [addrs[0], addrs[1]],
+        _images: images,
     }
+}
+
+/// Starts a server with the three devices, the disk on the image at `path`.
+async fn serve(path: std::path::PathBuf, config: ServerConfig) -> SocketAddr {
+    let registry = Registry::new();
+    registry.add(Arc::new(gadget_zero::new(BusPosition::virtual_port(1))));
+    let (keyboard, _handle) =
+        Keyboard::new(Speed::Full, "FUZZ00000002", BusPosition::virtual_port(2)).expect("keyboard");
+    registry.add(Arc::new(keyboard));
+    registry.add(Arc::new(
+        mass_storage::new(&path, false, BusPosition::virtual_port(3)).expect("disk"),
+    ));
+    let listeners = Server::bind(&["127.0.0.1:0".parse().expect("address")])
+        .await
+        .expect("bind");
+    let addr = listeners[0].local_addr().expect("local address");
+    let server = Server::new(registry, config);
+    tokio::spawn(async move { server.serve(listeners).await });
+    addr
 }
 
 /// Imports `busid` on a fresh connection. The previous fuzzed session may still be letting go
@@ -112,11 +130,12 @@ pub fn run(input: &[u8]) {
     };
     let h = harness();
     h.runtime.block_on(async {
+        let addr = h.addrs[usize::from(mode >> 2 & 1)];
         let mode = usize::from(mode % 4);
         let exchange = async {
             let stream = match mode {
-                0 => TcpStream::connect(h.addr).await.expect("connect"),
-                m => import(h.addr, BUSIDS[m - 1]).await,
+                0 => TcpStream::connect(addr).await.expect("connect"),
+                m => import(addr, BUSIDS[m - 1]).await,
             };
             let (mut rd, mut wr) = stream.into_split();
             let write = async move {
@@ -137,7 +156,7 @@ pub fn run(input: &[u8]) {
         tokio::time::timeout(END_DEADLINE, exchange)
             .await
             .expect("the server did not close a connection after the client's FIN");
-        let list = tokio::time::timeout(END_DEADLINE, usbip_client::list_devices(h.addr))
+        let list = tokio::time::timeout(END_DEADLINE, usbip_client::list_devices(addr))
             .await
             .expect("device list timed out")
             .expect("device list after a fuzzed connection");
