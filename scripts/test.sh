@@ -17,6 +17,13 @@ section "benchmark smoke run (quick mode; numbers are not checked)"
 target/release/usbipd-bench --quick --usbipd target/release/usbipd > target/bench-quick.md
 tail -n 30 target/bench-quick.md
 
+section "fuzzing, short (the long runs are reported in docs/fuzzing.md)"
+if cargo +nightly --version >/dev/null 2>&1; then
+  scripts/fuzz.sh "${USBIPD_FUZZ_SECONDS:-15}"
+else
+  echo "no nightly toolchain: cargo-fuzz skipped (the proptest decoders above still ran)"
+fi
+
 if [ "${USBIPD_SKIP_E2E:-0}" = 1 ]; then
   echo "USBIPD_SKIP_E2E=1: skipping the kernel-client suite"
   exit 0

@@ -139,16 +139,30 @@ pub struct ExportedDevice {
     pub interfaces: Vec<InterfaceRecord>,
 }
 
-/// Copies `s` NUL-padded into `field`, truncated so a terminating NUL always remains.
+/// Copies `s` NUL-padded into `field`, truncated (at a character boundary, so the field stays
+/// UTF-8) so that a terminating NUL always remains.
 fn put_str(field: &mut [u8], s: &str) {
-    let n = s.len().min(field.len() - 1);
+    let mut n = s.len().min(field.len() - 1);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
     field[..n].copy_from_slice(&s.as_bytes()[..n]);
 }
 
-/// Reads a NUL-terminated field leniently (a peer's path is informational).
+/// Reads a NUL-terminated field leniently (a peer's path is informational): at most
+/// `field.len() - 1` bytes, the last being the terminator's place, and bytes that are not UTF-8
+/// become one '?' each, so that the string still fits its field when encoded again.
 fn get_str(field: &[u8]) -> String {
+    let field = &field[..field.len() - 1];
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    String::from_utf8_lossy(&field[..end]).into_owned()
+    let bytes = &field[..end];
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => bytes
+            .iter()
+            .map(|&b| if b.is_ascii() { char::from(b) } else { '?' })
+            .collect(),
+    }
 }
 
 /// Parses the 32-byte busid field of OP_REQ_IMPORT strictly: NUL-terminated printable ASCII.
@@ -216,6 +230,32 @@ mod tests {
         rec.encode(&mut out);
         assert_eq!(out[0x100 + 31], 0);
         assert_eq!(parse_busid(&out[0x100..0x120]).unwrap(), "x".repeat(31));
+    }
+
+    /// Found by fuzzing (codec_handshake): a record with a non-UTF-8 or unterminated string
+    /// decoded to a string that no longer fit its field, so encoding it again changed it.
+    #[test]
+    fn decoded_strings_round_trip_whatever_the_bytes() {
+        let mut bytes = Vec::new();
+        sample().encode(&mut bytes);
+        bytes[..PATH_LEN].fill(0xe9); // Latin-1, no terminator
+        bytes[PATH_LEN..PATH_LEN + BUSID_LEN].fill(0xff);
+        let rec = DeviceRecord::decode(&bytes[..].try_into().unwrap());
+        assert_eq!(rec.path, "?".repeat(PATH_LEN - 1));
+        assert_eq!(rec.busid, "?".repeat(BUSID_LEN - 1));
+        let mut again = Vec::new();
+        rec.encode(&mut again);
+        assert_eq!(DeviceRecord::decode(&again[..].try_into().unwrap()), rec);
+
+        // Truncating a long non-ASCII string never splits a character.
+        let mut long = sample();
+        long.busid = "é".repeat(20); // 40 bytes; the field holds 31
+        let mut out = Vec::new();
+        long.encode(&mut out);
+        assert_eq!(
+            DeviceRecord::decode(&out[..].try_into().unwrap()).busid,
+            "é".repeat(15)
+        );
     }
 
     #[test]

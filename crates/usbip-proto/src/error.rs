@@ -19,9 +19,9 @@ pub enum ProtoError {
     BadDirection(u32),
     #[error("invalid endpoint {0}")]
     BadEndpoint(u32),
-    #[error("transfer_buffer_length {0} is negative or exceeds the limit {1}")]
+    #[error("transfer_buffer_length {0} exceeds max_transfer_length ({1})")]
     TransferTooLong(u32, u32),
-    #[error("number_of_packets {0} exceeds the limit {1}")]
+    #[error("number_of_packets {0} exceeds max_iso_packets ({1})")]
     TooManyIsoPackets(u32, u32),
     #[error("isochronous packet {index} (offset {offset}, length {length}) lies outside the {buffer}-byte buffer")]
     IsoOutOfBounds {
@@ -32,7 +32,7 @@ pub enum ProtoError {
     },
     #[error("isochronous actual lengths add up to {sum}, header says {actual}")]
     IsoSumMismatch { sum: u64, actual: u32 },
-    #[error("device count {0} exceeds the limit {1}")]
+    #[error("device count {0} exceeds max_devices ({1})")]
     TooManyDevices(u32, u32),
     #[error("bad operation status {0}")]
     BadStatus(u32),

@@ -33,6 +33,7 @@ pub struct LimitsConfig {
     pub max_transfer_length: Option<u32>,
     pub max_iso_packets: Option<u32>,
     pub max_in_flight: Option<usize>,
+    pub max_buffered_bytes: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_connections_per_address: Option<usize>,
     pub handshake_timeout_secs: Option<u64>,
@@ -48,6 +49,9 @@ impl LimitsConfig {
         }
         if let Some(v) = self.max_in_flight {
             config.max_in_flight = v;
+        }
+        if let Some(v) = self.max_buffered_bytes {
+            config.max_buffered_bytes = v;
         }
         if let Some(v) = self.max_connections {
             config.max_connections = v;
@@ -154,6 +158,7 @@ mod tests {
             listen = ["127.0.0.1:3240", "[::1]:3240"]
             [limits]
             max_in_flight = 64
+            max_buffered_bytes = 1048576
             [[device]]
             kind = "keyboard"
             [[device]]
@@ -184,6 +189,7 @@ mod tests {
         let mut sc = ServerConfig::default();
         c.limits.apply(&mut sc);
         assert_eq!(sc.max_in_flight, 64);
+        assert_eq!(sc.max_buffered_bytes, 1 << 20);
     }
 
     #[test]

@@ -92,6 +92,9 @@ impl UrbCompletion {
 }
 
 /// Where a device session delivers completions. Cloneable so that device-side tasks can hold one.
+/// A device session keeps one for as long as the device can complete URBs: once every clone is
+/// dropped, the server takes the device as gone and ends the client's session (after sending
+/// what was completed before).
 #[derive(Clone, Debug)]
 pub struct Completer {
     tx: mpsc::UnboundedSender<UrbCompletion>,

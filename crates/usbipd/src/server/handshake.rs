@@ -142,7 +142,11 @@ pub(crate) async fn serve_import(
     .await;
     // The device session was dropped inside run(), so the device is released before the claim.
     drop(claim);
-    info!(%peer, %busid, reason = %end, "detached");
+    match end {
+        session::End::ClientClosed => info!(%peer, %busid, reason = %end, "detached"),
+        // A broken protocol, an exceeded limit or a failed device: worth a warning.
+        _ => warn!(%peer, %busid, reason = %end, "detached"),
+    }
 }
 
 /// Reads until one whole request has arrived. `Ok(None)`: the peer closed first.

@@ -31,6 +31,10 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// URBs one connection may have in flight at once.
     pub max_in_flight: usize,
+    /// Bytes one connection may hold in memory: replies queued for a client that does not
+    /// read them fast enough (headers, IN data, iso descriptors) plus what it sent that is not
+    /// yet decoded. Should be well above `limits.max_transfer_length`.
+    pub max_buffered_bytes: usize,
     /// Connections open at once, in total.
     pub max_connections: usize,
     /// Connections open at once from one client address.
@@ -47,6 +51,9 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             // vhci-hcd itself never has more than a few hundred URBs queued per device.
             max_in_flight: 4096,
+            // A client that reads its replies holds at most what it has outstanding, e.g. 64
+            // URBs of 1 MiB in the benchmark; eight of the largest transfers is well above that.
+            max_buffered_bytes: 128 * 1024 * 1024,
             max_connections: 256,
             max_connections_per_address: 64,
             allow: Allowlist::default(),

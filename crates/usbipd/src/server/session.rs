@@ -3,7 +3,8 @@
 //! This task owns the in-flight table, so it alone decides whether a URB completed or was
 //! unlinked: a completion for a seqnum no longer in the table was unlinked and is dropped, so
 //! the client never sees a RET_SUBMIT after a RET_UNLINK(-ECONNRESET). It never writes to the
-//! socket itself; the writer task does.
+//! socket itself; the writer task does. It never blocks on a slow client either: replies queue
+//! without bound in count, and `max_buffered_bytes` closes a client that lets them pile up.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -17,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 use usbip_proto::{errno, Command, Direction, ProtoError, Reply, RetSubmit, RetUnlink};
 
-use super::writer;
+use super::writer::{self, Backlog};
 use super::ServerConfig;
 use crate::device::{DeviceSession, Urb, UrbCompletion};
 
@@ -41,6 +42,8 @@ pub(super) enum End {
     Violation(String),
     WriterGone,
     Revoked,
+    /// The device session dropped its completer: the device went away.
+    DeviceGone,
 }
 
 impl fmt::Display for End {
@@ -52,6 +55,7 @@ impl fmt::Display for End {
             End::Violation(why) => write!(f, "{why}"),
             End::WriterGone => write!(f, "could not write to client"),
             End::Revoked => write!(f, "device unplugged or unbound"),
+            End::DeviceGone => write!(f, "the device went away"),
         }
     }
 }
@@ -77,7 +81,11 @@ struct Session<'a> {
     /// wire ahead of the CMD_SUBMIT it cancels. The client was told -ECONNRESET, so when the
     /// submit comes it is dropped without a RET_SUBMIT.
     early_unlinks: VecDeque<u32>,
-    replies: mpsc::Sender<Reply>,
+    replies: mpsc::UnboundedSender<Reply>,
+    /// Bytes of replies not yet written to the client.
+    backlog: Backlog,
+    /// Bytes received and not yet decoded.
+    read_buffered: usize,
     config: &'a ServerConfig,
 }
 
@@ -90,8 +98,9 @@ pub(super) async fn run(
     config: &ServerConfig,
 ) -> End {
     let (read_half, write_half) = stream.into_split();
-    let (replies, reply_rx) = mpsc::channel(1024);
-    let writer = tokio::spawn(writer::run(write_half, reply_rx));
+    let (replies, reply_rx) = mpsc::unbounded_channel();
+    let backlog = Backlog::default();
+    let writer = tokio::spawn(writer::run(write_half, reply_rx, backlog.clone()));
     let Attached {
         peer,
         busid,
@@ -109,6 +118,8 @@ pub(super) async fn run(
         newest_submit: None,
         early_unlinks: VecDeque::new(),
         replies,
+        backlog,
+        read_buffered: 0,
         config,
     };
     let end = session
@@ -147,7 +158,7 @@ impl Session<'_> {
             loop {
                 match Command::decode(&mut buf, &self.config.limits) {
                     Ok(Some(cmd)) => {
-                        if let Err(end) = self.handle(cmd, completions).await {
+                        if let Err(end) = self.handle(cmd, completions) {
                             return end;
                         }
                     }
@@ -155,6 +166,7 @@ impl Session<'_> {
                     Err(e) => return End::Protocol(e),
                 }
             }
+            self.read_buffered = buf.len();
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(64 * 1024);
             }
@@ -162,22 +174,30 @@ impl Session<'_> {
                 // Completions first: a URB that finished before an unlink arrived must be
                 // reported as finished.
                 biased;
-                Some(done) = completions.recv() => {
-                    if let Err(end) = self.complete(done).await {
+                done = completions.recv() => {
+                    let Some(done) = done else {
+                        return End::DeviceGone;
+                    };
+                    if let Err(end) = self.complete(done) {
                         return end;
                     }
                 }
                 _ = until_revoked(revoked) => return End::Revoked,
                 read = reader.read_buf(&mut buf) => match read {
                     Ok(0) => return End::ClientClosed,
-                    Ok(_) => {}
+                    Ok(_) => {
+                        self.read_buffered = buf.len();
+                        if let Err(end) = self.check_buffered(self.backlog.get()) {
+                            return end;
+                        }
+                    }
                     Err(e) => return End::Io(e),
                 },
             }
         }
     }
 
-    async fn handle(
+    fn handle(
         &mut self,
         cmd: Command,
         completions: &mut mpsc::UnboundedReceiver<UrbCompletion>,
@@ -235,7 +255,7 @@ impl Session<'_> {
             Command::Unlink(unlink) => {
                 // Anything that completed before this unlink goes out first, as the stub does.
                 while let Ok(done) = completions.try_recv() {
-                    self.complete(done).await?;
+                    self.complete(done)?;
                 }
                 let victim = unlink.unlink_seqnum;
                 let status = if self.in_flight.remove(&victim).is_some() {
@@ -256,12 +276,11 @@ impl Session<'_> {
                     seqnum: unlink.header.seqnum,
                     status,
                 }))
-                .await
             }
         }
     }
 
-    async fn complete(&mut self, done: UrbCompletion) -> Result<(), End> {
+    fn complete(&mut self, done: UrbCompletion) -> Result<(), End> {
         let Some(urb) = self.in_flight.remove(&done.seqnum) else {
             return Ok(()); // unlinked meanwhile: the client was told already
         };
@@ -294,7 +313,6 @@ impl Session<'_> {
             data,
             iso: done.iso,
         })
-        .await
     }
 
     /// Whether `seqnum` is newer than every seqnum submitted so far, in wrapping order.
@@ -305,8 +323,22 @@ impl Session<'_> {
         }
     }
 
-    async fn send(&mut self, reply: Reply) -> Result<(), End> {
-        self.replies.send(reply).await.map_err(|_| End::WriterGone)
+    fn send(&mut self, reply: Reply) -> Result<(), End> {
+        let queued = self.backlog.add(writer::wire_len(&reply));
+        self.check_buffered(queued)?;
+        self.replies.send(reply).map_err(|_| End::WriterGone)
+    }
+
+    /// Enforces `max_buffered_bytes` on `queued` reply bytes plus the undecoded input.
+    fn check_buffered(&self, queued: usize) -> Result<(), End> {
+        let total = queued + self.read_buffered;
+        let limit = self.config.max_buffered_bytes;
+        if total > limit {
+            return Err(End::Violation(format!(
+                "max_buffered_bytes ({limit}) exceeded: {total} bytes buffered ({queued} of replies the client has not read)"
+            )));
+        }
+        Ok(())
     }
 }
 

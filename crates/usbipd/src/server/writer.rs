@@ -1,7 +1,10 @@
 //! The only writer of a session's socket: batches whatever replies are queued and sends each
 //! batch with one vectored write (headers from one scratch buffer, payloads where they are).
+//! It keeps the [`Backlog`] count of what waits to be written; it never decides to close.
 
 use std::io::IoSlice;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
@@ -20,19 +23,54 @@ enum Piece {
     Payload(Bytes),
 }
 
-pub(super) async fn run(mut socket: OwnedWriteHalf, mut replies: mpsc::Receiver<Reply>) {
+/// Bytes of replies queued for the writer and not yet written: the session adds, the writer
+/// subtracts once a batch is on the wire.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Backlog(Arc<AtomicUsize>);
+
+impl Backlog {
+    /// Counts `n` more bytes queued; returns the new total.
+    pub(super) fn add(&self, n: usize) -> usize {
+        self.0.fetch_add(n, Ordering::Relaxed) + n
+    }
+
+    fn written(&self, n: usize) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes `reply` takes on the wire.
+pub(super) fn wire_len(reply: &Reply) -> usize {
+    match reply {
+        Reply::Submit { data, iso, .. } => HEADER_LEN + data.len() + iso.len() * ISO_PACKET_LEN,
+        Reply::Unlink(_) => HEADER_LEN,
+    }
+}
+
+pub(super) async fn run(
+    mut socket: OwnedWriteHalf,
+    mut replies: mpsc::UnboundedReceiver<Reply>,
+    backlog: Backlog,
+) {
     let mut batch: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
     let mut scratch: Vec<u8> = Vec::with_capacity(MAX_BATCH * HEADER_LEN);
     let mut pieces: Vec<Piece> = Vec::with_capacity(MAX_PIECES);
     while replies.recv_many(&mut batch, MAX_BATCH).await > 0 {
         scratch.clear();
         pieces.clear();
+        let mut bytes = 0;
         for reply in batch.drain(..) {
+            bytes += wire_len(&reply);
             encode(reply, &mut scratch, &mut pieces);
         }
         if write_pieces(&mut socket, &scratch, &pieces).await.is_err() {
             return; // the session notices the closed connection on its read side
         }
+        backlog.written(bytes);
     }
     let _ = socket.shutdown().await;
 }

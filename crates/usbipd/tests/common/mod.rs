@@ -1,6 +1,8 @@
 //! Shared test fixtures: an in-process server and a scripted test-double device.
 #![allow(dead_code)]
 
+pub mod bot;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
