@@ -13,6 +13,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, warn};
 
+use crate::activation::status::{self, Facts};
+use crate::activation::Activation;
 use crate::device::registry::Registry;
 use crate::host_exports::HostExports;
 
@@ -33,6 +35,11 @@ pub enum Request {
     },
     /// Re-read the bindings and the host's devices (after `usbipd bind`/`unbind`).
     Reload,
+    /// The extension's activation status (`usbipd status`).
+    Status,
+    /// An operation that wants a device (`usbipd bind`) begins: starts installing the
+    /// extension on first use, and answers the mode this operation uses.
+    BeginOperation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -80,6 +87,13 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<DeviceEntry>,
+    /// `Status`: the activation part of `usbipd status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<crate::activation::status::StatusReport>,
+    /// `BeginOperation`: what the operation uses (`None`: this daemon has no activation, as
+    /// with `--extension off|embedded|external`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<crate::activation::Mode>,
 }
 
 impl Response {
@@ -88,6 +102,8 @@ impl Response {
             ok: true,
             error: None,
             devices: Vec::new(),
+            activation: None,
+            mode: None,
         }
     }
 
@@ -96,6 +112,8 @@ impl Response {
             ok: false,
             error: Some(e.into()),
             devices: Vec::new(),
+            activation: None,
+            mode: None,
         }
     }
 }
@@ -121,6 +139,8 @@ pub struct ControlContext {
     pub keyboards: HashMap<String, Arc<dyn TypeText>>,
     /// The host devices, where this platform has a host backend.
     pub host: Option<Arc<HostExports>>,
+    /// `--extension auto`: the activation controller and what its status needs.
+    pub activation: Option<(Activation, Facts)>,
 }
 
 /// Binds the control socket, replacing a stale one.
@@ -239,6 +259,18 @@ async fn answer(request: Request, ctx: &ControlContext) -> Response {
                 ..Response::ok()
             }
         }
+        Request::Status => match &ctx.activation {
+            Some((activation, facts)) => Response {
+                activation: Some(status::report(&activation.snapshot(), facts)),
+                mode: Some(activation.mode()),
+                ..Response::ok()
+            },
+            None => Response::ok(),
+        },
+        Request::BeginOperation => Response {
+            mode: ctx.activation.as_ref().map(|(a, _)| a.begin_operation()),
+            ..Response::ok()
+        },
         Request::Type { busid, text } => match ctx.keyboards.get(&busid) {
             Some(kb) => match kb.type_text(&text) {
                 Ok(()) => Response::ok(),

@@ -2,6 +2,7 @@
 //! takes it from its kernel driver); without it (fallback mode) the binding goes to the
 //! persistent bindings file and the running server, if any, applies it at once.
 
+use crate::activation::Mode;
 use crate::bindings::{parse_hardware_id, Binding, Bindings};
 use crate::control::{self, Request};
 
@@ -89,9 +90,24 @@ fn is_busid(s: &str) -> bool {
     number(bus) && ports.split('.').all(number) && s.len() < 32
 }
 
+/// Asks a daemon with automatic activation (`--extension auto`) which mode this operation
+/// uses; on first use that starts installing the extension in the background. `None`: no
+/// such daemon, so the extension is used if it answers.
+async fn daemon_mode(control: &ControlArg) -> Option<Mode> {
+    control::request(&control.path(), &Request::BeginOperation)
+        .await
+        .ok()
+        .and_then(|r| r.mode)
+}
+
 pub async fn bind(args: BindArgs) -> anyhow::Result<()> {
     let binding = binding_of(&args.busid, &args.hardware_id)?;
-    if let Binding::Busid(busid) = &binding {
+    let mode = daemon_mode(&args.control).await;
+    if let Some(Mode::Fallback { .. }) = mode {
+        eprintln!("compatibility mode: the extension is not active yet, so usbipd opens the device itself");
+    }
+    let extension = !matches!(mode, Some(Mode::Fallback { .. }));
+    if let (true, Binding::Busid(busid)) = (extension, &binding) {
         let request = ipc::Request::Bind {
             busid: busid.clone(),
         };
@@ -132,23 +148,34 @@ pub async fn unbind(args: UnbindArgs) -> anyhow::Result<()> {
         }),
         (None, false) => None,
     };
+    let mut extension_done = false;
     if let Some(request) = request {
         if let Some(answer) = via_extension(&args.socket, request).await {
-            return match answer {
+            match answer {
                 Ok(ipc::Response::Unbound { busids }) => {
+                    extension_done = true;
                     for b in busids {
                         println!("unbound {b}");
                     }
-                    Ok(())
+                    // A device shared in compatibility mode (before the extension was active)
+                    // is in the bindings file: --all stops sharing those too.
+                    if !args.all {
+                        return Ok(());
+                    }
                 }
                 Ok(other) => anyhow::bail!("unexpected answer from the extension: {other:?}"),
-                Err(e) => Err(explain(&e)),
-            };
+                // Not the extension's: maybe bound in compatibility mode.
+                Err(e) if e.code == ErrorCode::NotBound => {}
+                Err(e) => return Err(explain(&e)),
+            }
         }
     }
     let path = args.state.bindings_path();
     let mut bindings = Bindings::load(&path)?;
     if args.all {
+        if extension_done && bindings.entries.is_empty() {
+            return Ok(());
+        }
         bindings.entries.clear();
     } else {
         let binding = binding_of(&args.busid, &args.hardware_id)?;

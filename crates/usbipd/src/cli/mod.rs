@@ -63,11 +63,19 @@ pub struct StateArg {
 }
 
 impl StateArg {
-    pub fn bindings_path(&self) -> PathBuf {
+    pub fn dir(&self) -> PathBuf {
         self.state_dir
             .clone()
             .unwrap_or_else(crate::persist::state_dir)
-            .join("bindings.json")
+    }
+
+    pub fn bindings_path(&self) -> PathBuf {
+        self.dir().join("bindings.json")
+    }
+
+    /// The activation state file (`activation.json`).
+    pub fn activation_path(&self) -> PathBuf {
+        self.dir().join("activation.json")
     }
 }
 

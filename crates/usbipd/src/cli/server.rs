@@ -3,16 +3,22 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::info;
 
 use super::{ControlArg, StateArg};
+use crate::activation::controller::LogNotifier;
+use crate::activation::installer::{self, embedded, Platform};
+use crate::activation::state_file::StateFile;
+use crate::activation::status::{Facts, Os};
+use crate::activation::{Activation, ActivationConfig};
 use crate::config::Config;
 use crate::control::{self, ControlContext};
 use crate::device::registry::Registry;
 use crate::devices;
 use crate::extension::link::ExtensionLink;
-use crate::extension::supervisor::{Backoff, ChildSpec, Supervisor};
+use crate::extension::supervisor::{Backoff, ChildSpec, EmbeddedSupervisor, Supervisor};
 use crate::host_exports::HostExports;
 use crate::server::{Allowlist, Server, ServerConfig};
 
@@ -37,10 +43,15 @@ pub struct ServerArgs {
     pub control: ControlArg,
     #[command(flatten)]
     pub state: StateArg,
-    /// Host devices through the extension: `embedded` (start and supervise it as a child),
-    /// `external` (use one run by systemd/launchd), or `off`
-    #[arg(long, default_value = "off", value_parser = ["off", "embedded", "external"])]
+    /// Host devices through the extension: `auto` (start in fallback mode, install the
+    /// extension in the background: systemd unit, launchd daemon, or a supervised child; then
+    /// use it), `embedded` (start and supervise it as a child), `external` (use one run by
+    /// systemd/launchd), or `off` (fallback mode only)
+    #[arg(long, default_value = "off", value_parser = ["off", "auto", "embedded", "external"])]
     pub extension: String,
+    /// Tests only: the embedded installation takes this long (to see fallback mode first)
+    #[arg(long, value_name = "MS", default_value_t = 0, hide = true)]
+    pub extension_install_delay_ms: u64,
     #[command(flatten)]
     pub extension_socket: super::extension::ExtensionSocketArg,
     /// Embedded mode: the extension's claim registry file
@@ -57,8 +68,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         None => Config::default(),
     };
     // With the extension, host devices are the point: demo devices only when asked for.
-    if args.demo || (config.devices.is_empty() && args.config.is_none() && args.extension == "off")
-    {
+    // (`auto` starts in fallback mode, as `off` does.)
+    let fallback = matches!(args.extension.as_str(), "off" | "auto");
+    if args.demo || (config.devices.is_empty() && args.config.is_none() && fallback) {
         info!("serving the demo virtual devices");
         config.devices.extend(devices::demo_config().devices);
     }
@@ -87,16 +99,27 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let control_path = args.control.path();
     let control_listener = control::bind(&control_path)?;
     info!(path = %control_path.display(), "control socket ready");
-    // With the extension, host devices are its business; fallback sharing is for when it is off.
-    let host = if args.no_host || args.extension != "off" {
+    // With the extension, host devices are its business; fallback sharing is for when it is
+    // off, and for `auto` until the extension is there (what fallback shared stays shared).
+    let host = if args.no_host || !fallback {
         None
     } else {
         host_devices(&registry, &args.state).await
+    };
+    let socket = args.extension_socket.path();
+    let mut auto = None;
+    let activation = if args.extension == "auto" {
+        let (activation, facts, supervisor) = start_activation(&args, &socket)?;
+        auto = Some(supervisor);
+        Some((activation, facts))
+    } else {
+        None
     };
     let ctx = Arc::new(ControlContext {
         registry: registry.clone(),
         keyboards: built.keyboards.clone(),
         host,
+        activation,
     });
     tokio::spawn(control::serve(control_listener, ctx));
 
@@ -104,10 +127,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let mut server = Server::new(registry, server_config);
     let mut supervisor = None;
     if args.extension != "off" {
-        let socket = args.extension_socket.path();
         if args.extension == "embedded" {
-            supervisor = Some(start_embedded(&args, &socket)?);
+            supervisor = Some(Supervisor::start(
+                child_spec(&args, &socket)?,
+                Backoff::default(),
+            ));
         }
+        // In `auto` mode the link finds nothing until the extension runs: DEVLIST shows its
+        // devices and imports of its busids are handed over from then on.
         tokio::spawn(ExtensionLink::new(socket.clone()).follow_events());
         server = server.with_external(Arc::new(ExtensionLink::new(socket)));
     }
@@ -117,6 +144,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     if let Some(s) = supervisor {
         s.stop().await;
+    }
+    if let Some(s) = auto {
+        s.shutdown().await;
     }
     let _ = std::fs::remove_file(&control_path);
     drop(built);
@@ -142,8 +172,38 @@ async fn host_devices(_: &Arc<Registry>, _: &StateArg) -> Option<Arc<HostExports
     None
 }
 
-/// Starts the extension as a supervised child of this daemon.
-fn start_embedded(args: &ServerArgs, socket: &std::path::Path) -> anyhow::Result<Supervisor> {
+/// `--extension auto`: the activation controller over this platform's installer (systemd,
+/// launchd, or the embedded supervisor), started in the background.
+fn start_activation(
+    args: &ServerArgs,
+    socket: &std::path::Path,
+) -> anyhow::Result<(Activation, Facts, Arc<EmbeddedSupervisor>)> {
+    let supervisor = Arc::new(EmbeddedSupervisor::new(
+        child_spec(args, socket)?,
+        tokio::runtime::Handle::current(),
+        Duration::from_millis(args.extension_install_delay_ms),
+    ));
+    let platform = Platform::detect()?;
+    let as_installer: Arc<dyn embedded::Supervisor> = supervisor.clone();
+    let installer = installer::for_platform(&platform, Some(as_installer));
+    let state_file = args.state.activation_path();
+    let activation = Activation::new(
+        installer,
+        StateFile::new(&state_file),
+        Arc::new(LogNotifier),
+        ActivationConfig::default(),
+    );
+    activation.start();
+    let facts = Facts {
+        os: Os::current(),
+        exe: platform.exe,
+        state_file,
+    };
+    Ok((activation, facts, supervisor))
+}
+
+/// How to run the extension as this daemon's child.
+fn child_spec(args: &ServerArgs, socket: &std::path::Path) -> anyhow::Result<ChildSpec> {
     let program = std::env::current_exe()?;
     let mut child_args: Vec<std::ffi::OsString> = vec![
         "extension".into(),
@@ -162,14 +222,11 @@ fn start_embedded(args: &ServerArgs, socket: &std::path::Path) -> anyhow::Result
         child_args.push("--virtual-bus".into());
         child_args.push(spec.into());
     }
-    Ok(Supervisor::start(
-        ChildSpec {
-            program,
-            args: child_args,
-            socket: socket.to_path_buf(),
-        },
-        Backoff::default(),
-    ))
+    Ok(ChildSpec {
+        program,
+        args: child_args,
+        socket: socket.to_path_buf(),
+    })
 }
 
 pub(crate) async fn shutdown_signal() {

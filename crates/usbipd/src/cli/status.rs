@@ -1,8 +1,17 @@
-//! `usbipd status`: the extension's health, its claimed devices and recent errors (`--json` for
-//! the same as fields). An extension that does not answer is a status, not a failure.
+//! `usbipd status`: one "System Extension: ..." headline with its guidance (from the running
+//! daemon's activation, or from the state file when no daemon runs), then the extension's
+//! health, its claimed devices and recent errors (`--json` for the same as fields). An
+//! extension or daemon that does not answer is a status, not a failure.
 
 use super::binding::explain;
 use super::extension::ExtensionSocketArg;
+use super::{ControlArg, StateArg};
+use crate::activation::installer::{self, Platform};
+use crate::activation::state::InstallerKind;
+use crate::activation::state_file::StateFile;
+use crate::activation::status::{self as activation_status, Facts, Os};
+use crate::activation::{manual, Mode};
+use crate::control;
 use crate::ipc::{client, ErrorCode, HostDeviceInfo, Request, Response, StatusReport};
 
 #[derive(Debug, clap::Args)]
@@ -15,6 +24,38 @@ pub struct StatusArgs {
     pub host: bool,
     #[command(flatten)]
     pub socket: ExtensionSocketArg,
+    #[command(flatten)]
+    pub control: ControlArg,
+    #[command(flatten)]
+    pub state: StateArg,
+}
+
+/// The activation part: the daemon's (`--extension auto`), or the state file and a probe.
+pub async fn activation_report(
+    control: &ControlArg,
+    state: &StateArg,
+    extension_answers: bool,
+) -> anyhow::Result<activation_status::StatusReport> {
+    if let Ok(r) = control::request(&control.path(), &control::Request::Status).await {
+        if let Some(report) = r.activation {
+            return Ok(report);
+        }
+    }
+    let platform = Platform::detect()?;
+    let file = StateFile::new(state.activation_path());
+    let installer = installer::for_platform(&platform, None);
+    let mut snapshot = manual::offline_snapshot(installer.as_deref(), &file);
+    if extension_answers && !snapshot.mode.is_extension() {
+        // Run by a daemon in embedded mode, or by hand: active all the same.
+        snapshot.mode = Mode::Extension;
+        snapshot.installer.get_or_insert(InstallerKind::Embedded);
+    }
+    let facts = Facts {
+        os: Os::current(),
+        exe: platform.exe,
+        state_file: file.path().to_path_buf(),
+    };
+    Ok(activation_status::report(&snapshot, &facts))
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
@@ -32,8 +73,9 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         },
         _ => Vec::new(),
     };
+    let activation = activation_report(&args.control, &args.state, status.is_some()).await?;
     if args.json {
-        let v = match &status {
+        let mut v = match &status {
             Some(s) => serde_json::json!({
                 "extension": s.health,
                 "claims": s.claims,
@@ -45,9 +87,11 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                 "claims": [], "errors": [], "host_devices": [],
             }),
         };
+        v["activation"] = serde_json::to_value(&activation)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
+    print!("{}", activation_status::render_text(&activation));
     match &status {
         Some(s) => print!("{}", render(s, &host)),
         None => println!(

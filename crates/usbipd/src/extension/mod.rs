@@ -10,6 +10,7 @@
 pub mod bus;
 pub mod claims;
 pub mod health;
+pub mod host_bus;
 pub mod link;
 pub mod service;
 pub mod supervisor;
@@ -74,15 +75,14 @@ pub struct RunOptions {
 fn open_bus(opts: &RunOptions) -> anyhow::Result<Arc<dyn HostBus>> {
     match &opts.virtual_bus {
         Some(spec) => {
-            let bus = virtual_bus::VirtualBus::open(spec).map_err(|e| {
-                anyhow::anyhow!("virtual bus spec {}: {e}", spec.display())
-            })?;
+            let bus = virtual_bus::VirtualBus::open(spec)
+                .map_err(|e| anyhow::anyhow!("virtual bus spec {}: {e}", spec.display()))?;
             Ok(bus)
         }
-        // The usbfs/IOKit adapter over `device::host` plugs in here once the host backend lands.
-        None => anyhow::bail!(
-            "this build has no host bus backend yet; run with --virtual-bus SPEC (tests) or wait for host passthrough"
-        ),
+        #[cfg(any(target_os = "linux", target_os = "macos"))]
+        None => Ok(host_bus::UsbHostBus::system()),
+        #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+        None => anyhow::bail!("this platform has no host bus backend; run with --virtual-bus SPEC"),
     }
 }
 
@@ -109,7 +109,8 @@ fn self_check(bus: &dyn HostBus) -> Vec<String> {
     missing
 }
 
-/// `usbipd extension run`: restore the claims, serve IPC until SIGTERM/SIGINT.
+/// `usbipd extension run`: restore the claims, serve IPC until SIGTERM/SIGINT. Tells systemd
+/// it is ready (Type=notify) once its socket listens.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let bus = open_bus(&opts)?;
@@ -137,6 +138,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         start_to_ready_ms = started.elapsed().as_secs_f64() * 1000.0,
         "extension ready"
     );
+    match crate::activation::sd_notify::ready() {
+        Ok(true) => info!("readiness sent to systemd"),
+        Ok(false) => {}
+        Err(e) => warn!(error = %e, "readiness not sent to systemd"),
+    }
     crate::cli::server::shutdown_signal().await;
     ipc.abort();
     ext.shutdown().await;

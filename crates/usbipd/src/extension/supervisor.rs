@@ -110,7 +110,101 @@ impl Supervisor {
 }
 
 async fn answers(spec: &ChildSpec) -> bool {
-    client::call(&spec.socket, &Request::Status).await.is_ok()
+    // Bounded: a socket that accepts but never answers is not an extension that runs.
+    matches!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            client::call(&spec.socket, &Request::Status)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+/// The supervisor as activation's embedded installer drives it (`--extension auto` where
+/// neither systemd nor launchd can be used): starting it is "installing", and that returns
+/// once the child answers on its socket.
+///
+/// Its methods block: call them from blocking threads (the installers' contract), never from
+/// an async task, except [`EmbeddedSupervisor::shutdown`].
+pub struct EmbeddedSupervisor {
+    spec: ChildSpec,
+    runtime: tokio::runtime::Handle,
+    running: std::sync::Mutex<Option<Supervisor>>,
+    ready_within: Duration,
+    /// Tests only: an installation that takes this long before the child is started.
+    delay: Duration,
+}
+
+impl EmbeddedSupervisor {
+    pub fn new(
+        spec: ChildSpec,
+        runtime: tokio::runtime::Handle,
+        delay: Duration,
+    ) -> EmbeddedSupervisor {
+        EmbeddedSupervisor {
+            spec,
+            runtime,
+            running: std::sync::Mutex::new(None),
+            // Below activation's 30 s, so that a child that never answers is a failure
+            // with a reason rather than a timeout.
+            ready_within: Duration::from_secs(20),
+            delay,
+        }
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, Option<Supervisor>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops the child at the daemon's shutdown.
+    pub async fn shutdown(&self) {
+        let taken = self.running().take();
+        if let Some(s) = taken {
+            s.stop().await;
+        }
+    }
+}
+
+impl crate::activation::installer::embedded::Supervisor for EmbeddedSupervisor {
+    fn start(&self) -> Result<(), String> {
+        if !self.delay.is_zero() {
+            std::thread::sleep(self.delay);
+        }
+        {
+            let mut running = self.running();
+            if running.is_none() {
+                let _enter = self.runtime.enter();
+                *running = Some(Supervisor::start(self.spec.clone(), Backoff::default()));
+            }
+        }
+        let deadline = Instant::now() + self.ready_within;
+        loop {
+            if self.runtime.block_on(answers(&self.spec)) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the extension did not answer on {} within {} s (see the daemon's log)",
+                    self.spec.socket.display(),
+                    self.ready_within.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        self.running().is_some()
+            && std::os::unix::net::UnixStream::connect(&self.spec.socket).is_ok()
+    }
+
+    fn stop(&self) {
+        let taken = self.running().take();
+        if let Some(s) = taken {
+            self.runtime.block_on(s.stop());
+        }
+    }
 }
 
 async fn supervise(spec: ChildSpec, mut backoff: Backoff, child_pid: Arc<AtomicU32>) {

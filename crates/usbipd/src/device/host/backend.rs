@@ -169,4 +169,13 @@ pub trait HostDeviceOps: Send + 'static {
 
     /// Port reset of the device. Interfaces must be released first.
     fn reset(&mut self) -> Result<(), HostError>;
+
+    /// Lets kernel drivers bind to every interface nobody claims (Linux USBDEVFS_CONNECT):
+    /// gives a device back after a process that detached its drivers died.
+    fn attach_kernel_drivers(&mut self) -> Result<(), HostError> {
+        Err(HostError::new(
+            super::errors::HostErrorKind::Unsupported,
+            "this backend cannot attach kernel drivers",
+        ))
+    }
 }

@@ -16,12 +16,12 @@ use super::backend::{
 use super::errors::{ClaimError, HostError, HostErrorKind, XferError};
 use crate::device::SetupPacket;
 
-pub(super) type ControlFn =
+pub(crate) type ControlFn =
     Box<dyn FnMut(&SetupPacket, &[u8]) -> Result<Vec<u8>, XferError> + Send>;
 
 /// One endpoint's queue as the test sees it.
 #[derive(Default)]
-pub(super) struct QueueState {
+pub(crate) struct QueueState {
     /// Every request ever submitted, in order.
     pub submitted: Vec<TransferRequest>,
     /// Pending transfers, oldest first, with their result once finished.
@@ -33,7 +33,7 @@ pub(super) struct QueueState {
     waker: Option<Waker>,
 }
 
-pub(super) struct DeviceState {
+pub(crate) struct DeviceState {
     pub calls: Vec<String>,
     pub active: u8,
     pub configurations: Vec<Vec<u8>>,
@@ -42,11 +42,13 @@ pub(super) struct DeviceState {
     /// (endpoint, interface) of every open queue (dropped queues close).
     pub open: Vec<(u8, u8)>,
     pub claim_error: Option<HostError>,
+    /// Opening fails with this (the usbfs node cannot be opened).
+    pub open_error: Option<HostError>,
     pub control: ControlFn,
 }
 
 #[derive(Clone)]
-pub(super) struct Double {
+pub(crate) struct Double {
     pub state: Arc<Mutex<DeviceState>>,
     pub info: HostDeviceInfo,
 }
@@ -62,6 +64,7 @@ impl Double {
                 queues: HashMap::new(),
                 open: Vec::new(),
                 claim_error: None,
+                open_error: None,
                 control: Box::new(|_, _| Ok(Vec::new())),
             })),
             info,
@@ -117,7 +120,12 @@ impl HostBackend for Double {
                 HostError::new(HostErrorKind::NotFound, "no such device"),
             ));
         }
-        self.state().calls.push("open".into());
+        let mut s = self.state();
+        s.calls.push("open".into());
+        if let Some(e) = s.open_error.clone() {
+            return Err(ClaimError::new(busid, None, e));
+        }
+        drop(s);
         Ok(Box::new(self.clone()))
     }
 }
@@ -222,6 +230,11 @@ impl HostDeviceOps for Double {
         let mut s = self.state();
         s.calls.push("reset".into());
         assert!(s.claimed.is_empty(), "reset with claimed interfaces");
+        Ok(())
+    }
+
+    fn attach_kernel_drivers(&mut self) -> Result<(), HostError> {
+        self.state().calls.push("attach_kernel_drivers".into());
         Ok(())
     }
 }

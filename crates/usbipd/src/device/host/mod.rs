@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod busid;
+pub mod claimed;
 mod endpoint;
 pub mod errors;
 pub mod intercept;
@@ -19,7 +20,7 @@ pub mod nusb_backend;
 mod session;
 
 #[cfg(test)]
-mod double;
+pub(crate) mod double;
 #[cfg(test)]
 mod tests;
 
@@ -29,6 +30,7 @@ use tokio::runtime::Handle;
 use usbip_proto::{DeviceRecord, ExportedDevice};
 
 pub use backend::{HostBackend, HostDeviceInfo, HostDeviceOps, HotplugEvent};
+pub use claimed::ClaimedHostDevice;
 pub use errors::{ClaimError, ClaimReason, HostError, HostErrorKind};
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub use nusb_backend::{HotplugWatch, NusbBackend};
@@ -63,11 +65,9 @@ impl HostDevice {
     pub fn info(&self) -> &HostDeviceInfo {
         &self.info
     }
-}
 
-impl Device for HostDevice {
-    fn describe(&self) -> ExportedDevice {
-        let i = &self.info;
+    /// The device record of an enumerated device.
+    pub(super) fn describe_info(i: &HostDeviceInfo) -> ExportedDevice {
         ExportedDevice {
             record: DeviceRecord {
                 path: i.path.clone(),
@@ -87,6 +87,12 @@ impl Device for HostDevice {
             },
             interfaces: i.interfaces.clone(),
         }
+    }
+}
+
+impl Device for HostDevice {
+    fn describe(&self) -> ExportedDevice {
+        HostDevice::describe_info(&self.info)
     }
 
     /// Opens the device and claims every interface of its active configuration (detaching

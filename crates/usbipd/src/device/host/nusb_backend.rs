@@ -366,6 +366,17 @@ impl HostDeviceOps for NusbDevice {
     fn reset(&mut self) -> Result<(), HostError> {
         self.device.reset().wait().map_err(host_error)
     }
+
+    fn attach_kernel_drivers(&mut self) -> Result<(), HostError> {
+        // USBDEVFS_CONNECT per interface; a no-op where a driver (or usbfs) is bound, and on
+        // macOS, where the OS matches drivers again by itself.
+        for n in self.interface_numbers() {
+            if !self.interfaces.contains_key(&n) {
+                self.device.attach_kernel_driver(n).map_err(host_error)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A bulk or interrupt endpoint's nusb queue.

@@ -70,12 +70,33 @@ pub(super) struct HostSession {
 }
 
 impl HostSession {
-    /// Starts the session on a device whose interfaces are claimed.
+    /// Starts the session on a device whose interfaces are claimed; its end releases them.
     pub(super) fn start(
         ops: Box<dyn HostDeviceOps>,
         completer: Completer,
         runtime: Handle,
         busid: String,
+    ) -> HostSession {
+        HostSession::start_with(ops, completer, runtime, busid, false)
+    }
+
+    /// Starts the session on a device claimed by someone who keeps it (the extension): its
+    /// end puts the alternate settings back to 0 and releases nothing.
+    pub(super) fn start_keeping_claim(
+        ops: Box<dyn HostDeviceOps>,
+        completer: Completer,
+        runtime: Handle,
+        busid: String,
+    ) -> HostSession {
+        HostSession::start_with(ops, completer, runtime, busid, true)
+    }
+
+    fn start_with(
+        ops: Box<dyn HostDeviceOps>,
+        completer: Completer,
+        runtime: Handle,
+        busid: String,
+        keep_claim: bool,
     ) -> HostSession {
         let routes = SharedRoutes::default();
         let (ep0, rx) = mpsc::unbounded_channel();
@@ -87,6 +108,7 @@ impl HostSession {
             busid,
             alts: HashMap::new(),
             queue: VecDeque::new(),
+            keep_claim,
         };
         thread.start_endpoints(|_| true);
         runtime.spawn_blocking(move || thread.run(rx));
@@ -181,6 +203,8 @@ struct Ep0 {
     alts: HashMap<u8, u8>,
     /// Control URBs waiting for their turn.
     queue: VecDeque<Urb>,
+    /// The claim outlives the session (see `HostSession::start_keeping_claim`).
+    keep_claim: bool,
 }
 
 impl Ep0 {
@@ -206,8 +230,19 @@ impl Ep0 {
             }
         }
         self.stop_endpoints(|_| true);
-        self.ops.release_interfaces();
-        debug!(busid = %self.busid, "host device released");
+        if self.keep_claim {
+            // The next client starts as after SET_CONFIGURATION: every alternate setting 0.
+            let nonzero: Vec<u8> = self.alts.keys().copied().collect();
+            for interface in nonzero {
+                if let Err(e) = self.ops.set_alt_setting(interface, 0) {
+                    warn!(busid = %self.busid, interface, error = %e, "alternate setting not reset");
+                }
+            }
+            debug!(busid = %self.busid, "session ended; the device stays claimed");
+        } else {
+            self.ops.release_interfaces();
+            debug!(busid = %self.busid, "host device released");
+        }
     }
 
     fn apply(&mut self, cmd: Ep0Cmd) {

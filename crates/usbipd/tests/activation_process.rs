@@ -1,0 +1,236 @@
+//! Automatic activation in the real `usbipd` binary: a daemon with `--extension auto` on a
+//! machine without a service manager (or a test that wants the embedded installer: the child
+//! runs on a virtual host bus) starts in compatibility mode, installs the extension in the
+//! background, and switches to it; `usbipd status` shows each step, binds before the switch go
+//! to the fallback bindings and binds after it to the extension.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use usbipd::activation::status::{ACTIVE, AVAILABLE};
+use usbipd::extension::virtual_bus::{KernelState, VirtualBusSpec, VirtualDeviceSpec};
+use usbipd::ipc::{client, Request, Response};
+
+const BIN: &str = env!("CARGO_BIN_EXE_usbipd");
+/// How long the embedded "installation" takes: long enough to act before it completes.
+const INSTALL_MS: u64 = 1500;
+
+struct Daemon {
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SIGTERM: the daemon stops its extension child itself.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Whatever happened, no extension is left behind.
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("ext.pid")) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_daemon(dir: &Path, port: u16) -> Daemon {
+    // No configured devices and no demo ones: only what is bound.
+    std::fs::write(dir.join("usbipd.toml"), "").unwrap();
+    let child = Command::new(BIN)
+        .args(["server", "--no-host", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--config")
+        .arg(dir.join("usbipd.toml"))
+        .args(["--extension", "auto"])
+        .arg("--extension-install-delay-ms")
+        .arg(INSTALL_MS.to_string())
+        .arg("--extension-state")
+        .arg(dir.join("claims.json"))
+        .arg("--virtual-bus")
+        .arg(dir.join("bus.json"))
+        .args(common_args(dir))
+        // No systemd here, or not for this daemon: the embedded installer is the one chosen
+        // on a machine without a running systemd (`Platform::detect`).
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    Daemon {
+        dir: dir.to_path_buf(),
+        child,
+    }
+}
+
+fn common_args(dir: &Path) -> Vec<std::ffi::OsString> {
+    vec![
+        "--control".into(),
+        dir.join("control.sock").into(),
+        "--state-dir".into(),
+        dir.join("state").into(),
+        "--extension-socket".into(),
+        dir.join("ext.sock").into(),
+    ]
+}
+
+fn cli(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .args(common_args(dir))
+        .output()
+        .unwrap()
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+/// `usbipd status`: its one "System Extension: ..." headline, and the whole text.
+fn status(dir: &Path) -> (String, String) {
+    let out = cli(dir, &["status"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all = text(&out.stdout);
+    let headlines: Vec<&str> = all
+        .lines()
+        .filter(|l| l.starts_with("System Extension:"))
+        .collect();
+    assert_eq!(headlines.len(), 1, "exactly one headline:\n{all}");
+    assert!(
+        all.starts_with(headlines[0]),
+        "the headline comes first:\n{all}"
+    );
+    (headlines[0].to_string(), all)
+}
+
+fn log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_starts_in_fallback_then_switches_to_the_embedded_extension() {
+    if Path::new("/run/systemd/system").is_dir() {
+        // With systemd running, `auto` picks the systemd installer, not the embedded one.
+        eprintln!("skipped: systemd runs here, so --extension auto would install a unit");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    VirtualBusSpec {
+        devices: vec![VirtualDeviceSpec {
+            driver: Some("usbhid".into()),
+            ..VirtualDeviceSpec::new("1-2")
+        }],
+    }
+    .save(&dir.join("bus.json"))
+    .unwrap();
+    let started = Instant::now();
+    let daemon = start_daemon(dir, free_port());
+
+    // Before installation completes: compatibility mode, installing.
+    let mut first = None;
+    for _ in 0..100 {
+        let out = cli(dir, &["status"]);
+        if text(&out.stdout).starts_with("System Extension:") {
+            first = Some(status(dir));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (headline, all) = first.unwrap_or_else(|| panic!("no status; log:\n{}", log(dir)));
+    assert_eq!(headline, AVAILABLE, "{all}");
+    assert!(all.contains("Installing now"), "{all}");
+    assert!(all.contains("Extension: not running"), "{all}");
+
+    // A bind now goes on at once, in compatibility mode.
+    let before = Instant::now();
+    let out = cli(dir, &["bind", "--hardware-id", "0525:a4a0"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("compatibility mode"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        before.elapsed() < Duration::from_millis(INSTALL_MS / 2),
+        "the bind waited for the installation"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(INSTALL_MS),
+        "too slow to test before the installation completes"
+    );
+    let bindings = std::fs::read_to_string(dir.join("state/bindings.json")).unwrap();
+    assert!(bindings.contains("\"vid\": 1317"), "{bindings}"); // 0x0525
+
+    // Once the child is ready: active.
+    let mut active = None;
+    for _ in 0..200 {
+        let (headline, all) = status(dir);
+        if headline == ACTIVE {
+            active = Some(all);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let all = active.unwrap_or_else(|| panic!("never active; log:\n{}", log(dir)));
+    assert!(all.contains("supervised child process"), "{all}");
+    assert!(all.contains("Extension: running"), "{all}");
+    assert!(all.contains("mode embedded"), "{all}");
+    let ext = match client::call(&dir.join("ext.sock"), &Request::Status).await {
+        Ok(Response::Status(s)) => s,
+        other => panic!("{other:?}"),
+    };
+    std::fs::write(dir.join("ext.pid"), ext.health.pid.to_string()).unwrap();
+    assert!(
+        ext.claims.is_empty(),
+        "the fallback bind reached the extension"
+    );
+
+    // A bind now goes through the extension, which takes the device from its driver.
+    let out = cli(dir, &["bind", "--busid", "1-2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("taken from kernel driver usbhid"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!text(&out.stderr).contains("compatibility mode"));
+    let kernel = KernelState::load(&KernelState::path_for(&dir.join("bus.json"))).unwrap();
+    assert_eq!(kernel.devices["1-2"].holder, Some(ext.health.pid));
+    assert_eq!(kernel.devices["1-2"].driver, None);
+
+    // --json: the same headline as fields, next to the extension's health.
+    let out = cli(dir, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["activation"]["headline"], ACTIVE);
+    assert_eq!(v["activation"]["extension"], "active");
+    assert_eq!(v["activation"]["mode"], "extension");
+    assert_eq!(v["activation"]["install_status"], "completed");
+    assert_eq!(v["extension"]["running"], true);
+    assert_eq!(v["claims"][0]["busid"], "1-2");
+
+    // The outcome is in the state file for the next start.
+    let state = std::fs::read_to_string(dir.join("state/activation.json")).unwrap();
+    assert!(state.contains("completed"), "{state}");
+    drop(daemon);
+}
