@@ -100,7 +100,8 @@ class Suite:
         self.work = os.path.join(a.cache, "run")
         shutil.rmtree(self.work, ignore_errors=True)
         os.makedirs(self.work)
-        self.port = a.port or free_port()
+        self.port = a.port or free_port()  # what the clients (guest, host tools) connect to
+        self.server_port = free_port() if a.wire_log else self.port  # behind the proxy, if any
         self.serial_port = free_port()
         self.sock = os.path.join(self.work, "control.sock")
         self.image = os.path.join(self.work, "disk.img")
@@ -123,7 +124,7 @@ class Suite:
     def start_server(self):
         a = self.args
         env = dict(os.environ, RUST_LOG=os.environ.get("USBIPD_E2E_LOG", "debug"), NO_COLOR="1")
-        cmd = [a.usbipd, "server", "--listen", f"127.0.0.1:{self.port}", "--config", self.config,
+        cmd = [a.usbipd, "server", "--listen", f"127.0.0.1:{self.server_port}", "--config", self.config,
                "--control", self.sock]
         log = open(self.server_log_path, "w")
         self.server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -134,14 +135,23 @@ class Suite:
             if self.server.poll() is not None:
                 return self.record("host-server-start", False, f"server exited rc={self.server.returncode}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", self.server_port), timeout=1).close()
                 if os.path.exists(self.sock):
+                    self.start_wire_log()
                     return self.record("host-server-start", True)
             except OSError:
                 pass
             time.sleep(0.1)
         self.record("host-server-start", False, f"nothing listening on 127.0.0.1:{self.port} "
                     f"(or no control socket) after 30 s")
+
+    def start_wire_log(self):
+        """--wire-log: clients reach the server through wire_log.py, which logs every header."""
+        self.wire = None
+        if self.args.wire_log:
+            import wire_log
+            self.wire_path = os.path.join(self.work, "wire.log")
+            self.wire = wire_log.start(self.port, self.server_port, self.wire_path)
 
     def host_lists(self):
         rc, out = self.run(["usbip", "--tcp-port", str(self.port), "list", "-r", "127.0.0.1"])
@@ -317,6 +327,9 @@ class Suite:
         if m:  # the kernel client's reason for dropping a connection; see README (usbtest-11/12)
             print(f"NOTE vhci-hcd dropped a connection: RET_SUBMIT for seqnum {m.group(1)} arrived after "
                   f"the RET_UNLINK for it (grep the console for 'urb->status' and 'cannot find')")
+        if getattr(self, "wire", None):
+            print(f"NOTE wire log {self.wire_path}: {self.wire.violations} order violation(s)"
+                  + (" (grep VIOLATION)" if self.wire.violations else ""))
         failed = [n for n in self.order if not self.results[n][0]]
         if failed:
             print(f"---- last lines of the guest console ({self.console_path})")
@@ -330,6 +343,11 @@ class Suite:
 
     def main(self):
         self.t0 = time.time()
+        try:  # which build is under test: a stale binary silently tests old code
+            built = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(self.args.usbipd)))
+            print(f"server binary {self.args.usbipd} (built {built})", flush=True)
+        except OSError:
+            pass
         self.prepare()
         try:
             self.start_server()
@@ -357,6 +375,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=170, help="seconds for the whole run")
     ap.add_argument("--mode", default="client", choices=["client", "shell"],
                     help="shell: boot the guest with an interactive shell instead of the checks")
+    ap.add_argument("--wire-log", action="store_true",
+                    help="route USB/IP through wire_log.py, which logs every header to wire.log")
     ap.add_argument("-v", "--verbose", action="store_true", help="echo the guest console")
     ap.add_argument("--devices", default="", metavar="KIND=BUSID@VID:PID,...",
                     help="expect other busids/ids than our defaults (to point the suite at another server)")

@@ -339,3 +339,98 @@ async fn an_unlink_that_overtakes_its_submit_cancels_it() {
     // An unlink of an old, finished seqnum still says "too late".
     assert_eq!(conn.unlink(1).await.unwrap().status, 0);
 }
+
+/// The exact wire order behind the usbtest-12 failure in the kernel end-to-end suite ("unlink
+/// writes"; vhci-hcd seqnums kept): 1647 completes; vhci's transmit thread is late with the
+/// unlink of 1647, and by the time it runs usbtest has resubmitted (1649) and killed that URB
+/// (1650), so both unlinks leave in one segment, ahead of the CMD_SUBMIT they overtook. The
+/// client must read RET_UNLINK(1648, 0) after RET_SUBMIT(1647), RET_UNLINK(1650, -ECONNRESET),
+/// and never a RET_SUBMIT for 1649: vhci-hcd gives 1649 back on the RET_UNLINK and drops the
+/// connection on a RET_SUBMIT it cannot match ("cannot find a urb of seqnum 1649").
+#[tokio::test]
+async fn unlinks_of_a_finished_and_of_an_overtaken_urb_in_one_segment() {
+    use usbip_proto::{
+        CmdSubmit, CmdUnlink, Command, Direction, Limits, OpReply, OpRequest, Reply, UrbHeader,
+    };
+    let (_dev, addr) = one_device().await;
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    let import = OpRequest::Import {
+        busid: "9-4".into(),
+    };
+    let mut out = Vec::new();
+    import.encode(&mut out);
+    sock.write_all(&out).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let devid = loop {
+        if let Some((OpReply::Import(Ok(record)), used)) =
+            OpReply::decode(&import, &buf, &Limits::default()).unwrap()
+        {
+            let _ = buf.split_to(used);
+            break record.devid();
+        }
+        assert!(sock.read_buf(&mut buf).await.unwrap() > 0, "import refused");
+    };
+    let header = |seqnum| UrbHeader {
+        seqnum,
+        devid,
+        direction: Direction::Out,
+        ep: 2, // bulk OUT, completes at once (the loopback sink does too)
+    };
+    let write = |seqnum| Command::Submit {
+        cmd: CmdSubmit {
+            header: header(seqnum),
+            transfer_flags: 0,
+            transfer_buffer_length: 4096,
+            start_frame: 0,
+            number_of_packets: 0,
+            interval: 0,
+            setup: [0; 8],
+        },
+        data: Bytes::from(vec![0x5a; 4096]),
+        iso: vec![],
+    };
+    let unlink = |seqnum, victim| {
+        Command::Unlink(CmdUnlink {
+            header: header(seqnum),
+            unlink_seqnum: victim,
+        })
+    };
+    // Every reply in arrival order, as (seqnum, is RET_UNLINK, status).
+    async fn next_reply(sock: &mut TcpStream, buf: &mut bytes::BytesMut) -> (u32, bool, i32) {
+        loop {
+            match Reply::decode(buf, &Limits::default(), |_| Some(Direction::Out)).unwrap() {
+                Some(Reply::Submit { ret, .. }) => return (ret.seqnum, false, ret.status),
+                Some(Reply::Unlink(u)) => return (u.seqnum, true, u.status),
+                None => {}
+            }
+            let read = tokio::time::timeout(Duration::from_secs(5), sock.read_buf(buf)).await;
+            assert!(matches!(read, Ok(Ok(n)) if n > 0), "no reply: {read:?}");
+        }
+    }
+    let send = |cmds: Vec<Command>| {
+        let mut out = Vec::new();
+        for c in cmds {
+            c.encode(&mut out);
+        }
+        out
+    };
+
+    sock.write_all(&send(vec![write(1647)])).await.unwrap();
+    assert_eq!(next_reply(&mut sock, &mut buf).await, (1647, false, 0));
+    sock.write_all(&send(vec![
+        unlink(1648, 1647),
+        unlink(1650, 1649),
+        write(1649),
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(next_reply(&mut sock, &mut buf).await, (1648, true, 0));
+    assert_eq!(
+        next_reply(&mut sock, &mut buf).await,
+        (1650, true, errno::ECONNRESET)
+    );
+    // The next URB's RET_SUBMIT is the next reply: nothing came for 1649 (it would have been
+    // queued first), and the connection goes on.
+    sock.write_all(&send(vec![write(1651)])).await.unwrap();
+    assert_eq!(next_reply(&mut sock, &mut buf).await, (1651, false, 0));
+}
