@@ -19,7 +19,12 @@ tail -n 30 target/bench-quick.md
 
 section "fuzzing, short (the long runs are reported in docs/fuzzing.md)"
 if cargo +nightly --version >/dev/null 2>&1; then
-  scripts/fuzz.sh "${USBIPD_FUZZ_SECONDS:-15}"
+  if ! scripts/fuzz.sh "${USBIPD_FUZZ_SECONDS:-15}" > target/fuzz-short.log 2>&1; then
+    tail -n 60 target/fuzz-short.log
+    echo "fuzzing found a failure: see target/fuzz-short.log and fuzz/artifacts/"
+    exit 1
+  fi
+  grep -E '^== |^Done ' target/fuzz-short.log
 else
   echo "no nightly toolchain: cargo-fuzz skipped (the proptest decoders above still ran)"
 fi
