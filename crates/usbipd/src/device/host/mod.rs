@@ -33,7 +33,7 @@ pub use errors::{ClaimError, ClaimReason, HostError, HostErrorKind};
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub use nusb_backend::{HotplugWatch, NusbBackend};
 
-use super::{Completer, Device, DeviceSession, OpenError};
+use super::{Completer, Device, DeviceNames, DeviceSession, OpenError};
 use session::HostSession;
 
 /// A host device offered to clients.
@@ -86,6 +86,16 @@ impl Device for HostDevice {
                 num_interfaces: i.interfaces.len() as u8,
             },
             interfaces: i.interfaces.clone(),
+        }
+    }
+
+    /// The strings the OS read at enumeration, so that `usbipd list` still names the device
+    /// once it is shared.
+    fn names(&self) -> DeviceNames {
+        DeviceNames {
+            manufacturer: self.info.manufacturer.clone(),
+            product: self.info.product.clone(),
+            serial: self.info.serial.clone(),
         }
     }
 

@@ -137,6 +137,11 @@ async fn describes_the_device_with_linux_codes() {
     assert_eq!(d.record.configuration_value, 1);
     assert_eq!(d.record.num_interfaces, 2);
     assert_eq!(d.interfaces[1].class, 1);
+    // The names stay visible once the device is shared (they come from the enumeration).
+    let names = device.names();
+    assert_eq!(names.manufacturer.as_deref(), Some("Maker"));
+    assert_eq!(names.product.as_deref(), Some("Gadget"));
+    assert_eq!(names.serial.as_deref(), Some("42"));
 }
 
 #[tokio::test]
