@@ -6,6 +6,8 @@
 //! IOKit); tests use a double. Nothing in this module touches a device without a client.
 
 pub mod backend;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+mod buffer_pool;
 pub mod busid;
 mod endpoint;
 pub mod errors;

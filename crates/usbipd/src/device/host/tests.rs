@@ -88,7 +88,7 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
 
 fn in_done(data: &[u8]) -> TransferDone {
     TransferDone {
-        data: data.to_vec(),
+        data: Bytes::copy_from_slice(data),
         actual_length: data.len(),
         status: Ok(()),
     }
@@ -96,7 +96,7 @@ fn in_done(data: &[u8]) -> TransferDone {
 
 fn out_done(len: usize) -> TransferDone {
     TransferDone {
-        data: Vec::new(),
+        data: Bytes::new(),
         actual_length: len,
         status: Ok(()),
     }
@@ -240,7 +240,7 @@ async fn transfer_errors_become_linux_statuses() {
     double.finish(
         0x81,
         TransferDone {
-            data: Vec::new(),
+            data: Bytes::new(),
             actual_length: 0,
             status: Err(XferError::Stall),
         },
@@ -249,7 +249,7 @@ async fn transfer_errors_become_linux_statuses() {
     double.finish(
         0x02,
         TransferDone {
-            data: Vec::new(),
+            data: Bytes::new(),
             actual_length: 0,
             status: Err(XferError::Disconnected),
         },
