@@ -17,7 +17,7 @@ if [ $$ = 1 ]; then
 fi
 
 # knobs from the kernel command line (the host runner sets them)
-FILEMD5= RAWMD5= RAW_BLK=768 BENCH_MIB=32 HEAD_MIB=8 KEYS=
+FILEMD5= RAWMD5= RAW_BLK=768 W_BLK=896 BENCH_MIB=32 HEAD_MIB=8 KEYS=
 KBDID=0627:0001 STOID=46f4:0001
 for x in $(cat /proc/cmdline); do
   case $x in
@@ -203,6 +203,12 @@ if import ours-attach-storage $SB $STOID; then
   if waitfor 150 has_disk $VD; then
     disk=$(disk_of $VD); pass ours-imported-disk "/dev/$disk $(cat /sys/block/$disk/size) sectors"
     read_disk ours $disk
+    # bulk OUT through usbfs: 1 MiB written through the import, read back locally after unbind
+    yes "usbipd host passthrough write 0123456789" | head -c 1048576 > /tmp/w.bin
+    WMD5=$(md5sum < /tmp/w.bin | cut -d' ' -f1)
+    tmo 60 dd if=/tmp/w.bin of=/dev/$disk bs=65536 seek=$W_BLK conv=fsync 2>/dev/null
+    got=$(tmo 30 dd if=/dev/$disk bs=65536 skip=$W_BLK count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+    check ours-write "1 MiB at block $W_BLK read back md5 $got want $WMD5" [ "$got" = "$WMD5" ]
     bench ours $disk
   else
     fail ours-imported-disk "no block device (driver '$(drv $(intf0 $VD))')"
@@ -228,6 +234,8 @@ if waitfor 100 bound_to $(intf0 $SD) usb-storage && waitfor 150 has_disk $SD; th
   pass ours-storage-returned "usb-storage, /dev/$(disk_of $SD)"
   LOCAL_DISK=$(disk_of $SD)
   read_disk back $LOCAL_DISK
+  got=$(tmo 30 dd if=/dev/$LOCAL_DISK bs=65536 skip=$W_BLK count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+  check back-written "what ours-write wrote, read locally: md5 $got want $WMD5" [ "$got" = "$WMD5" ]
 else
   fail ours-storage-returned "driver '$(drv $(intf0 $SD))'"
 fi
