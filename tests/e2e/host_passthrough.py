@@ -34,12 +34,12 @@ LOCAL = ["local-devices", "local-file", "local-raw", "local-head"]
 OURS = (["ours-server-start", "ours-list-host-devices", "ours-bind-storage", "ours-bind-keyboard",
          "ours-list-shared", "ours-kernel-client-list", "ours-attach-storage", "ours-claim-storage",
          "ours-list-attached", "ours-imported-disk", "ours-file", "ours-raw", "ours-head", "ours-write", "ours-attach-keyboard",
-         "ours-claim-keyboard", "ours-imported-keyboard", "ours-keys", "ours-detach",
+         "ours-claim-keyboard", "ours-imported-keyboard", "ours-keys", "ours-unlink", "ours-after-unlink", "ours-detach",
          "ours-unbind-storage", "ours-unbind-keyboard", "ours-storage-returned", "back-file",
-         "back-raw", "back-head", "back-written", "ours-keyboard-returned", "ours-unbind-unexported"])
+         "back-raw", "back-head", "back-written", "ours-keyboard-returned", "ours-unbind-unexported", "ours-server-log-clean"])
 KERNEL = (["kernel-bind-storage", "kernel-bind-keyboard", "kernel-server-start", "kernel-attach-storage",
            "kernel-imported-disk", "kernel-file", "kernel-raw", "kernel-head", "kernel-attach-keyboard",
-           "kernel-imported-keyboard", "kernel-keys", "kernel-detach", "kernel-storage-returned",
+           "kernel-imported-keyboard", "kernel-keys", "kernel-unlink", "kernel-after-unlink", "kernel-detach", "kernel-storage-returned",
            "kernel-keyboard-returned"])
 EXPECTED = LOCAL + OURS + KERNEL + ["list-compare", "bench"]
 
@@ -103,7 +103,9 @@ class Suite:
         keys = ",".join(str(KEYCODES[k]) for k in KEYS)
         append = (f"console=ttyS0 quiet loglevel=3 panic=-1 e2e_filemd5={self.file_md5} "
                   f"e2e_rawmd5={self.raw_md5} e2e_raw_blk={RAW_OFF >> 16} e2e_bench_mib={BENCH_MIB} "
-                  f"e2e_head_mib={HEAD_MIB} e2e_keys={keys}")
+                  f"e2e_head_mib={HEAD_MIB} e2e_keys={keys} "
+                  # the kernel gives unknown name=value parameters to init as environment
+                  f"RUST_LOG={os.environ.get('USBIPD_E2E_LOG', 'info')}")
         cmd = ["timeout", str(int(a.timeout) + 5), "qemu-system-x86_64", "-accel", "tcg", "-machine", "q35",
                "-cpu", "max", "-smp", "2", "-m", "512",
                "-kernel", os.path.join(a.cache, "vmlinuz"),

@@ -116,6 +116,20 @@ keys() {
   wait $kp
   got=$(sed -n 's/^keys *//p' /tmp/keys.out)
   check $1-keys "$ev codes '$got' want '$KEYS'" [ "$got" = "$KEYS" ]
+  return 0
+}
+# unlink NAME DEV: an interrupt IN read through usbfs that times out (the kernel unlinks the URB at
+# the server), then one that gets the report of the first key the host presses
+unlink() {
+  local node=$(printf /dev/bus/usb/%03d/%03d $(cat $2/busnum) $(cat $2/devnum)) out kp
+  out=$(tmo 20 e2e-hidread $node 0x81 500 2>&1)
+  check $1-unlink "interrupt IN with a 500 ms timeout: $(echo $out)" eval 'echo "$out" | grep -q "^timeout"'
+  e2e-hidread $node 0x81 15000 > /tmp/hid.out 2>&1 & kp=$!
+  waitfor 30 grep -q listening /tmp/hid.out 2>/dev/null
+  wait_host keys-$1-unlink || { fail $1-after-unlink "host never answered"; kill $kp; return; }
+  wait $kp
+  # the first report: no modifier, usage 0x04 ('a')
+  check $1-after-unlink "$(tail -1 /tmp/hid.out)" grep -q "^report 00 00 04" /tmp/hid.out
 }
 ports() { usbip port 2>/dev/null | sed -n 's/^Port \([0-9]*\):.*/\1/p'; }
 detach_all() {
@@ -219,7 +233,7 @@ if import ours-attach-keyboard $KB $KBDID; then
   check ours-claim-keyboard "local $KB:1.0 driver '$(drv $(intf0 $KD))'" eval 'bound_to $(intf0 $KD) usbfs && ! has_input $KD'
   if waitfor 50 bound_to $(intf0 $VK) usbhid && waitfor 50 has_input $VK; then
     pass ours-imported-keyboard "usbhid, $(basename $(input_of $VK))"
-    [ -n "$KEYS" ] && keys ours $VK
+    [ -n "$KEYS" ] && keys ours $VK && unlink ours $VK
   else
     fail ours-imported-keyboard "driver '$(drv $(intf0 $VK))'"
   fi
@@ -243,7 +257,11 @@ check ours-keyboard-returned "driver '$(drv $(intf0 $KD))'" eval 'waitfor 100 bo
 out=$(tmo 20 usbip list -r 127.0.0.1 2>&1)
 check ours-unbind-unexported "no device listed after unbind" eval '! echo "$out" | grep -Eq "^ *($SB|$KB): "'
 kill $SPID; waitfor 50 eval '! kill -0 $SPID 2>/dev/null'
-echo "=== our server log (tail)"; tail -30 /tmp/server.log
+echo "=== our server log: $(wc -l < /tmp/server.log) lines; warnings, errors and unlinks:"
+grep -E "WARN|ERROR|unlink" /tmp/server.log | tail -20
+check ours-server-log-clean "$(grep -cE 'WARN|ERROR' /tmp/server.log) warnings/errors in the server log" \
+  eval '! grep -qE "WARN|ERROR" /tmp/server.log'
+echo "=== our server log (tail)"; tail -15 /tmp/server.log
 
 # ---- the kernel's usbip-host + usbipd on the same devices -------------------------------------------
 t "kernel usbip-host"
@@ -271,7 +289,7 @@ if import kernel-attach-keyboard $KB $KBDID; then
   VK=$(find_dev $KBDID vhci)
   if waitfor 50 bound_to $(intf0 $VK) usbhid && waitfor 50 has_input $VK; then
     pass kernel-imported-keyboard "usbhid"
-    [ -n "$KEYS" ] && keys kernel $VK
+    [ -n "$KEYS" ] && keys kernel $VK && unlink kernel $VK
   else
     fail kernel-imported-keyboard "driver '$(drv $(intf0 $VK))'"
   fi
