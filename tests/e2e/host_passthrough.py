@@ -33,7 +33,7 @@ IDS = {"keyboard": "0627:0001", "storage": "46f4:0001"}  # QEMU's usb-kbd and us
 LOCAL = ["local-devices", "local-file", "local-raw", "local-head"]
 OURS = (["ours-server-start", "ours-list-host-devices", "ours-bind-storage", "ours-bind-keyboard",
          "ours-list-shared", "ours-kernel-client-list", "ours-attach-storage", "ours-claim-storage",
-         "ours-list-attached", "ours-imported-disk", "ours-file", "ours-raw", "ours-head", "ours-write", "ours-attach-keyboard",
+         "ours-list-attached", "ours-imported-disk", "ours-file", "ours-raw", "ours-head", "ours-write", "ours-after-reset", "ours-attach-keyboard",
          "ours-claim-keyboard", "ours-imported-keyboard", "ours-keys", "ours-unlink", "ours-after-unlink", "ours-detach",
          "ours-unbind-storage", "ours-unbind-keyboard", "ours-storage-returned", "back-file",
          "back-raw", "back-head", "back-written", "ours-keyboard-returned", "ours-unbind-unexported", "ours-server-log-clean"])

@@ -23,13 +23,13 @@ strip -o "$E2E/host/usbipd.new" "$BIN"
 cmp -s "$E2E/host/usbipd.new" "$E2E/host/usbipd" && rm "$E2E/host/usbipd.new" ||
   mv "$E2E/host/usbipd.new" "$E2E/host/usbipd"
 stamp=$( { echo "$KVER"; cat "$HERE/build-initramfs.sh" "$HERE/guest/host-init.sh";
-           sha256sum "$E2E/host/usbipd" "$E2E/bin/e2e-evkeys" "$E2E/bin/e2e-hidread" /bin/busybox /usr/sbin/usbip /usr/sbin/usbipd; } |
+           sha256sum "$E2E/host/usbipd" "$E2E/bin/e2e-evkeys" "$E2E/bin/e2e-hidread" "$E2E/bin/e2e-usbreset" /bin/busybox /usr/sbin/usbip /usr/sbin/usbipd; } |
          sha256sum | cut -d' ' -f1)
 if [ ! -f "$E2E/initramfs-host.cpio.gz" ] || [ "$(cat "$E2E/initramfs-host.stamp" 2>/dev/null)" != "$stamp" ]; then
   echo "setup: building initramfs-host" >&2
   KVER=$KVER EXTRA_MODS="xhci-pci usbip-host" INIT="$HERE/guest/host-init.sh" \
     "$HERE/build-initramfs.sh" "$E2E/kernel" "$E2E/initramfs-host.cpio.gz" \
-    "$E2E/host/usbipd" /usr/sbin/usbipd "$E2E/bin/e2e-evkeys" "$E2E/bin/e2e-hidread"
+    "$E2E/host/usbipd" /usr/sbin/usbipd "$E2E/bin/e2e-evkeys" "$E2E/bin/e2e-hidread" "$E2E/bin/e2e-usbreset"
   echo "$stamp" > "$E2E/initramfs-host.stamp"
 fi
 exec timeout 300 python3 -B "$HERE/host_passthrough.py" --cache "$E2E" "$@"

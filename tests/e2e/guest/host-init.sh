@@ -223,6 +223,12 @@ if import ours-attach-storage $SB $STOID; then
     tmo 60 dd if=/tmp/w.bin of=/dev/$disk bs=65536 seek=$W_BLK conv=fsync 2>/dev/null
     got=$(tmo 30 dd if=/dev/$disk bs=65536 skip=$W_BLK count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
     check ours-write "1 MiB at block $W_BLK read back md5 $got want $WMD5" [ "$got" = "$WMD5" ]
+    # a reset from the client: vhci resets its port and re-enumerates (SET_CONFIGURATION of the
+    # active configuration reaches the server); usb-storage carries on with the same disk
+    out=$(tmo 30 e2e-usbreset $(printf /dev/bus/usb/%03d/%03d $(cat $VD/busnum) $(cat $VD/devnum)) 2>&1)
+    waitfor 100 has_disk $VD; disk=$(disk_of $VD)
+    got=$(tmo 30 dd if=/dev/$disk bs=65536 skip=$RAW_BLK count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+    check ours-after-reset "$(echo $out); /dev/$disk raw md5 $got want $RAWMD5" [ "$got" = "$RAWMD5" ]
     bench ours $disk
   else
     fail ours-imported-disk "no block device (driver '$(drv $(intf0 $VD))')"
