@@ -37,3 +37,6 @@ fi
 section "end-to-end: the Linux kernel client in QEMU"
 bash tests/e2e/setup.sh
 bash tests/e2e/run.sh "$PWD/target/release/usbipd"
+
+section "end-to-end: host passthrough on QEMU-emulated USB hardware"
+bash tests/e2e/run-host.sh "$PWD/target/release/usbipd"

@@ -2,6 +2,8 @@
 # Builds the guest initramfs: busybox, the kernel modules the USB/IP client checks need (with their
 # dependencies), Debian's usbip tool with its libraries, our guest tools and guest/init.sh as /init.
 # usage: KVER=6.1.0-NN-amd64 build-initramfs.sh UNPACKED_KERNEL_DIR OUTPUT.cpio.gz [extra binaries...]
+# env: EXTRA_MODS="more modules" (e.g. xhci-pci usbip-host), INIT=guest script (default guest/init.sh).
+# Binaries under /usr keep their path; others go to /usr/bin. Dynamic ones get their libraries.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 K=$1 OUT=$2; shift 2
@@ -14,7 +16,7 @@ cp /bin/busybox "$R/bin/busybox"
 for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$R/bin/$a"; done
 
 MODS="virtio_pci virtio_net usbip-core vhci-hcd usbhid hid-generic evdev cdc-acm usb-storage sd_mod
-      usbtest vfat nls_cp437 nls_ascii nls_utf8 nls_iso8859-1"
+      usbtest vfat nls_cp437 nls_ascii nls_utf8 nls_iso8859-1 ${EXTRA_MODS:-}"
 for m in $MODS; do
   modprobe -d "$K" -S "$KVER" --show-depends "$m" | awk '$1=="insmod"{print $2}'
 done | sort -u | while read -r f; do
@@ -38,6 +40,6 @@ mkdir -p "$R/usr/share/misc" "$R/usr/share/hwdata"
   ln -s ../misc/usb.ids "$R/usr/share/hwdata/usb.ids"
 echo 'root:x:0:0:root:/root:/bin/sh' > "$R/etc/passwd"
 echo 'root:x:0:' > "$R/etc/group"
-cp "$HERE/guest/init.sh" "$R/init" && chmod +x "$R/init"
+cp "${INIT:-$HERE/guest/init.sh}" "$R/init" && chmod +x "$R/init"
 (cd "$R" && find . | cpio -o -H newc --quiet | gzip -1) > "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"

@@ -46,7 +46,8 @@ async fn local(args: &ListArgs) -> anyhow::Result<()> {
     for d in devices {
         let state = match &d.client {
             Some(c) => format!("attached to {c}"),
-            None => "shared".to_string(),
+            // `shared`, or `not shared` for a host device nobody bound.
+            None => d.state.clone(),
         };
         let name = match (&d.manufacturer, &d.product) {
             (Some(m), Some(p)) => format!("{m} {p}"),
@@ -110,6 +111,16 @@ async fn remote(host: &str, json: bool) -> anyhow::Result<()> {
                     "pid": d.record.id_product,
                     "speed": d.record.speed.as_mbps(),
                     "path": d.record.path,
+                    // The rest of the record as sent, so that two servers can be compared
+                    // field by field.
+                    "busnum": d.record.busnum,
+                    "devnum": d.record.devnum,
+                    "speed_code": d.record.speed as u32,
+                    "bcd_device": d.record.bcd_device,
+                    "class": [d.record.device_class, d.record.device_subclass, d.record.device_protocol],
+                    "configuration_value": d.record.configuration_value,
+                    "num_configurations": d.record.num_configurations,
+                    "num_interfaces": d.record.num_interfaces,
                     "interfaces": d.interfaces.iter().map(|i| [i.class, i.subclass, i.protocol]).collect::<Vec<_>>(),
                 })
             })

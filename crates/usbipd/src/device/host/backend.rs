@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use usbip_proto::{InterfaceRecord, Speed};
 
 use super::errors::{ClaimError, HostError, XferError};
@@ -99,8 +100,8 @@ pub enum TransferRequest {
 /// One finished transfer. Transfers of a queue finish in submission order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferDone {
-    /// IN: the bytes received. OUT: empty.
-    pub data: Vec<u8>,
+    /// IN: the bytes received (possibly still in the library's zero-copy buffer). OUT: empty.
+    pub data: Bytes,
     /// Bytes moved (IN: `data.len()`).
     pub actual_length: usize,
     pub status: Result<(), XferError>,

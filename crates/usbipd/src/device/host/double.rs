@@ -283,8 +283,8 @@ impl EndpointQueue for DoubleQueue {
             if done.is_none() {
                 let moved = if first { progress } else { 0 };
                 let data = match request {
-                    TransferRequest::In { .. } => vec![0xee; moved],
-                    TransferRequest::Out { .. } => Vec::new(),
+                    TransferRequest::In { .. } => vec![0xee; moved].into(),
+                    TransferRequest::Out { .. } => Default::default(),
                 };
                 *done = Some(TransferDone {
                     data,

@@ -328,7 +328,7 @@ pub(super) fn finish(urb: &Urb, done: TransferDone) -> UrbCompletion {
                 seqnum: urb.seqnum,
                 status,
                 actual_length: data.len() as u32,
-                data: data.into(),
+                data,
                 ..Default::default()
             }
         }

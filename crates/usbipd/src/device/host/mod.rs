@@ -6,6 +6,8 @@
 //! IOKit); tests use a double. Nothing in this module touches a device without a client.
 
 pub mod backend;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+mod buffer_pool;
 pub mod busid;
 pub mod claimed;
 mod endpoint;
@@ -35,7 +37,7 @@ pub use errors::{ClaimError, ClaimReason, HostError, HostErrorKind};
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub use nusb_backend::{HotplugWatch, NusbBackend};
 
-use super::{Completer, Device, DeviceSession, OpenError};
+use super::{Completer, Device, DeviceNames, DeviceSession, OpenError};
 use session::HostSession;
 
 /// A host device offered to clients.
@@ -93,6 +95,16 @@ impl HostDevice {
 impl Device for HostDevice {
     fn describe(&self) -> ExportedDevice {
         HostDevice::describe_info(&self.info)
+    }
+
+    /// The strings the OS read at enumeration, so that `usbipd list` still names the device
+    /// once it is shared.
+    fn names(&self) -> DeviceNames {
+        DeviceNames {
+            manufacturer: self.info.manufacturer.clone(),
+            product: self.info.product.clone(),
+            serial: self.info.serial.clone(),
+        }
     }
 
     /// Opens the device and claims every interface of its active configuration (detaching

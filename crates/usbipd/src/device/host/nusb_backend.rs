@@ -9,6 +9,7 @@ use std::future::{poll_fn, IntoFuture};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures_core::Stream;
 use nusb::transfer::{
     Buffer, Bulk, BulkOrInterrupt, ControlIn, ControlOut, ControlType, Direction,
@@ -21,6 +22,7 @@ use super::backend::{
     BoxFuture, EndpointDesc, EndpointQueue, HostBackend, HostDeviceInfo, HostDeviceOps,
     HotplugEvent, TransferDone, TransferKind, TransferRequest,
 };
+use super::buffer_pool::BufferPool;
 use super::errors::{ClaimError, HostError, HostErrorKind, XferError};
 use super::session::CONTROL_TIMEOUT;
 use crate::device::r#virtual::parse_configuration;
@@ -269,22 +271,22 @@ impl HostDeviceOps for NusbDevice {
         let address = endpoint.address;
         let input = address & 0x80 != 0;
         let queue: Box<dyn EndpointQueue> = match (endpoint.kind, input) {
-            (TransferKind::Bulk, true) => Box::new(Queue(
+            (TransferKind::Bulk, true) => Box::new(Queue::new(
                 interface
                     .endpoint::<Bulk, In>(address)
                     .map_err(host_error)?,
             )),
-            (TransferKind::Bulk, false) => Box::new(Queue(
+            (TransferKind::Bulk, false) => Box::new(Queue::new(
                 interface
                     .endpoint::<Bulk, Out>(address)
                     .map_err(host_error)?,
             )),
-            (TransferKind::Interrupt, true) => Box::new(Queue(
+            (TransferKind::Interrupt, true) => Box::new(Queue::new(
                 interface
                     .endpoint::<Interrupt, In>(address)
                     .map_err(host_error)?,
             )),
-            (TransferKind::Interrupt, false) => Box::new(Queue(
+            (TransferKind::Interrupt, false) => Box::new(Queue::new(
                 interface
                     .endpoint::<Interrupt, Out>(address)
                     .map_err(host_error)?,
@@ -380,7 +382,20 @@ impl HostDeviceOps for NusbDevice {
 }
 
 /// A bulk or interrupt endpoint's nusb queue.
-struct Queue<T: BulkOrInterrupt, D: EndpointDirection>(nusb::Endpoint<T, D>);
+struct Queue<T: BulkOrInterrupt, D: EndpointDirection> {
+    endpoint: nusb::Endpoint<T, D>,
+    /// IN buffers for reuse (zero-copy where the OS allows).
+    pool: BufferPool,
+}
+
+impl<T: BulkOrInterrupt, D: EndpointDirection> Queue<T, D> {
+    fn new(endpoint: nusb::Endpoint<T, D>) -> Self {
+        Queue {
+            endpoint,
+            pool: BufferPool::default(),
+        }
+    }
+}
 
 impl<T, D> EndpointQueue for Queue<T, D>
 where
@@ -389,20 +404,23 @@ where
 {
     fn submit(&mut self, request: TransferRequest) {
         match request {
-            TransferRequest::In { length } => self.0.submit(Buffer::new(length)),
-            TransferRequest::Out { data } => self.0.submit(Buffer::from(data)),
+            TransferRequest::In { length } => {
+                let endpoint = &self.endpoint;
+                let buffer = self.pool.take(length, |len| endpoint.allocate(len));
+                self.endpoint.submit(buffer)
+            }
+            TransferRequest::Out { data } => self.endpoint.submit(Buffer::from(data)),
         }
     }
 
     fn poll_next_complete(&mut self, cx: &mut Context<'_>) -> Poll<TransferDone> {
-        self.0.poll_next_complete(cx).map(|c| {
+        self.endpoint.poll_next_complete(cx).map(|c| {
             let actual_length = c.actual_len;
             let data = if D::DIR == Direction::In {
-                let mut data = c.buffer.into_vec();
-                data.truncate(actual_length);
-                data
+                // The buffer's length is what arrived (actual_len); lent, not copied.
+                self.pool.lend(c.buffer)
             } else {
-                Vec::new()
+                Bytes::new()
             };
             TransferDone {
                 data,
@@ -413,15 +431,15 @@ where
     }
 
     fn pending(&self) -> usize {
-        self.0.pending()
+        self.endpoint.pending()
     }
 
     fn cancel_all(&mut self) {
-        self.0.cancel_all();
+        self.endpoint.cancel_all();
     }
 
     fn clear_halt(&mut self) -> BoxFuture<Result<(), HostError>> {
-        let clear = self.0.clear_halt().into_future();
+        let clear = self.endpoint.clear_halt().into_future();
         Box::pin(async move { clear.await.map_err(host_error) })
     }
 }

@@ -282,7 +282,7 @@ impl Ep0 {
                     } else {
                         urb.data.len()
                     },
-                    data,
+                    data: data.into(),
                     status: Ok(()),
                 }
             }
@@ -291,7 +291,7 @@ impl Ep0 {
                 return UrbCompletion::error(urb.seqnum, errno::ETIMEDOUT);
             }
             Err(e) => TransferDone {
-                data: Vec::new(),
+                data: Default::default(),
                 actual_length: 0,
                 status: Err(e),
             },

@@ -88,7 +88,7 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
 
 fn in_done(data: &[u8]) -> TransferDone {
     TransferDone {
-        data: data.to_vec(),
+        data: Bytes::copy_from_slice(data),
         actual_length: data.len(),
         status: Ok(()),
     }
@@ -96,7 +96,7 @@ fn in_done(data: &[u8]) -> TransferDone {
 
 fn out_done(len: usize) -> TransferDone {
     TransferDone {
-        data: Vec::new(),
+        data: Bytes::new(),
         actual_length: len,
         status: Ok(()),
     }
@@ -137,6 +137,11 @@ async fn describes_the_device_with_linux_codes() {
     assert_eq!(d.record.configuration_value, 1);
     assert_eq!(d.record.num_interfaces, 2);
     assert_eq!(d.interfaces[1].class, 1);
+    // The names stay visible once the device is shared (they come from the enumeration).
+    let names = device.names();
+    assert_eq!(names.manufacturer.as_deref(), Some("Maker"));
+    assert_eq!(names.product.as_deref(), Some("Gadget"));
+    assert_eq!(names.serial.as_deref(), Some("42"));
 }
 
 #[tokio::test]
@@ -235,7 +240,7 @@ async fn transfer_errors_become_linux_statuses() {
     double.finish(
         0x81,
         TransferDone {
-            data: Vec::new(),
+            data: Bytes::new(),
             actual_length: 0,
             status: Err(XferError::Stall),
         },
@@ -244,7 +249,7 @@ async fn transfer_errors_become_linux_statuses() {
     double.finish(
         0x02,
         TransferDone {
-            data: Vec::new(),
+            data: Bytes::new(),
             actual_length: 0,
             status: Err(XferError::Disconnected),
         },

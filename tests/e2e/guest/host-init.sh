@@ -1,0 +1,311 @@
+#!/bin/sh
+# PID 1 of the host-passthrough guest: QEMU-emulated USB hardware (qemu-xhci + usb-kbd + usb-storage)
+# shared by our usbipd through usbfs and imported over 127.0.0.1 by the guest's own vhci-hcd, then the
+# same devices shared by the kernel's usbip-host + usbipd, for comparison. Prints "E2E CHECK name
+# PASS|FAIL reason", "E2E JSON server {...}" and "E2E BENCH server MiB centiseconds" lines; "E2E READY
+# keys-x" asks the host to press keys on the emulated keyboard and answer "GO keys-x".
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+if [ $$ = 1 ]; then
+  mount -t proc proc /proc
+  mount -t sysfs sys /sys
+  mount -t devtmpfs dev /dev
+  mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+  stty -echo 2>/dev/null
+  /bin/sh /init
+  echo "E2E DONE init script exited rc=$?"
+  poweroff -f
+fi
+
+# knobs from the kernel command line (the host runner sets them)
+FILEMD5= RAWMD5= RAW_BLK=768 W_BLK=896 BENCH_MIB=32 HEAD_MIB=8 KEYS=
+KBDID=0627:0001 STOID=46f4:0001
+for x in $(cat /proc/cmdline); do
+  case $x in
+    e2e_filemd5=*) FILEMD5=${x#*=};;  e2e_rawmd5=*) RAWMD5=${x#*=};;   e2e_raw_blk=*) RAW_BLK=${x#*=};;
+    e2e_bench_mib=*) BENCH_MIB=${x#*=};; e2e_head_mib=*) HEAD_MIB=${x#*=};; e2e_keys=*) KEYS=${x#*=};;
+  esac
+done
+KEYS=$(echo "$KEYS" | tr , ' ')
+FAILED=0
+t() { echo "T+$(cut -d' ' -f1 /proc/uptime)s $*"; }
+pass() { echo "E2E CHECK $1 PASS${2:+ $2}"; }
+fail() { echo "E2E CHECK $1 FAIL $2"; FAILED=1; }
+check() { local _n=$1 _why=$2; shift 2; if "$@"; then pass $_n "$_why"; else fail $_n "$_why"; fi; }
+wait_host() {
+  echo "E2E READY $1"
+  while read -t 60 -r line; do [ "$line" = "GO $1" ] && return 0; done
+  return 1
+}
+# tmo SECS cmd...: run cmd, give up (without waiting for it) after SECS; USB calls may block in D state
+tmo() {
+  local _secs=$1 _pid _n; shift
+  "$@" & _pid=$!
+  _n=$((_secs * 10))
+  while kill -0 $_pid 2>/dev/null; do
+    if [ $_n -le 0 ]; then
+      kill -9 $_pid 2>/dev/null; echo "TIMEOUT after ${_secs}s: $*"
+      dmesg | tail -15 | sed 's/^/  dmesg: /'; return 124
+    fi
+    usleep 100000; _n=$((_n - 1))
+  done
+  wait $_pid
+}
+waitfor() { local _n=$1; shift; while ! "$@"; do [ $_n -le 0 ] && return 1; usleep 100000; _n=$((_n - 1)); done; }
+uptime_cs() { tr -d . < /proc/uptime | cut -d' ' -f1; }
+
+# find_dev VID:PID local|vhci: sysfs dir of the emulated device (local) or of its imported copy (vhci)
+find_dev() {
+  for d in /sys/bus/usb/devices/*; do
+    case ${d##*/} in *:*|usb*) continue;; esac
+    [ "$(cat $d/idVendor 2>/dev/null):$(cat $d/idProduct 2>/dev/null)" = "$1" ] || continue
+    case $(readlink -f $d) in
+      */vhci_hcd*) [ "$2" = vhci ] && { echo $d; return 0; };;
+      *) [ "$2" = local ] && { echo $d; return 0; };;
+    esac
+  done
+  return 1
+}
+configured() { d=$(find_dev $1 $2) && c=$(cat $d/bConfigurationValue 2>/dev/null) && [ -n "$c" ] && [ "$c" != 0 ]; }
+drv() { basename "$(readlink $1/driver 2>/dev/null)" 2>/dev/null; }
+bound_to() { [ "$(drv $1)" = "$2" ]; }
+intf0() { echo $1/${1##*/}:1.0; }
+# disk_of DEV: the block device usb-storage made of the device's interface 0
+disk_of() { ls $(intf0 $1)/host*/target*/*/block 2>/dev/null | head -1; }
+has_disk() { [ -n "$(disk_of $1)" ] && [ -b /dev/$(disk_of $1) ]; }
+# input_of DEV: the input device usbhid made of the keyboard's interface 0
+input_of() { ls -d $(intf0 $1)/0003:*/input/input*/event* 2>/dev/null | head -1; }
+has_input() { [ -n "$(input_of $1)" ]; }
+gone() { ! find_dev $1 vhci >/dev/null; }
+
+# read_disk NAME DISK: the known file, the raw area and the head of the disk, checked
+read_disk() {
+  local n=$1 dev=/dev/$2 got
+  mkdir -p /mnt
+  if tmo 30 mount -t vfat -o ro $dev /mnt; then
+    got=$(md5sum < /mnt/HELLO.TXT | cut -d' ' -f1); tmo 30 umount /mnt
+    check $n-file "HELLO.TXT md5 $got want $FILEMD5" [ "$got" = "$FILEMD5" ]
+  else
+    fail $n-file "mount $dev failed"
+  fi
+  got=$(tmo 30 dd if=$dev bs=65536 skip=$RAW_BLK count=16 2>/dev/null | md5sum | cut -d' ' -f1)
+  check $n-raw "1 MiB at block $RAW_BLK md5 $got want $RAWMD5" [ "$got" = "$RAWMD5" ]
+  got=$(tmo 60 dd if=$dev bs=1048576 count=$HEAD_MIB 2>/dev/null | md5sum | cut -d' ' -f1)
+  if [ -n "$LOCAL_HEAD" ]; then check $n-head "first $HEAD_MIB MiB md5 $got local $LOCAL_HEAD" [ "$got" = "$LOCAL_HEAD" ]
+  else check $n-head "first $HEAD_MIB MiB md5 $got" [ -n "$got" ]; fi
+  LAST_HEAD=$got
+}
+# bench NAME DISK: O_DIRECT sequential read of BENCH_MIB MiB, best of three
+bench() {
+  local best= s e cs i all=
+  for i in 1 2 3; do
+    s=$(uptime_cs)
+    tmo 120 dd if=/dev/$2 of=/dev/null bs=1048576 count=$BENCH_MIB iflag=direct 2>/dev/null || return 1
+    e=$(uptime_cs); cs=$((e - s)); [ $cs -gt 0 ] || cs=1
+    { [ -z "$best" ] || [ $cs -lt $best ]; } && best=$cs
+    all="$all $cs"
+  done
+  echo "E2E BENCH $1 $BENCH_MIB $best centiseconds (runs:$all)"
+}
+# keys NAME DEV: the host presses KEYS on the emulated keyboard; they must arrive on DEV's evdev node
+keys() {
+  local ev=/dev/input/$(basename "$(input_of $2)") got
+  [ -c $ev ] || { fail $1-keys "no evdev node for $2"; return; }
+  e2e-evkeys $ev $(echo $KEYS | wc -w) 15000 > /tmp/keys.out 2>&1 & kp=$!
+  waitfor 30 grep -q listening /tmp/keys.out 2>/dev/null
+  wait_host keys-$1 || { fail $1-keys "host never answered"; kill $kp; return; }
+  wait $kp
+  got=$(sed -n 's/^keys *//p' /tmp/keys.out)
+  check $1-keys "$ev codes '$got' want '$KEYS'" [ "$got" = "$KEYS" ]
+  return 0
+}
+# unlink NAME DEV: an interrupt IN read through usbfs that times out (the kernel unlinks the URB at
+# the server), then one that gets the report of the first key the host presses
+unlink() {
+  local node=$(printf /dev/bus/usb/%03d/%03d $(cat $2/busnum) $(cat $2/devnum)) out kp
+  out=$(tmo 20 e2e-hidread $node 0x81 500 2>&1)
+  check $1-unlink "interrupt IN with a 500 ms timeout: $(echo $out)" eval 'echo "$out" | grep -q "^timeout"'
+  e2e-hidread $node 0x81 15000 > /tmp/hid.out 2>&1 & kp=$!
+  waitfor 30 grep -q listening /tmp/hid.out 2>/dev/null
+  wait_host keys-$1-unlink || { fail $1-after-unlink "host never answered"; kill $kp; return; }
+  wait $kp
+  # the first report: no modifier, usage 0x04 ('a')
+  check $1-after-unlink "$(tail -1 /tmp/hid.out)" grep -q "^report 00 00 04" /tmp/hid.out
+}
+ports() { usbip port 2>/dev/null | sed -n 's/^Port \([0-9]*\):.*/\1/p'; }
+detach_all() {
+  local p ok=0
+  for p in $(ports); do tmo 20 usbip detach -p $p >/dev/null || ok=1; done
+  waitfor 100 gone $STOID && waitfor 50 gone $KBDID && [ -z "$(ports)" ] && [ $ok = 0 ]
+}
+# import NAME BUSID VID:PID: usbip attach over loopback and wait until the kernel configured the copy
+import() {
+  local out
+  if out=$(tmo 30 usbip attach -r 127.0.0.1 -b $2 2>&1) && waitfor 150 configured $3 vhci; then
+    local d=$(find_dev $3 vhci); pass $1 "${d##*/} speed=$(cat $d/speed) cfg=$(cat $d/bConfigurationValue)"
+  else
+    fail $1 "$(echo $out) $(dmesg | tail -5 | tr '\n' ' ')"; return 1
+  fi
+}
+json() { echo "E2E JSON $1 $(tmo 20 usbipd list --remote 127.0.0.1 --json 2>&1 | tr -d '\n')"; }
+
+t "init start"
+modprobe usb-storage delay_use=0 || echo "modprobe usb-storage failed"
+for m in usbip-core usbip-host vhci-hcd evdev usbhid hid-generic sd_mod vfat nls_cp437 nls_utf8 nls_ascii \
+         nls_iso8859-1 xhci-pci; do
+  modprobe $m || echo "modprobe $m failed"
+done
+ip link set lo up
+t "modules loaded"
+
+# ---- the emulated hardware with its kernel drivers --------------------------------------------------
+if ! waitfor 150 find_dev $KBDID local >/dev/null || ! waitfor 150 find_dev $STOID local >/dev/null; then
+  fail local-devices "emulated devices missing: $(ls /sys/bus/usb/devices | tr '\n' ' ')"
+  echo "E2E DONE failed=1"; exit 1
+fi
+KD=$(find_dev $KBDID local) SD=$(find_dev $STOID local)
+KB=${KD##*/} SB=${SD##*/}
+if waitfor 150 has_disk $SD && waitfor 50 bound_to $(intf0 $KD) usbhid; then
+  LOCAL_DISK=$(disk_of $SD)
+  pass local-devices "keyboard $KB speed=$(cat $KD/speed) storage $SB speed=$(cat $SD/speed) /dev/$LOCAL_DISK"
+else
+  fail local-devices "storage driver '$(drv $(intf0 $SD))' keyboard driver '$(drv $(intf0 $KD))'"
+  echo "E2E DONE failed=1"; exit 1
+fi
+LOCAL_HEAD=
+read_disk local $LOCAL_DISK
+LOCAL_HEAD=$LAST_HEAD
+bench local $LOCAL_DISK
+sysfs() {
+  for f in /sys/bus/usb/devices/$KB /sys/bus/usb/devices/$SB; do
+    echo "sysfs ${f##*/}: $(cat $f/idVendor):$(cat $f/idProduct) bcdDevice=$(cat $f/bcdDevice) class=$(cat $f/bDeviceClass) cfg=$(cat $f/bConfigurationValue)/$(cat $f/bNumConfigurations) intfs=$(cat $f/bNumInterfaces) speed=$(cat $f/speed) busnum=$(cat $f/busnum) devnum=$(cat $f/devnum) driver=$(drv $f)"
+  done
+}
+sysfs
+
+# ---- our server: bind through usbfs, import over loopback -------------------------------------------
+mkdir -p /tmp/state /run/usbipd; : > /tmp/usbipd.toml
+C="--control /run/usbipd/control.sock" S="--state-dir /tmp/state"
+t "starting our usbipd"
+RUST_LOG=${RUST_LOG:-info} usbipd server --listen 127.0.0.1:3240 --config /tmp/usbipd.toml $C $S \
+  > /tmp/server.log 2>&1 & SPID=$!
+if waitfor 100 [ -S /run/usbipd/control.sock ] && waitfor 50 usbip list -r 127.0.0.1 >/dev/null 2>&1; then
+  pass ours-server-start "pid $SPID"
+else
+  fail ours-server-start "$(tail -5 /tmp/server.log)"
+fi
+out=$(tmo 20 usbipd list $C $S 2>&1); echo "$out"
+lists() { echo "$out" | grep -Eq "^$1 +$2 .*$3"; }
+check ours-list-host-devices "$KB $KBDID and $SB $STOID not shared" \
+  eval 'lists $KB $KBDID "not shared" && lists $SB $STOID "not shared"'
+for b in $SB $KB; do
+  o=$(tmo 20 usbipd bind --busid $b $C $S 2>&1); rc=$?
+  check ours-bind-$b "rc=$rc $(echo $o)" [ $rc = 0 ]
+done
+out=$(tmo 20 usbipd list $C $S 2>&1); echo "$out"
+check ours-list-shared "both shared" eval 'lists $KB $KBDID " shared\$" && lists $SB $STOID " shared\$" && ! lists $KB $KBDID "not shared"'
+out=$(tmo 20 usbip list -r 127.0.0.1 2>&1); echo "$out"
+check ours-kernel-client-list "usbip list -r: $SB($STOID) $KB($KBDID)" eval \
+  'echo "$out" | grep -q "^ *$SB: .*($STOID)\$" && echo "$out" | grep -q "^ *$KB: .*($KBDID)\$"'
+json ours
+
+if import ours-attach-storage $SB $STOID; then
+  VD=$(find_dev $STOID vhci)
+  check ours-claim-storage "local $SB:1.0 driver '$(drv $(intf0 $SD))', local disk gone" \
+    eval 'bound_to $(intf0 $SD) usbfs && ! has_disk $SD'
+  out=$(tmo 20 usbipd list $C $S 2>&1)
+  check ours-list-attached "$(echo "$out" | grep "^$SB ")" eval 'lists $SB $STOID "attached to 127.0.0.1:"'
+  if waitfor 150 has_disk $VD; then
+    disk=$(disk_of $VD); pass ours-imported-disk "/dev/$disk $(cat /sys/block/$disk/size) sectors"
+    read_disk ours $disk
+    # bulk OUT through usbfs: 1 MiB written through the import, read back locally after unbind
+    yes "usbipd host passthrough write 0123456789" | head -c 1048576 > /tmp/w.bin
+    WMD5=$(md5sum < /tmp/w.bin | cut -d' ' -f1)
+    tmo 60 dd if=/tmp/w.bin of=/dev/$disk bs=65536 seek=$W_BLK conv=fsync 2>/dev/null
+    got=$(tmo 30 dd if=/dev/$disk bs=65536 skip=$W_BLK count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+    check ours-write "1 MiB at block $W_BLK read back md5 $got want $WMD5" [ "$got" = "$WMD5" ]
+    # a reset from the client: vhci resets its port and re-enumerates (SET_CONFIGURATION of the
+    # active configuration reaches the server); usb-storage carries on with the same disk
+    out=$(tmo 30 e2e-usbreset $(printf /dev/bus/usb/%03d/%03d $(cat $VD/busnum) $(cat $VD/devnum)) 2>&1)
+    waitfor 100 has_disk $VD; disk=$(disk_of $VD)
+    got=$(tmo 30 dd if=/dev/$disk bs=65536 skip=$RAW_BLK count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+    check ours-after-reset "$(echo $out); /dev/$disk raw md5 $got want $RAWMD5" [ "$got" = "$RAWMD5" ]
+    bench ours $disk
+  else
+    fail ours-imported-disk "no block device (driver '$(drv $(intf0 $VD))')"
+  fi
+fi
+if import ours-attach-keyboard $KB $KBDID; then
+  VK=$(find_dev $KBDID vhci)
+  check ours-claim-keyboard "local $KB:1.0 driver '$(drv $(intf0 $KD))'" eval 'bound_to $(intf0 $KD) usbfs && ! has_input $KD'
+  if waitfor 50 bound_to $(intf0 $VK) usbhid && waitfor 50 has_input $VK; then
+    pass ours-imported-keyboard "usbhid, $(basename $(input_of $VK))"
+    [ -n "$KEYS" ] && keys ours $VK && unlink ours $VK
+  else
+    fail ours-imported-keyboard "driver '$(drv $(intf0 $VK))'"
+  fi
+fi
+usbip port
+check ours-detach "every port detached, imported devices gone" detach_all
+for b in $SB $KB; do
+  o=$(tmo 20 usbipd unbind --busid $b $C $S 2>&1); rc=$?
+  check ours-unbind-$b "rc=$rc $(echo $o)" [ $rc = 0 ]
+done
+if waitfor 100 bound_to $(intf0 $SD) usb-storage && waitfor 150 has_disk $SD; then
+  pass ours-storage-returned "usb-storage, /dev/$(disk_of $SD)"
+  LOCAL_DISK=$(disk_of $SD)
+  read_disk back $LOCAL_DISK
+  got=$(tmo 30 dd if=/dev/$LOCAL_DISK bs=65536 skip=$W_BLK count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+  check back-written "what ours-write wrote, read locally: md5 $got want $WMD5" [ "$got" = "$WMD5" ]
+else
+  fail ours-storage-returned "driver '$(drv $(intf0 $SD))'"
+fi
+check ours-keyboard-returned "driver '$(drv $(intf0 $KD))'" eval 'waitfor 100 bound_to $(intf0 $KD) usbhid && waitfor 50 has_input $KD'
+out=$(tmo 20 usbip list -r 127.0.0.1 2>&1)
+check ours-unbind-unexported "no device listed after unbind" eval '! echo "$out" | grep -Eq "^ *($SB|$KB): "'
+kill $SPID; waitfor 50 eval '! kill -0 $SPID 2>/dev/null'
+echo "=== our server log: $(wc -l < /tmp/server.log) lines; warnings, errors and unlinks:"
+grep -E "WARN|ERROR|unlink" /tmp/server.log | tail -20
+check ours-server-log-clean "$(grep -cE 'WARN|ERROR' /tmp/server.log) warnings/errors in the server log" \
+  eval '! grep -qE "WARN|ERROR" /tmp/server.log'
+echo "=== our server log (tail)"; tail -15 /tmp/server.log
+
+# ---- the kernel's usbip-host + usbipd on the same devices -------------------------------------------
+t "kernel usbip-host"
+for b in $SB $KB; do
+  o=$(tmo 20 usbip bind -b $b 2>&1); rc=$?
+  [ $rc = 0 ] && waitfor 50 bound_to /sys/bus/usb/devices/$b usbip-host
+  check kernel-bind-$b "rc=$rc $(echo $o) driver '$(drv /sys/bus/usb/devices/$b)'" [ "$(drv /sys/bus/usb/devices/$b)" = usbip-host ]
+done
+sysfs  # usbip-host holds the whole device: see what sysfs says about its configuration now
+/usr/sbin/usbipd > /tmp/kusbipd.log 2>&1 & KPID=$!
+check kernel-server-start "pid $KPID" waitfor 100 eval 'usbip list -r 127.0.0.1 >/dev/null 2>&1'
+usbip list -r 127.0.0.1
+json kernel
+if import kernel-attach-storage $SB $STOID; then
+  VD=$(find_dev $STOID vhci)
+  if waitfor 150 has_disk $VD; then
+    disk=$(disk_of $VD); pass kernel-imported-disk "/dev/$disk $(cat /sys/block/$disk/size) sectors"
+    read_disk kernel $disk
+    bench kernel $disk
+  else
+    fail kernel-imported-disk "no block device"
+  fi
+fi
+if import kernel-attach-keyboard $KB $KBDID; then
+  VK=$(find_dev $KBDID vhci)
+  if waitfor 50 bound_to $(intf0 $VK) usbhid && waitfor 50 has_input $VK; then
+    pass kernel-imported-keyboard "usbhid"
+    [ -n "$KEYS" ] && keys kernel $VK && unlink kernel $VK
+  else
+    fail kernel-imported-keyboard "driver '$(drv $(intf0 $VK))'"
+  fi
+fi
+check kernel-detach "every port detached" detach_all
+for b in $SB $KB; do tmo 20 usbip unbind -b $b; done
+check kernel-storage-returned "driver '$(drv $(intf0 $SD))'" eval 'waitfor 100 bound_to $(intf0 $SD) usb-storage && waitfor 150 has_disk $SD'
+check kernel-keyboard-returned "driver '$(drv $(intf0 $KD))'" waitfor 100 bound_to $(intf0 $KD) usbhid
+kill $KPID
+
+if [ $FAILED != 0 ]; then echo "=== our server log"; tail -60 /tmp/server.log; echo "=== guest dmesg (tail)"; dmesg | tail -60; fi
+t "done"
+echo "E2E DONE failed=$FAILED"

@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""Host side of the host-passthrough e2e suite (Python 3 stdlib only).
+
+Writes a disk image with a known vfat file and known raw bytes, boots one QEMU guest with emulated
+USB hardware (qemu-xhci + usb-kbd + usb-storage on that image) running guest/host-init.sh, presses
+keys on the emulated keyboard through the QEMU monitor when the guest asks, and prints one PASS/FAIL
+line per check, the field-by-field comparison of our device list with the kernel's, the read
+throughput of both servers, and the final "N passed, M failed" line.
+"""
+import argparse
+import hashlib
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+DISK_MIB = 64
+FS_SECTORS = 65536  # a 32 MiB FAT16 at the start of the image, without a partition table
+RAW_OFF = 48 << 20  # 1 MiB of known raw bytes after the filesystem
+BENCH_MIB = int(os.environ.get("USBIPD_E2E_BENCH_MIB", "32"))  # per read; best of three
+HEAD_MIB = 8
+KEYS = ["a", "s", "d", "f"]  # QEMU sendkey names; their evdev codes below
+KEYCODES = {"a": 30, "s": 31, "d": 32, "f": 33}
+IDS = {"keyboard": "0627:0001", "storage": "46f4:0001"}  # QEMU's usb-kbd and usb-storage
+
+LOCAL = ["local-devices", "local-file", "local-raw", "local-head"]
+OURS = (["ours-server-start", "ours-list-host-devices", "ours-bind-storage", "ours-bind-keyboard",
+         "ours-list-shared", "ours-kernel-client-list", "ours-attach-storage", "ours-claim-storage",
+         "ours-list-attached", "ours-imported-disk", "ours-file", "ours-raw", "ours-head", "ours-write", "ours-after-reset", "ours-attach-keyboard",
+         "ours-claim-keyboard", "ours-imported-keyboard", "ours-keys", "ours-unlink", "ours-after-unlink", "ours-detach",
+         "ours-unbind-storage", "ours-unbind-keyboard", "ours-storage-returned", "back-file",
+         "back-raw", "back-head", "back-written", "ours-keyboard-returned", "ours-unbind-unexported", "ours-server-log-clean"])
+KERNEL = (["kernel-bind-storage", "kernel-bind-keyboard", "kernel-server-start", "kernel-attach-storage",
+           "kernel-imported-disk", "kernel-file", "kernel-raw", "kernel-head", "kernel-attach-keyboard",
+           "kernel-imported-keyboard", "kernel-keys", "kernel-unlink", "kernel-after-unlink", "kernel-detach", "kernel-storage-returned",
+           "kernel-keyboard-returned"])
+EXPECTED = LOCAL + OURS + KERNEL + ["list-compare", "bench"]
+
+# record fields compared between the servers, and what a difference means
+FIELDS = ["busid", "vid", "pid", "busnum", "devnum", "speed_code", "bcd_device", "class",
+          "configuration_value", "num_configurations", "num_interfaces", "interfaces", "path"]
+EXPLAIN = {
+    "configuration_value": "usbip-host takes the whole device and unconfigures it (sysfs reads 0) until "
+                           "a client sets a configuration; ours keeps it configured and claims its "
+                           "interfaces, so it reports the active configuration",
+    "num_interfaces": "an unconfigured device has no interfaces (kernel); ours lists the active "
+                      "configuration's, as `usbip list -l` does for a device before binding",
+    "interfaces": "same reason as num_interfaces",
+}
+
+
+class Suite:
+    def __init__(self, args):
+        self.args = args
+        self.results = {}
+        self.order = []
+        self.json = {}
+        self.bench = {}
+
+    def record(self, name, ok, reason=""):
+        if name in self.results:
+            return
+        reason = " | ".join(l.strip() for l in reason.splitlines() if l.strip())
+        reason = reason if len(reason) < 400 else reason[:400] + "..."
+        self.results[name] = (ok, reason)
+        self.order.append(name)
+        print(f"PASS {name}" + (f" ({reason})" if reason and self.args.verbose else "") if ok
+              else f"FAIL {name}: {reason}", flush=True)
+
+    def prepare(self):
+        self.work = os.path.join(self.args.cache, "run-host")
+        shutil.rmtree(self.work, ignore_errors=True)
+        os.makedirs(self.work)
+        self.image = os.path.join(self.work, "disk.img")
+        self.monitor = os.path.join(self.work, "monitor.sock")
+        self.console_path = os.path.join(self.work, "guest-console.log")
+        text = "".join("usbipd host passthrough line %d\n" % i for i in range(1, 3001)).encode()
+        raw = b"".join(hashlib.sha256(b"usbipd-host %d" % i).digest() for i in range(1 << 15))
+        with open(self.image, "wb") as f:
+            f.truncate(DISK_MIB << 20)
+            f.seek(RAW_OFF)
+            f.write(raw)
+        src = os.path.join(self.work, "HELLO.TXT")
+        with open(src, "wb") as f:
+            f.write(text)
+        env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+        for cmd in (["mformat", "-i", self.image, "-T", str(FS_SECTORS), "-h", "64", "-s", "32",
+                     "-v", "E2EHOST", "::"],
+                    ["mcopy", "-i", self.image, src, "::HELLO.TXT"]):
+            subprocess.run(cmd, check=True, env=env, timeout=30, capture_output=True)
+        self.file_md5 = hashlib.md5(text).hexdigest()
+        self.raw_md5 = hashlib.md5(raw).hexdigest()
+
+    def boot(self):
+        a = self.args
+        keys = ",".join(str(KEYCODES[k]) for k in KEYS)
+        append = (f"console=ttyS0 quiet loglevel=3 panic=-1 e2e_filemd5={self.file_md5} "
+                  f"e2e_rawmd5={self.raw_md5} e2e_raw_blk={RAW_OFF >> 16} e2e_bench_mib={BENCH_MIB} "
+                  f"e2e_head_mib={HEAD_MIB} e2e_keys={keys} "
+                  # the kernel gives unknown name=value parameters to init as environment
+                  f"RUST_LOG={os.environ.get('USBIPD_E2E_LOG', 'info')}")
+        cmd = ["timeout", str(int(a.timeout) + 5), "qemu-system-x86_64", "-accel", "tcg", "-machine", "q35",
+               "-cpu", "max", "-smp", "2", "-m", "512",
+               "-kernel", os.path.join(a.cache, "vmlinuz"),
+               "-initrd", os.path.join(a.cache, "initramfs-host.cpio.gz"), "-append", append,
+               "-display", "none", "-vga", "none", "-nodefaults", "-no-reboot",
+               "-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
+               "-monitor", f"unix:{self.monitor},server=on,wait=off",
+               "-device", "qemu-xhci,id=xhci", "-device", "usb-kbd,bus=xhci.0",
+               "-drive", f"if=none,id=stick,format=raw,file={self.image}",
+               "-device", "usb-storage,bus=xhci.0,drive=stick"]
+        self.vm = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        self.lines = queue.Queue()
+        threading.Thread(target=self._reader, daemon=True).start()
+
+    def _reader(self):
+        t0 = time.time()
+        with open(self.console_path, "w") as log:
+            for raw in self.vm.stdout:
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                log.write(f"[{time.time() - t0:6.2f}] {line}\n")
+                log.flush()
+                if self.args.verbose:
+                    print(f"  | {line}", flush=True)
+                self.lines.put(line)
+        self.lines.put(None)
+
+    def tell_guest(self, word):
+        try:
+            self.vm.stdin.write(f"GO {word}\n".encode())
+            self.vm.stdin.flush()
+        except OSError:
+            pass
+
+    def press_keys(self):
+        """Presses KEYS on the emulated usb-kbd through the QEMU human monitor."""
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(5)
+                s.connect(self.monitor)
+                for k in KEYS:
+                    s.sendall(f"sendkey {k}\n".encode())
+                    time.sleep(0.3)
+        except OSError as e:
+            print(f"NOTE cannot press keys through the QEMU monitor: {e}", flush=True)
+
+    def follow(self):
+        deadline = self.t0 + self.args.timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.1, deadline - time.time()))
+            except queue.Empty:
+                line = None
+                self.record("guest-finished", False, f"guest still running after {self.args.timeout} s")
+            if line is None:
+                break
+            m = re.search(r"local-devices PASS keyboard (\S+) .* storage (\S+) ", line)
+            if m:
+                self.busids = {m.group(1): "keyboard", m.group(2): "storage"}
+            m = re.search(r"E2E CHECK (\S+) (PASS|FAIL) ?(.*)", line)
+            if m:
+                name = m.group(1)
+                # the busids are the guest's; name the checks by device
+                name = re.sub(r"-(\d+-[\d.]+)$", lambda b: "-" + self.kind_of(b.group(1)), name)
+                self.record(name, m.group(2) == "PASS", m.group(3))
+                continue
+            m = re.search(r"E2E JSON (\S+) (.*)", line)
+            if m:
+                try:
+                    self.json[m.group(1)] = json.loads(m.group(2))
+                except ValueError:
+                    self.json[m.group(1)] = m.group(2)
+                continue
+            m = re.search(r"E2E BENCH (\S+) (\d+) (\d+)", line)
+            if m:
+                self.bench[m.group(1)] = (int(m.group(2)), int(m.group(3)) / 100)
+                continue
+            m = re.search(r"E2E READY (\S+)", line)
+            if m:
+                if m.group(1).startswith("keys-"):
+                    time.sleep(0.3)
+                    self.press_keys()
+                self.tell_guest(m.group(1))
+                continue
+            if "E2E DONE" in line:
+                break
+
+    def kind_of(self, busid):
+        return getattr(self, "busids", {}).get(busid, busid)
+
+    # ---------------------------------------------------------------- comparison and report
+    def compare(self):
+        ours, kernel = self.json.get("ours"), self.json.get("kernel")
+        if not isinstance(ours, list) or not isinstance(kernel, list):
+            return self.record("list-compare", False, f"device lists missing: ours={ours!r} kernel={kernel!r}")
+        print("\ndevice list entries, our server vs the kernel's usbip-host + usbipd:")
+        print(f"  {'device':<9} {'field':<20} {'ours':<28} {'kernel':<28} note")
+        same_core = True
+        for kind, vidpid in IDS.items():
+            vid, pid = (int(x, 16) for x in vidpid.split(":"))
+            o = next((d for d in ours if d.get("vid") == vid and d.get("pid") == pid), None)
+            k = next((d for d in kernel if d.get("vid") == vid and d.get("pid") == pid), None)
+            if o is None or k is None:
+                same_core = False
+                print(f"  {kind:<9} missing from {'ours' if o is None else 'kernel'}")
+                continue
+            for f in FIELDS:
+                ov, kv = o.get(f), k.get(f)
+                if ov == kv:
+                    note = "same"
+                elif f in EXPLAIN:
+                    note = "DIFFERENT: " + EXPLAIN[f]
+                else:
+                    note = "DIFFERENT"
+                    same_core = False
+                print(f"  {kind:<9} {f:<20} {json.dumps(ov):<28} {json.dumps(kv):<28} {note}")
+        self.record("list-compare", same_core,
+                    "every field equal except the documented ones" if same_core
+                    else "a field differs that has no explanation (see the table)")
+
+    def report_bench(self):
+        print("\nread throughput (O_DIRECT dd, best of three, same emulated disk):")
+        for name in ("local", "ours", "kernel"):
+            if name in self.bench:
+                mib, secs = self.bench[name]
+                print(f"  {name:<7} {mib} MiB in {secs:.2f} s = {mib / secs:.2f} MiB/s")
+        if "ours" in self.bench and "kernel" in self.bench:
+            ours = self.bench["ours"][0] / self.bench["ours"][1]
+            kern = self.bench["kernel"][0] / self.bench["kernel"][1]
+            print(f"ratio {ours / kern:.2f} (ours / kernel; goal >= 0.9)")
+            self.record("bench", True, f"ratio {ours / kern:.2f}")
+        else:
+            self.record("bench", False, f"missing a measurement: {self.bench}")
+
+    def stop(self):
+        if getattr(self, "vm", None) and self.vm.poll() is None:
+            try:
+                os.killpg(self.vm.pid, signal.SIGTERM)
+                self.vm.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.vm.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    def report(self):
+        for name in EXPECTED:
+            if name not in self.results:
+                self.record(name, False, "not reported by the guest")
+        failed = [n for n in self.order if not self.results[n][0]]
+        if failed:
+            print(f"\n--- guest console (last 60 lines of {self.console_path})")
+            try:
+                with open(self.console_path, errors="replace") as f:
+                    print("".join(f.readlines()[-60:]), end="")
+            except OSError as e:
+                print(e)
+        print(f"time {time.time() - self.t0:.0f} s")
+        print(f"{len(self.order) - len(failed)} passed, {len(failed)} failed")
+        return 1 if failed else 0
+
+    def main(self):
+        self.t0 = time.time()
+        self.prepare()
+        try:
+            self.boot()
+            self.follow()
+        finally:
+            self.stop()
+        self.compare()
+        self.report_bench()
+        return self.report()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cache", required=True, help="directory prepared by setup.sh and run-host.sh")
+    ap.add_argument("--timeout", type=float, default=220, help="seconds for the whole run")
+    ap.add_argument("-v", "--verbose", action="store_true", help="echo the guest console")
+    sys.exit(Suite(ap.parse_args()).main())
+
+
+if __name__ == "__main__":
+    main()
