@@ -49,18 +49,32 @@ async fn local(args: &ListArgs) -> anyhow::Result<()> {
             // `shared`, or `not shared` for a host device nobody bound.
             None => d.state.clone(),
         };
-        let name = match (&d.manufacturer, &d.product) {
-            (Some(m), Some(p)) => format!("{m} {p}"),
-            (None, Some(p)) => p.clone(),
-            (Some(m), None) => m.clone(),
-            (None, None) => String::new(),
-        };
+        let name = display_name(&d);
         println!(
             "{:<10} {:04x}:{:04x}  {:<9} {:<40} {state}",
             d.busid, d.vid, d.pid, d.speed, name
         );
     }
     Ok(())
+}
+
+/// What the device says of itself, else the names the usb.ids database has for its VID:PID.
+fn display_name(d: &DeviceEntry) -> String {
+    use usb_ids::FromId;
+    let vendor = d
+        .manufacturer
+        .clone()
+        .or_else(|| usb_ids::Vendor::from_id(d.vid).map(|v| v.name().to_string()));
+    let product = d
+        .product
+        .clone()
+        .or_else(|| usb_ids::Device::from_vid_pid(d.vid, d.pid).map(|p| p.name().to_string()));
+    match (vendor, product) {
+        (Some(m), Some(p)) => format!("{m} {p}"),
+        (None, Some(p)) => p,
+        (Some(m), None) => m,
+        (None, None) => String::new(),
+    }
 }
 
 #[cfg(any(target_os = "linux", target_os = "macos"))]
@@ -157,5 +171,37 @@ fn bracket_v6(host: &str) -> String {
         format!("[{host}]")
     } else {
         host.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(vid: u16, pid: u16, manufacturer: Option<&str>, product: Option<&str>) -> DeviceEntry {
+        DeviceEntry {
+            busid: "1-1".into(),
+            vid,
+            pid,
+            speed: "480".into(),
+            manufacturer: manufacturer.map(str::to_string),
+            product: product.map(str::to_string),
+            interfaces: vec![],
+            state: "not shared".into(),
+            kind: "host".into(),
+            client: None,
+        }
+    }
+
+    #[test]
+    fn names_come_from_the_device_then_from_usb_ids() {
+        assert_eq!(
+            display_name(&entry(0x0525, 0xa4a0, Some("Acme"), Some("Board"))),
+            "Acme Board"
+        );
+        let from_db = display_name(&entry(0x0525, 0xa4a0, None, None));
+        assert!(from_db.contains("Netchip"), "{from_db}");
+        assert!(from_db.contains("Gadget Zero"), "{from_db}");
+        assert_eq!(display_name(&entry(0xfffe, 0xfffe, None, None)), "");
     }
 }
