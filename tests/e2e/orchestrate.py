@@ -124,7 +124,7 @@ class Suite:
     def start_server(self):
         a = self.args
         env = dict(os.environ, RUST_LOG=os.environ.get("USBIPD_E2E_LOG", "debug"), NO_COLOR="1")
-        cmd = [a.usbipd, "server", "--listen", f"127.0.0.1:{self.server_port}", "--config", self.config,
+        cmd = [a.usbipd, "server", "--extension", "off", "--listen", f"127.0.0.1:{self.server_port}", "--config", self.config,
                "--control", self.sock]
         log = open(self.server_log_path, "w")
         self.server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,

@@ -122,6 +122,7 @@ impl ServerProcess {
         let started = Instant::now();
         let mut child = Command::new(binary)
             .arg("server")
+            .args(["--extension", "off"])
             .args(args)
             .args(["--listen", &usbip.to_string(), "--control"])
             .arg(&control)

@@ -320,6 +320,7 @@ async fn writes_acknowledged_before_sync_survive_kill_9_of_the_server() {
     let mut child = Child(
         std::process::Command::new(env!("CARGO_BIN_EXE_usbipd"))
             .arg("server")
+            .args(["--extension", "off"])
             .arg("--config")
             .arg(&config)
             .arg("--listen")

@@ -186,7 +186,7 @@ sysfs
 mkdir -p /tmp/state /run/usbipd; : > /tmp/usbipd.toml
 C="--control /run/usbipd/control.sock" S="--state-dir /tmp/state"
 t "starting our usbipd"
-RUST_LOG=${RUST_LOG:-info} usbipd server --listen 127.0.0.1:3240 --config /tmp/usbipd.toml $C $S \
+RUST_LOG=${RUST_LOG:-info} usbipd server --extension off --listen 127.0.0.1:3240 --config /tmp/usbipd.toml $C $S \
   > /tmp/server.log 2>&1 & SPID=$!
 if waitfor 100 [ -S /run/usbipd/control.sock ] && waitfor 50 usbip list -r 127.0.0.1 >/dev/null 2>&1; then
   pass ours-server-start "pid $SPID"

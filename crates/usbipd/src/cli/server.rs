@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{ControlArg, StateArg};
 use crate::activation::controller::LogNotifier;
@@ -47,7 +47,7 @@ pub struct ServerArgs {
     /// extension in the background: systemd unit, launchd daemon, or a supervised child; then
     /// use it), `embedded` (start and supervise it as a child), `external` (use one run by
     /// systemd/launchd), or `off` (fallback mode only)
-    #[arg(long, default_value = "off", value_parser = ["off", "auto", "embedded", "external"])]
+    #[arg(long, default_value = "auto", value_parser = ["off", "auto", "embedded", "external"])]
     pub extension: String,
     /// Tests only: the embedded installation takes this long (to see fallback mode first)
     #[arg(long, value_name = "MS", default_value_t = 0, hide = true)]
@@ -109,9 +109,17 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let socket = args.extension_socket.path();
     let mut auto = None;
     let activation = if args.extension == "auto" {
-        let (activation, facts, supervisor) = start_activation(&args, &socket)?;
-        auto = Some(supervisor);
-        Some((activation, facts))
+        // Activation is a bonus on top of fallback mode: if it cannot even start, serve anyway.
+        match start_activation(&args, &socket) {
+            Ok((activation, facts, supervisor)) => {
+                auto = Some(supervisor);
+                Some((activation, facts))
+            }
+            Err(e) => {
+                warn!(error = %e, "extension activation unavailable; staying in fallback mode");
+                None
+            }
+        }
     } else {
         None
     };

@@ -99,7 +99,7 @@ impl ErrorCode {
             ErrorCode::ClaimFailed => "the device could not be claimed; see the OS error code and `usbipd status` for recent errors",
             ErrorCode::ReleaseFailed => "the kernel driver did not take the device back; unplug and replug it",
             ErrorCode::StateFile => "the claim registry file could not be used; check its path and permissions (see the message)",
-            ErrorCode::Unavailable => "the extension is not running; start `usbipd server --extension embedded`, or the usbipd extension service",
+            ErrorCode::Unavailable => "the extension is not running; `usbipd server` starts it (see `usbipd status`), or run `usbipd extension install`",
             ErrorCode::Internal => "an internal error; please report it with the extension's log",
         }
     }
