@@ -43,7 +43,8 @@ EXTENSION = (["ext-server-start", "ext-bind-storage", "ext-claimed-at-bind-stora
               "ext-second-attach-refused", "ext-attach-keyboard", "ext-imported-keyboard", "ext-keys",
               "ext-detach", "ext-claim-kept", "ext-restart-restores", "ext-reattach-storage",
               "ext-reattach-raw", "ext-detach-again", "ext-unbind-storage", "ext-unbind-keyboard",
-              "ext-storage-returned", "ext-keyboard-returned", "ext-unbind-unclaimed", "ext-server-stopped"])
+              "ext-storage-returned", "ext-keyboard-returned", "ext-unbind-unclaimed", "ext-server-stopped",
+              "ext-server-log-clean"])
 KERNEL = (["kernel-bind-storage", "kernel-bind-keyboard", "kernel-server-start", "kernel-attach-storage",
            "kernel-imported-disk", "kernel-file", "kernel-raw", "kernel-head", "kernel-attach-keyboard",
            "kernel-imported-keyboard", "kernel-keys", "kernel-unlink", "kernel-after-unlink", "kernel-detach", "kernel-storage-returned",

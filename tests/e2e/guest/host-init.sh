@@ -366,6 +366,10 @@ kill $XPID; waitfor 50 eval '! kill -0 $XPID 2>/dev/null'
 check ext-server-stopped "daemon and its extension child gone" waitfor 50 eval '! pgrep -f "extension run" >/dev/null'
 echo "=== extension-mode server log: $(wc -l < /tmp/ext-server.log) lines; warnings and errors:"
 grep -E "WARN|ERROR" /tmp/ext-server.log | tail -20
+# the one expected warning: the supervisor seeing its child killed
+unexpected() { grep -E "WARN|ERROR" /tmp/ext-server.log | grep -v "extension exited; restarting status=signal: 9"; }
+check ext-server-log-clean "$(unexpected | wc -l) unexpected warnings/errors: $(unexpected | head -2 | cut -c1-160)" \
+  eval '[ -z "$(unexpected)" ]'
 echo "=== extension-mode server log (tail)"; tail -15 /tmp/ext-server.log
 
 # ---- the kernel's usbip-host + usbipd on the same devices -------------------------------------------
