@@ -37,11 +37,19 @@ OURS = (["ours-server-start", "ours-list-host-devices", "ours-bind-storage", "ou
          "ours-claim-keyboard", "ours-imported-keyboard", "ours-keys", "ours-unlink", "ours-after-unlink", "ours-detach",
          "ours-unbind-storage", "ours-unbind-keyboard", "ours-storage-returned", "back-file",
          "back-raw", "back-head", "back-written", "ours-keyboard-returned", "ours-unbind-unexported", "ours-server-log-clean"])
+EXTENSION = (["ext-server-start", "ext-bind-storage", "ext-claimed-at-bind-storage", "ext-bind-keyboard",
+              "ext-claimed-at-bind-keyboard", "ext-kernel-client-list", "ext-attach-storage",
+              "ext-status-in-use", "ext-imported-disk", "ext-file", "ext-raw", "ext-head",
+              "ext-second-attach-refused", "ext-attach-keyboard", "ext-imported-keyboard", "ext-keys",
+              "ext-detach", "ext-claim-kept", "ext-restart-restores", "ext-reattach-storage",
+              "ext-reattach-raw", "ext-detach-again", "ext-unbind-storage", "ext-unbind-keyboard",
+              "ext-storage-returned", "ext-keyboard-returned", "ext-unbind-unclaimed", "ext-server-stopped",
+              "ext-server-log-clean"])
 KERNEL = (["kernel-bind-storage", "kernel-bind-keyboard", "kernel-server-start", "kernel-attach-storage",
            "kernel-imported-disk", "kernel-file", "kernel-raw", "kernel-head", "kernel-attach-keyboard",
            "kernel-imported-keyboard", "kernel-keys", "kernel-unlink", "kernel-after-unlink", "kernel-detach", "kernel-storage-returned",
            "kernel-keyboard-returned"])
-EXPECTED = LOCAL + OURS + KERNEL + ["list-compare", "bench"]
+EXPECTED = LOCAL + OURS + EXTENSION + KERNEL + ["list-compare", "bench"]
 
 # record fields compared between the servers, and what a difference means
 FIELDS = ["busid", "vid", "pid", "busnum", "devnum", "speed_code", "bcd_device", "class",

@@ -269,6 +269,109 @@ check ours-server-log-clean "$(grep -cE 'WARN|ERROR' /tmp/server.log) warnings/e
   eval '! grep -qE "WARN|ERROR" /tmp/server.log'
 echo "=== our server log (tail)"; tail -15 /tmp/server.log
 
+# ---- extension mode: the embedded extension claims at bind and serves the imports the daemon hands
+# over (the client's socket through SCM_RIGHTS); a killed extension restores its claims ------------
+t "extension mode"
+mkdir -p /run/usbipd-e2e /tmp/state-ext
+X="--extension-socket /run/usbipd-e2e/ext.sock" XC="--control /run/usbipd-e2e/control.sock --state-dir /tmp/state-ext"
+RUST_LOG=${RUST_LOG:-info} usbipd server --listen 127.0.0.1:3240 --config /tmp/usbipd.toml --extension embedded \
+  $X --extension-state /run/usbipd-e2e/claims.json $XC > /tmp/ext-server.log 2>&1 & XPID=$!
+# the extension's status as one line of JSON, and fields of it (no JSON tool in the guest)
+ext_status() { tmo 20 usbipd status --json $X $XC 2>/dev/null | tr -d ' \n'; }
+# (serde_json sorts the keys)
+ext_pid() { ext_status | sed -n 's/.*"extension":{[^}]*"pid":\([0-9]*\)[^}]*"running":true.*/\1/p'; }
+claim_state() { ext_status | grep -o "\"busid\":\"$1\"[^}]*" | sed -n 's/.*"state":"\([^"]*\)".*/\1/p'; }
+claim_is() { [ "$(claim_state $1)" = "$2" ]; }
+new_ext_pid() { p=$(ext_pid) && [ -n "$p" ] && [ "$p" != "$1" ]; }
+if waitfor 150 eval '[ -n "$(ext_pid)" ]' && waitfor 50 usbip list -r 127.0.0.1 >/dev/null 2>&1; then
+  EPID=$(ext_pid); pass ext-server-start "daemon pid $XPID, extension pid $EPID"
+else
+  EPID=; fail ext-server-start "$(tail -5 /tmp/ext-server.log) $(usbipd status $X $XC 2>&1 | tail -3)"
+fi
+# bind: the extension claims at once (the kernel driver lets go now, not at import as in fallback)
+o=$(tmo 20 usbipd bind --busid $SB $X $XC 2>&1); rc=$?
+check ext-bind-storage "rc=$rc $(echo $o)" eval '[ $rc = 0 ] && echo "$o" | grep -q "taken from kernel driver usb-storage"'
+check ext-claimed-at-bind-storage "local $SB:1.0 driver '$(drv $(intf0 $SD))', status '$(claim_state $SB)'" \
+  eval 'waitfor 50 eval "! has_disk $SD" && bound_to $(intf0 $SD) usbfs && claim_is $SB claimed'
+o=$(tmo 20 usbipd bind --busid $KB $X $XC 2>&1); rc=$?
+check ext-bind-keyboard "rc=$rc $(echo $o)" eval '[ $rc = 0 ] && echo "$o" | grep -q "taken from kernel driver usbhid"'
+check ext-claimed-at-bind-keyboard "local $KB:1.0 driver '$(drv $(intf0 $KD))'" \
+  eval 'bound_to $(intf0 $KD) usbfs && ! has_input $KD'
+out=$(tmo 20 usbip list -r 127.0.0.1 2>&1); echo "$out"
+check ext-kernel-client-list "usbip list -r: $SB($STOID) $KB($KBDID)" eval \
+  'echo "$out" | grep -q "^ *$SB: .*($STOID)\$" && echo "$out" | grep -q "^ *$KB: .*($KBDID)\$"'
+
+if import ext-attach-storage $SB $STOID; then
+  VD=$(find_dev $STOID vhci)
+  check ext-status-in-use "status '$(claim_state $SB)'" claim_is $SB "inuse"
+  if waitfor 150 has_disk $VD; then
+    disk=$(disk_of $VD); pass ext-imported-disk "/dev/$disk $(cat /sys/block/$disk/size) sectors"
+    read_disk ext $disk
+  else
+    fail ext-imported-disk "no block device (driver '$(drv $(intf0 $VD))')"
+  fi
+  out=$(tmo 30 usbip attach -r 127.0.0.1 -b $SB 2>&1); rc=$?
+  check ext-second-attach-refused "rc=$rc $(echo $out)" eval '[ $rc != 0 ] && [ $(ports | wc -l) = 1 ]'
+fi
+if import ext-attach-keyboard $KB $KBDID; then
+  VK=$(find_dev $KBDID vhci)
+  if waitfor 50 bound_to $(intf0 $VK) usbhid && waitfor 50 has_input $VK; then
+    pass ext-imported-keyboard "usbhid, $(basename $(input_of $VK))"
+    [ -n "$KEYS" ] && keys ext $VK
+  else
+    fail ext-imported-keyboard "driver '$(drv $(intf0 $VK))'"
+  fi
+fi
+check ext-detach "every port detached, imported devices gone" detach_all
+# a client leaving keeps the claim: the kernel driver does not get the device back
+check ext-claim-kept "status '$(waitfor 50 claim_is $SB claimed; claim_state $SB)', local driver '$(drv $(intf0 $SD))'" \
+  eval 'claim_is $SB claimed && bound_to $(intf0 $SD) usbfs && ! has_disk $SD'
+# the extension killed: the daemon's supervisor starts it again, and it claims the device again
+if [ -n "$EPID" ]; then
+  kill -9 $EPID
+  if waitfor 150 new_ext_pid $EPID && waitfor 50 claim_is $SB claimed; then
+    pass ext-restart-restores "extension pid $EPID killed, now $(ext_pid); $SB '$(claim_state $SB)' $KB '$(claim_state $KB)', local driver '$(drv $(intf0 $SD))'"
+  else
+    fail ext-restart-restores "pid '$(ext_pid)' $SB '$(claim_state $SB)' $(grep -E 'WARN|ERROR' /tmp/ext-server.log | tail -3)"
+  fi
+else
+  fail ext-restart-restores "no extension pid"
+fi
+if import ext-reattach-storage $SB $STOID; then
+  VD=$(find_dev $STOID vhci)
+  if waitfor 150 has_disk $VD; then
+    disk=$(disk_of $VD)
+    got=$(tmo 30 dd if=/dev/$disk bs=65536 skip=$RAW_BLK count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+    check ext-reattach-raw "after the restart: 1 MiB at block $RAW_BLK md5 $got want $RAWMD5" [ "$got" = "$RAWMD5" ]
+  else
+    fail ext-reattach-raw "no block device (driver '$(drv $(intf0 $VD))')"
+  fi
+fi
+check ext-detach-again "every port detached" detach_all
+# unbind: the extension releases the device and the kernel drivers bind again
+for b in $SB $KB; do
+  o=$(tmo 20 usbipd unbind --busid $b $X $XC 2>&1); rc=$?
+  check ext-unbind-$b "rc=$rc $(echo $o)" [ $rc = 0 ]
+done
+if waitfor 100 bound_to $(intf0 $SD) usb-storage && waitfor 150 has_disk $SD; then
+  LOCAL_DISK=$(disk_of $SD)
+  got=$(tmo 30 dd if=/dev/$LOCAL_DISK bs=65536 skip=$RAW_BLK count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+  check ext-storage-returned "usb-storage, /dev/$LOCAL_DISK raw md5 $got want $RAWMD5" [ "$got" = "$RAWMD5" ]
+else
+  fail ext-storage-returned "driver '$(drv $(intf0 $SD))'"
+fi
+check ext-keyboard-returned "driver '$(drv $(intf0 $KD))'" eval 'waitfor 100 bound_to $(intf0 $KD) usbhid && waitfor 50 has_input $KD'
+check ext-unbind-unclaimed "status: no claim left" eval '[ -z "$(claim_state $SB)$(claim_state $KB)" ] && [ -n "$(ext_pid)" ]'
+kill $XPID; waitfor 50 eval '! kill -0 $XPID 2>/dev/null'
+check ext-server-stopped "daemon and its extension child gone" waitfor 50 eval '! pgrep -f "extension run" >/dev/null'
+echo "=== extension-mode server log: $(wc -l < /tmp/ext-server.log) lines; warnings and errors:"
+grep -E "WARN|ERROR" /tmp/ext-server.log | tail -20
+# the one expected warning: the supervisor seeing its child killed
+unexpected() { grep -E "WARN|ERROR" /tmp/ext-server.log | grep -v "extension exited; restarting status=signal: 9"; }
+check ext-server-log-clean "$(unexpected | wc -l) unexpected warnings/errors: $(unexpected | head -2 | cut -c1-160)" \
+  eval '[ -z "$(unexpected)" ]'
+echo "=== extension-mode server log (tail)"; tail -15 /tmp/ext-server.log
+
 # ---- the kernel's usbip-host + usbipd on the same devices -------------------------------------------
 t "kernel usbip-host"
 for b in $SB $KB; do

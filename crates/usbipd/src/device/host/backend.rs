@@ -172,7 +172,8 @@ pub trait HostDeviceOps: Send + 'static {
     fn reset(&mut self) -> Result<(), HostError>;
 
     /// Lets kernel drivers bind to every interface nobody claims (Linux USBDEVFS_CONNECT):
-    /// gives a device back after a process that detached its drivers died.
+    /// gives a device back after a process that detached its drivers died. An interface that
+    /// already has a driver is left alone (not an error).
     fn attach_kernel_drivers(&mut self) -> Result<(), HostError> {
         Err(HostError::new(
             super::errors::HostErrorKind::Unsupported,
