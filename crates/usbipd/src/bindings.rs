@@ -137,30 +137,8 @@ pub fn parse_hardware_id(s: &str) -> Option<Binding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use usbip_proto::Speed;
 
-    pub fn info(busid: &str, vid: u16, pid: u16) -> HostDeviceInfo {
-        HostDeviceInfo {
-            busid: busid.into(),
-            busnum: 1,
-            devnum: 2,
-            path: String::new(),
-            speed: Speed::High,
-            vendor_id: vid,
-            product_id: pid,
-            device_version: 0,
-            class: 0,
-            subclass: 0,
-            protocol: 0,
-            manufacturer: None,
-            product: None,
-            serial: None,
-            configuration_value: 1,
-            num_configurations: 1,
-            configurations: vec![],
-            interfaces: vec![],
-        }
-    }
+    use crate::device::host::double::sample_info as info;
 
     #[test]
     fn bindings_match_by_port_or_hardware_id() {

@@ -123,7 +123,6 @@ mod tests {
     use super::*;
     use crate::bindings::Binding;
     use crate::device::host::{ClaimError, HostDeviceOps, HostError, HostErrorKind};
-    use usbip_proto::Speed;
 
     #[derive(Default)]
     struct FakeBus {
@@ -145,26 +144,7 @@ mod tests {
     }
 
     fn info(busid: &str, vid: u16) -> HostDeviceInfo {
-        HostDeviceInfo {
-            busid: busid.into(),
-            busnum: 1,
-            devnum: 2,
-            path: String::new(),
-            speed: Speed::High,
-            vendor_id: vid,
-            product_id: 1,
-            device_version: 0,
-            class: 0,
-            subclass: 0,
-            protocol: 0,
-            manufacturer: None,
-            product: None,
-            serial: None,
-            configuration_value: 1,
-            num_configurations: 1,
-            configurations: vec![],
-            interfaces: vec![],
-        }
+        crate::device::host::double::sample_info(busid, vid, 1)
     }
 
     #[test]

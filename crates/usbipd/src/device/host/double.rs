@@ -16,6 +16,30 @@ use super::backend::{
 use super::errors::{ClaimError, HostError, HostErrorKind, XferError};
 use crate::device::SetupPacket;
 
+/// A plain high-speed device at `busid` with this VID:PID, for tests that only need a listing.
+pub(crate) fn sample_info(busid: &str, vid: u16, pid: u16) -> HostDeviceInfo {
+    HostDeviceInfo {
+        busid: busid.into(),
+        busnum: 1,
+        devnum: 2,
+        path: String::new(),
+        speed: usbip_proto::Speed::High,
+        vendor_id: vid,
+        product_id: pid,
+        device_version: 0,
+        class: 0,
+        subclass: 0,
+        protocol: 0,
+        manufacturer: None,
+        product: None,
+        serial: None,
+        configuration_value: 1,
+        num_configurations: 1,
+        configurations: vec![],
+        interfaces: vec![],
+    }
+}
+
 pub(crate) type ControlFn =
     Box<dyn FnMut(&SetupPacket, &[u8]) -> Result<Vec<u8>, XferError> + Send>;
 
