@@ -11,15 +11,14 @@ import argparse
 import hashlib
 import json
 import os
-import queue
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
+
+from e2elib import Guest, Results, qemu_command, tail
 
 DISK_MIB = 64
 FS_SECTORS = 65536  # a 32 MiB FAT16 at the start of the image, without a partition table
@@ -67,20 +66,10 @@ EXPLAIN = {
 class Suite:
     def __init__(self, args):
         self.args = args
-        self.results = {}
-        self.order = []
+        self.checks = Results(args.verbose)
+        self.record = self.checks.record
         self.json = {}
         self.bench = {}
-
-    def record(self, name, ok, reason=""):
-        if name in self.results:
-            return
-        reason = " | ".join(l.strip() for l in reason.splitlines() if l.strip())
-        reason = reason if len(reason) < 400 else reason[:400] + "..."
-        self.results[name] = (ok, reason)
-        self.order.append(name)
-        print(f"PASS {name}" + (f" ({reason})" if reason and self.args.verbose else "") if ok
-              else f"FAIL {name}: {reason}", flush=True)
 
     def prepare(self):
         self.work = os.path.join(self.args.cache, "run-host")
@@ -114,39 +103,15 @@ class Suite:
                   f"e2e_head_mib={HEAD_MIB} e2e_keys={keys} "
                   # the kernel gives unknown name=value parameters to init as environment
                   f"RUST_LOG={os.environ.get('USBIPD_E2E_LOG', 'info')}")
-        cmd = ["timeout", str(int(a.timeout) + 5), "qemu-system-x86_64", "-accel", "tcg", "-machine", "q35",
-               "-cpu", "max", "-smp", "2", "-m", "512",
-               "-kernel", os.path.join(a.cache, "vmlinuz"),
-               "-initrd", os.path.join(a.cache, "initramfs-host.cpio.gz"), "-append", append,
-               "-display", "none", "-vga", "none", "-nodefaults", "-no-reboot",
-               "-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
+        cmd = qemu_command(a.cache, "initramfs-host.cpio.gz", append, a.timeout, [
                "-monitor", f"unix:{self.monitor},server=on,wait=off",
                "-device", "qemu-xhci,id=xhci", "-device", "usb-kbd,bus=xhci.0",
                "-drive", f"if=none,id=stick,format=raw,file={self.image}",
-               "-device", "usb-storage,bus=xhci.0,drive=stick"]
-        self.vm = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        self.lines = queue.Queue()
-        threading.Thread(target=self._reader, daemon=True).start()
-
-    def _reader(self):
-        t0 = time.time()
-        with open(self.console_path, "w") as log:
-            for raw in self.vm.stdout:
-                line = raw.decode(errors="replace").rstrip("\r\n")
-                log.write(f"[{time.time() - t0:6.2f}] {line}\n")
-                log.flush()
-                if self.args.verbose:
-                    print(f"  | {line}", flush=True)
-                self.lines.put(line)
-        self.lines.put(None)
+               "-device", "usb-storage,bus=xhci.0,drive=stick"])
+        self.guest = Guest(cmd, self.console_path, self.args.verbose)
 
     def tell_guest(self, word):
-        try:
-            self.vm.stdin.write(f"GO {word}\n".encode())
-            self.vm.stdin.flush()
-        except OSError:
-            pass
+        self.guest.tell(word)
 
     def press_keys(self):
         """Presses KEYS on the emulated usb-kbd through the QEMU human monitor."""
@@ -161,45 +126,44 @@ class Suite:
             print(f"NOTE cannot press keys through the QEMU monitor: {e}", flush=True)
 
     def follow(self):
-        deadline = self.t0 + self.args.timeout
-        while True:
+        try:
+            for line in self.guest.lines(self.t0 + self.args.timeout):
+                if not self.on_line(line):
+                    break
+        except TimeoutError:
+            self.record("guest-finished", False, f"guest still running after {self.args.timeout} s")
+
+    def on_line(self, line):
+        """Handles one console line; False once the guest is done."""
+        m = re.search(r"local-devices PASS keyboard (\S+) .* storage (\S+) ", line)
+        if m:
+            self.busids = {m.group(1): "keyboard", m.group(2): "storage"}
+        m = re.search(r"E2E CHECK (\S+) (PASS|FAIL) ?(.*)", line)
+        if m:
+            name = m.group(1)
+            # the busids are the guest's; name the checks by device
+            name = re.sub(r"-(\d+-[\d.]+)$", lambda b: "-" + self.kind_of(b.group(1)), name)
+            self.record(name, m.group(2) == "PASS", m.group(3))
+            return True
+        m = re.search(r"E2E JSON (\S+) (.*)", line)
+        if m:
             try:
-                line = self.lines.get(timeout=max(0.1, deadline - time.time()))
-            except queue.Empty:
-                line = None
-                self.record("guest-finished", False, f"guest still running after {self.args.timeout} s")
-            if line is None:
-                break
-            m = re.search(r"local-devices PASS keyboard (\S+) .* storage (\S+) ", line)
-            if m:
-                self.busids = {m.group(1): "keyboard", m.group(2): "storage"}
-            m = re.search(r"E2E CHECK (\S+) (PASS|FAIL) ?(.*)", line)
-            if m:
-                name = m.group(1)
-                # the busids are the guest's; name the checks by device
-                name = re.sub(r"-(\d+-[\d.]+)$", lambda b: "-" + self.kind_of(b.group(1)), name)
-                self.record(name, m.group(2) == "PASS", m.group(3))
-                continue
-            m = re.search(r"E2E JSON (\S+) (.*)", line)
-            if m:
-                try:
-                    self.json[m.group(1)] = json.loads(m.group(2))
-                except ValueError:
-                    self.json[m.group(1)] = m.group(2)
-                continue
-            m = re.search(r"E2E BENCH (\S+) (\d+) (\d+)", line)
-            if m:
-                self.bench[m.group(1)] = (int(m.group(2)), int(m.group(3)) / 100)
-                continue
-            m = re.search(r"E2E READY (\S+)", line)
-            if m:
-                if m.group(1).startswith("keys-"):
-                    time.sleep(0.3)
-                    self.press_keys()
-                self.tell_guest(m.group(1))
-                continue
-            if "E2E DONE" in line:
-                break
+                self.json[m.group(1)] = json.loads(m.group(2))
+            except ValueError:
+                self.json[m.group(1)] = m.group(2)
+            return True
+        m = re.search(r"E2E BENCH (\S+) (\d+) (\d+)", line)
+        if m:
+            self.bench[m.group(1)] = (int(m.group(2)), int(m.group(3)) / 100)
+            return True
+        m = re.search(r"E2E READY (\S+)", line)
+        if m:
+            if m.group(1).startswith("keys-"):
+                time.sleep(0.3)
+                self.press_keys()
+            self.tell_guest(m.group(1))
+            return True
+        return "E2E DONE" not in line
 
     def kind_of(self, busid):
         return getattr(self, "busids", {}).get(busid, busid)
@@ -249,31 +213,16 @@ class Suite:
             self.record("bench", False, f"missing a measurement: {self.bench}")
 
     def stop(self):
-        if getattr(self, "vm", None) and self.vm.poll() is None:
-            try:
-                os.killpg(self.vm.pid, signal.SIGTERM)
-                self.vm.wait(5)
-            except (OSError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.vm.pid, signal.SIGKILL)
-                except OSError:
-                    pass
+        if getattr(self, "guest", None):
+            self.guest.stop()
 
     def report(self):
-        for name in EXPECTED:
-            if name not in self.results:
-                self.record(name, False, "not reported by the guest")
-        failed = [n for n in self.order if not self.results[n][0]]
-        if failed:
+        self.checks.missing(EXPECTED, "not reported by the guest")
+        if self.checks.failed():
             print(f"\n--- guest console (last 60 lines of {self.console_path})")
-            try:
-                with open(self.console_path, errors="replace") as f:
-                    print("".join(f.readlines()[-60:]), end="")
-            except OSError as e:
-                print(e)
+            print(tail(self.console_path, 60), end="")
         print(f"time {time.time() - self.t0:.0f} s")
-        print(f"{len(self.order) - len(failed)} passed, {len(failed)} failed")
-        return 1 if failed else 0
+        return self.checks.summary()
 
     def main(self):
         self.t0 = time.time()

@@ -9,15 +9,14 @@ detach), and prints one PASS/FAIL line per check plus the final "N passed, M fai
 import argparse
 import hashlib
 import os
-import queue
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
+
+from e2elib import Guest, Results, kill_group, qemu_command, tail
 
 BUSIDS = {"keyboard": "0-1", "serial": "0-2", "storage": "0-3", "loopback": "0-4"}
 IDS = {"keyboard": "1209:0001", "serial": "1209:0002", "storage": "1209:0003", "loopback": "0525:a4a0"}
@@ -56,19 +55,10 @@ KEYCODES.update({" ": 57, "\n": 28})
 class Suite:
     def __init__(self, args):
         self.args = args
-        self.results = {}  # name -> (ok, reason), first report wins
-        self.order = []
+        self.checks = Results()
+        self.record = self.checks.record
         self.procs = []
         self.socks = []
-
-    def record(self, name, ok, reason=""):
-        if name in self.results:
-            return
-        reason = " | ".join(l.strip() for l in reason.splitlines() if l.strip())
-        reason = reason if len(reason) < 400 else reason[:400] + "..."
-        self.results[name] = (ok, reason)
-        self.order.append(name)
-        print(f"PASS {name}" if ok else f"FAIL {name}: {reason}", flush=True)
 
     # ---------------------------------------------------------------- helpers
     def run(self, cmd, timeout=20):
@@ -79,13 +69,6 @@ class Suite:
             return 124, f"timed out after {timeout}s: {' '.join(cmd)}"
         except OSError as e:
             return 127, str(e)
-
-    def tail(self, path, n=60):
-        try:
-            with open(path, errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError as e:
-            return f"({e})\n"
 
     def server_log(self):
         try:
@@ -173,63 +156,38 @@ class Suite:
                   f"e2e_ids={IDS['keyboard']},{IDS['serial']},{IDS['storage']},{IDS['loopback']} "
                   f"e2e_sectors={(DISK_MIB << 20) // 512} e2e_fs_kb={FS_MIB << 10} e2e_raw_blk={RAW_OFF >> 16} "
                   f"e2e_host_blk={HOST_DATA_OFF >> 16} e2e_hostmd5={hashlib.md5(self.host_data).hexdigest()}")
-        cmd = ["timeout", str(int(a.timeout) + 5), "qemu-system-x86_64", "-accel", "tcg", "-machine", "q35",
-               "-cpu", "max", "-smp", "2", "-m", "512",
-               "-kernel", os.path.join(a.cache, "vmlinuz"),
-               "-initrd", os.path.join(a.cache, "initramfs.cpio.gz"), "-append", append,
-               "-display", "none", "-vga", "none", "-nodefaults", "-no-reboot",
-               "-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
-               "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="]
+        cmd = qemu_command(a.cache, "initramfs.cpio.gz", append, a.timeout,
+                           ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="])
         if a.mode == "shell":  # interactive: the console is the terminal; the server stays up meanwhile
             print(f"server on 127.0.0.1:{self.port} (guest: usbip --tcp-port {self.port} attach -r 10.0.2.2 -b BUSID)")
             subprocess.call(cmd[2:])
             return False
-        self.vm = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append(self.vm)
-        self.lines = queue.Queue()
-        threading.Thread(target=self._reader, daemon=True).start()
-
-    def _reader(self):
-        t0 = time.time()
-        with open(self.console_path, "w") as log:
-            for raw in self.vm.stdout:
-                line = raw.decode(errors="replace").rstrip("\r\n")
-                log.write(f"[{time.time() - t0:6.2f}] {line}\n")
-                log.flush()
-                if self.args.verbose:
-                    print(f"  | {line}", flush=True)
-                self.lines.put(line)
-        self.lines.put(None)
+        self.guest = Guest(cmd, self.console_path, self.args.verbose)
+        self.procs.append(self.guest.proc)
 
     def tell_guest(self, word):
-        try:
-            self.vm.stdin.write(f"GO {word}\n".encode())
-            self.vm.stdin.flush()
-        except OSError:
-            pass
+        self.guest.tell(word)
 
     def follow(self):
-        deadline = self.t0 + self.args.timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.1, deadline - time.time()))
-            except queue.Empty:
-                line = None
-                self.record("guest-finished", False, f"guest still running after {self.args.timeout} s")
-            if line is None:
-                break
-            m = re.search(r"E2E CHECK (\S+) (PASS|FAIL) ?(.*)", line)
-            if m:
-                self.record(m.group(1), m.group(2) == "PASS", m.group(3))
-                continue
-            m = re.search(r"E2E READY (\S+)", line)
-            if m:
-                if not getattr(self, "on_" + m.group(1).replace("-", "_"))():
-                    self.tell_guest(m.group(1))
-                continue
-            if "E2E DONE" in line:
-                break
+        try:
+            for line in self.guest.lines(self.t0 + self.args.timeout):
+                if not self.on_line(line):
+                    break
+        except TimeoutError:
+            self.record("guest-finished", False, f"guest still running after {self.args.timeout} s")
+
+    def on_line(self, line):
+        """Handles one console line; False once the guest is done."""
+        m = re.search(r"E2E CHECK (\S+) (PASS|FAIL) ?(.*)", line)
+        if m:
+            self.record(m.group(1), m.group(2) == "PASS", m.group(3))
+            return True
+        m = re.search(r"E2E READY (\S+)", line)
+        if m:
+            if not getattr(self, "on_" + m.group(1).replace("-", "_"))():
+                self.tell_guest(m.group(1))
+            return True
+        return "E2E DONE" not in line
 
     # ---------------------------------------------------------------- answers to READY markers
     def on_keyboard(self):
@@ -303,21 +261,10 @@ class Suite:
         for s in self.socks:
             s.close()
         for p in reversed(self.procs):
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                    p.wait(5)
-                except (OSError, subprocess.TimeoutExpired):
-                    try:
-                        os.killpg(p.pid, signal.SIGKILL)
-                        p.wait(5)
-                    except (OSError, subprocess.TimeoutExpired):
-                        pass
+            kill_group(p)
 
     def report(self):
-        for name in EXPECTED:
-            if name not in self.results:
-                self.record(name, False, "not reached (see the guest console below)")
+        self.checks.missing(EXPECTED, "not reached (see the guest console below)")
         try:
             with open(self.console_path, errors="replace") as f:
                 console = f.read()
@@ -330,16 +277,14 @@ class Suite:
         if getattr(self, "wire", None):
             print(f"NOTE wire log {self.wire_path}: {self.wire.violations} order violation(s)"
                   + (" (grep VIOLATION)" if self.wire.violations else ""))
-        failed = [n for n in self.order if not self.results[n][0]]
-        if failed:
+        if self.checks.failed():
             print(f"---- last lines of the guest console ({self.console_path})")
-            sys.stdout.write(self.tail(self.console_path, 60))
+            sys.stdout.write(tail(self.console_path, 60))
             print(f"---- last lines of the server log ({self.server_log_path})")
-            sys.stdout.write(self.tail(self.server_log_path, 60))
+            sys.stdout.write(tail(self.server_log_path, 60))
             print("----")
         print(f"run time {time.time() - self.t0:.1f} s, logs in {self.work}")
-        print(f"{len(self.order) - len(failed)} passed, {len(failed)} failed")
-        return 1 if failed else 0
+        return self.checks.summary()
 
     def main(self):
         self.t0 = time.time()
@@ -351,7 +296,7 @@ class Suite:
         self.prepare()
         try:
             self.start_server()
-            if self.results["host-server-start"][0]:
+            if self.checks.results["host-server-start"][0]:
                 if self.args.mode == "client":
                     self.host_lists()
                 if self.boot() is not False:
