@@ -12,6 +12,10 @@ use usbipd::activation::status::{ACTIVE, AVAILABLE};
 use usbipd::extension::virtual_bus::{KernelState, VirtualBusSpec, VirtualDeviceSpec};
 use usbipd::ipc::{client, Request, Response};
 
+mod common;
+
+use common::process::{free_port, kill_recorded_extension};
+
 const BIN: &str = env!("CARGO_BIN_EXE_usbipd");
 /// How long the embedded "installation" takes: long enough to act before it completes.
 const INSTALL_MS: u64 = 1500;
@@ -36,23 +40,8 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // Whatever happened, no extension is left behind.
-        if let Ok(pid) = std::fs::read_to_string(self.dir.join("ext.pid")) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
+        kill_recorded_extension(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_daemon(dir: &Path, port: u16) -> Daemon {

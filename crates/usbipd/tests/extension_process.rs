@@ -14,6 +14,10 @@ use usbipd::extension::virtual_bus::{
 };
 use usbipd::ipc::{client, Request, Response, StatusReport};
 
+mod common;
+
+use common::process::{free_port, Reaper};
+
 const BIN: &str = env!("CARGO_BIN_EXE_usbipd");
 
 struct Daemon {
@@ -27,29 +31,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Kills the extension left behind, whatever happened in the test.
-struct Reaper(PathBuf);
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Ok(k) = std::fs::read_to_string(self.0.join("ext.pid")) {
-            if let Ok(pid) = k.trim().parse::<i32>() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_daemon(dir: &Path, port: u16) -> Daemon {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::bot::{cbw, Bot, BLOCK, FAILED, PASSED};
+use common::process::free_port;
 use common::{eventually, start_server, ScriptedDevice};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -281,14 +282,6 @@ async fn a_client_that_never_reads_is_closed_at_max_buffered_bytes() {
 }
 
 /// Picks a free loopback port for a child server (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Kills the child on drop, so that a failed assertion does not leave a server running.
 struct Child(std::process::Child);
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod bot;
+pub mod process;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
