@@ -120,17 +120,7 @@ impl Response {
 
 /// Where the control socket lives unless `--control` says otherwise.
 pub fn default_path() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
-        return PathBuf::from(dir).join("usbipd").join("control.sock");
-    }
-    let uid = nix::unistd::getuid().as_raw();
-    if uid == 0 {
-        PathBuf::from("/run/usbipd/control.sock")
-    } else {
-        std::env::temp_dir()
-            .join(format!("usbipd-{uid}"))
-            .join("control.sock")
-    }
+    crate::persist::runtime_dir().join("control.sock")
 }
 
 /// What the control server can reach.

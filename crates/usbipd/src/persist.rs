@@ -40,6 +40,18 @@ pub fn state_dir() -> PathBuf {
     }
 }
 
+/// Where usbipd puts its sockets: `/run/usbipd` for root, else `$XDG_RUNTIME_DIR/usbipd`, else
+/// `usbipd-<uid>` in the temporary directory.
+pub fn runtime_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/run/usbipd");
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        return PathBuf::from(dir).join("usbipd");
+    }
+    std::env::temp_dir().join(format!("usbipd-{}", nix::unistd::getuid().as_raw()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

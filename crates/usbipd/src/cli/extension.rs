@@ -62,7 +62,7 @@ pub struct StatusArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub socket: ExtensionSocketArg,
-    /// The claim registry file [default: /var/lib/usbipd/claims.json as root]
+    /// The claim registry file [default: claims.json in the state directory, /var/lib/usbipd as root]
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
     /// Tests only: use a virtual host bus described by this JSON spec file

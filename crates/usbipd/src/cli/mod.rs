@@ -49,7 +49,7 @@ pub enum Command {
 /// `--control PATH`, shared by the commands that talk to a running server.
 #[derive(Debug, clap::Args)]
 pub struct ControlArg {
-    /// Control socket of the running server [default: $XDG_RUNTIME_DIR/usbipd/control.sock]
+    /// Control socket of the running server [default: /run/usbipd/control.sock as root, else $XDG_RUNTIME_DIR/usbipd/control.sock]
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
 }

@@ -32,31 +32,12 @@ use service::{Extension, ExtensionHandler};
 
 /// Where the extension listens unless told otherwise.
 pub fn default_socket() -> PathBuf {
-    runtime_dir().join("extension.sock")
+    crate::persist::runtime_dir().join("extension.sock")
 }
 
-/// Where the claim registry lives unless told otherwise.
+/// Where the claim registry lives unless told otherwise: beside the bindings.
 pub fn default_state() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
-        return PathBuf::from("/var/lib/usbipd/claims.json");
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
-        return PathBuf::from(dir).join("usbipd/claims.json");
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        return PathBuf::from(home).join(".local/state/usbipd/claims.json");
-    }
-    runtime_dir().join("claims.json")
-}
-
-fn runtime_dir() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
-        return PathBuf::from("/run/usbipd");
-    }
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
-        return PathBuf::from(dir).join("usbipd");
-    }
-    std::env::temp_dir().join(format!("usbipd-{}", nix::unistd::getuid().as_raw()))
+    crate::persist::state_dir().join("claims.json")
 }
 
 /// How `usbipd extension run` was asked to run.
