@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::bus::{BusDevice, BusEvent, ClaimError, Claimed, HostBus, Stage};
+use crate::device::host::capture::OwnReenumerations;
 use crate::device::host::{
     self, ClaimReason, ClaimedHostDevice, HostBackend, HostDeviceInfo, HostErrorKind, HotplugEvent,
 };
@@ -35,6 +36,9 @@ pub struct UsbHostBus {
     sysfs: Option<PathBuf>,
     kind: &'static str,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<BusEvent>>>,
+    /// Re-enumerations the backend makes itself (macOS capture), whose departures are not
+    /// unplugs.
+    own_reenumerations: Option<Arc<OwnReenumerations>>,
 }
 
 impl UsbHostBus {
@@ -44,11 +48,22 @@ impl UsbHostBus {
         sysfs: Option<PathBuf>,
         kind: &'static str,
     ) -> Arc<UsbHostBus> {
+        UsbHostBus::with_own_reenumerations(backend, sysfs, kind, None)
+    }
+
+    /// As [`Self::new`], over a backend that re-enumerates devices itself (a capturing one).
+    pub fn with_own_reenumerations(
+        backend: Arc<dyn HostBackend>,
+        sysfs: Option<PathBuf>,
+        kind: &'static str,
+        own_reenumerations: Option<Arc<OwnReenumerations>>,
+    ) -> Arc<UsbHostBus> {
         Arc::new(UsbHostBus {
             backend,
             sysfs,
             kind,
             subscribers: Mutex::new(Vec::new()),
+            own_reenumerations,
         })
     }
 
@@ -63,7 +78,7 @@ impl UsbHostBus {
         } else {
             (None, "iokit")
         };
-        let bus = UsbHostBus::new(Arc::new(host::NusbBackend), sysfs, kind);
+        let bus = Self::system_backend(sysfs, kind);
         let mut watch = match host::HotplugWatch::new() {
             Ok(w) => w,
             Err(e) => {
@@ -82,9 +97,36 @@ impl UsbHostBus {
         bus
     }
 
-    /// Passes a hotplug event on to the subscribers.
+    /// Linux: nusb on usbfs, which detaches kernel drivers interface by interface.
+    #[cfg(target_os = "linux")]
+    fn system_backend(sysfs: Option<PathBuf>, kind: &'static str) -> Arc<UsbHostBus> {
+        UsbHostBus::new(Arc::new(host::NusbBackend), sysfs, kind)
+    }
+
+    /// macOS: nusb on IOKit, capturing a device from its drivers when they hold it.
+    #[cfg(target_os = "macos")]
+    fn system_backend(sysfs: Option<PathBuf>, kind: &'static str) -> Arc<UsbHostBus> {
+        let backend = host::capture::CapturingBackend::new(
+            Arc::new(host::NusbBackend),
+            Arc::new(crate::platform::macos::IoKitCapturer),
+        );
+        let own = backend.own_reenumerations();
+        UsbHostBus::with_own_reenumerations(Arc::new(backend), sysfs, kind, Some(own))
+    }
+
+    /// Passes a hotplug event on to the subscribers, except the departure of a device that
+    /// the backend is re-enumerating itself.
     pub fn hotplug(&self, event: HotplugEvent) {
         let event = match event {
+            HotplugEvent::Left { busid: Some(busid) }
+                if self
+                    .own_reenumerations
+                    .as_ref()
+                    .is_some_and(|own| own.explains(&busid)) =>
+            {
+                debug!(busid = %busid, "left during our own re-enumeration: not an unplug");
+                return;
+            }
             HotplugEvent::Arrived(info) => BusEvent::Arrived(self.bus_device(&info)),
             HotplugEvent::Left { busid: Some(busid) } => BusEvent::Left { busid },
             HotplugEvent::Left { busid: None } => {

@@ -50,6 +50,27 @@ fn unknown_errno(code: u32, linux: bool) -> i32 {
     }
 }
 
+/// The IOReturn codes (IOKit/IOReturn.h) the macOS leaves classify, and how.
+pub mod ioreturn {
+    use super::HostErrorKind;
+
+    pub const NO_DEVICE: u32 = 0xe000_02c0;
+    pub const NOT_PRIVILEGED: u32 = 0xe000_02c1;
+    pub const EXCLUSIVE_ACCESS: u32 = 0xe000_02c5;
+    pub const NOT_PERMITTED: u32 = 0xe000_02e2;
+
+    /// What a failed IOKit call means for a claim.
+    pub fn kind(code: u32) -> HostErrorKind {
+        match code {
+            NO_DEVICE => HostErrorKind::Disconnected,
+            NOT_PRIVILEGED | NOT_PERMITTED => HostErrorKind::PermissionDenied,
+            // A driver or another program has the device or interface open.
+            EXCLUSIVE_ACCESS => HostErrorKind::Busy,
+            _ => HostErrorKind::Other,
+        }
+    }
+}
+
 /// General category of a failed host operation (mirrors `nusb::ErrorKind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostErrorKind {
@@ -194,6 +215,26 @@ mod tests {
         assert_eq!(unknown_errno(0, true), errno::EPROTO);
         assert_eq!(unknown_errno(0xe000_02ed, false), errno::EPROTO);
         assert_eq!(unknown_errno(121, false), errno::EPROTO);
+    }
+
+    #[test]
+    fn ioreturn_codes_classify_as_the_claim_needs() {
+        assert_eq!(ioreturn::kind(0xe00002c0), HostErrorKind::Disconnected);
+        assert_eq!(ioreturn::kind(0xe00002c1), HostErrorKind::PermissionDenied);
+        assert_eq!(ioreturn::kind(0xe00002e2), HostErrorKind::PermissionDenied);
+        assert_eq!(ioreturn::kind(0xe00002c5), HostErrorKind::Busy);
+        assert_eq!(ioreturn::kind(0xe00002bc), HostErrorKind::Other); // kIOReturnError
+                                                                      // So a capture refused for privileges is a permission problem, with its code.
+        let e = ClaimError::new(
+            "14-2",
+            None,
+            HostError {
+                kind: ioreturn::kind(ioreturn::NOT_PRIVILEGED),
+                message: "USBDeviceReEnumerate failed".into(),
+                os_code: Some(ioreturn::NOT_PRIVILEGED),
+            },
+        );
+        assert_eq!(e.reason, ClaimReason::PermissionDenied);
     }
 
     #[test]

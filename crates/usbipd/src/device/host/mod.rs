@@ -9,6 +9,7 @@ pub mod backend;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 mod buffer_pool;
 pub mod busid;
+pub mod capture;
 pub mod claimed;
 mod endpoint;
 pub mod errors;

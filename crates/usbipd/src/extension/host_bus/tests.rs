@@ -330,3 +330,67 @@ async fn hotplug_events_reach_every_subscriber_with_busids() {
     });
     assert!(a.recv().await.is_some());
 }
+
+/// macOS: a device its driver holds is captured during the claim; the capture re-enumerates
+/// it, and the departure the hotplug watch then reports is not taken for an unplug.
+#[tokio::test]
+async fn a_captured_claim_is_not_dropped_for_the_departure_its_capture_causes() {
+    use crate::device::host::capture::{Capture, Capturer, CapturingBackend};
+    use crate::device::host::HostError;
+
+    struct TakesFromDriver(Double);
+    struct Taken;
+    impl Capture for Taken {
+        fn release(self: Box<Self>) -> Result<(), HostError> {
+            Ok(())
+        }
+    }
+    impl Capturer for TakesFromDriver {
+        fn capture(&self, _: &str) -> Result<Box<dyn Capture>, HostError> {
+            let mut s = self.0.state();
+            s.calls.push("capture".into());
+            s.claim_error = None;
+            Ok(Box::new(Taken))
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let double = Double::new(info(), vec![config()], 1);
+    double.state().claim_error = Some(HostError {
+        kind: HostErrorKind::Busy,
+        message: "exclusive access".into(),
+        os_code: Some(0xe000_02c5),
+    });
+    let backend = CapturingBackend::new(
+        Arc::new(double.clone()),
+        Arc::new(TakesFromDriver(double.clone())),
+    );
+    let own = backend.own_reenumerations();
+    let bus = UsbHostBus::with_own_reenumerations(
+        Arc::new(backend),
+        Some(dir.path().to_path_buf()),
+        "iokit",
+        Some(own),
+    );
+    let mut events = bus.subscribe();
+    let _claim = bus.claim("1-2.3").unwrap();
+    assert!(
+        double.calls().contains(&"capture".to_string()),
+        "{:?}",
+        double.calls()
+    );
+
+    bus.hotplug(HotplugEvent::Left {
+        busid: Some("1-2.3".into()),
+    });
+    bus.hotplug(HotplugEvent::Left {
+        busid: Some("1-1".into()),
+    });
+    // Only the other device's departure comes through.
+    assert_eq!(
+        events.recv().await,
+        Some(BusEvent::Left {
+            busid: "1-1".into()
+        })
+    );
+}

@@ -1,0 +1,325 @@
+//! Taking a whole device from the OS's drivers where detaching them from interfaces cannot:
+//! macOS. There a kernel driver's hold on an interface is not detachable, but root may have the
+//! device re-enumerated "captured", so that no driver matches it until the capture ends (what
+//! libusb does to detach a kernel driver on macOS). Linux needs none of this: usbfs detaches
+//! and claims each interface atomically.
+//!
+//! [`CapturingBackend`] wraps a backend. A claim that fails because a driver holds the device
+//! captures it, waits for it to come back from the re-enumeration, opens it again and claims;
+//! the capture ends, and the drivers get the device back, when the device is given back
+//! ([`HostDeviceOps::attach_kernel_drivers`]) or closed. The OS calls sit behind [`Capturer`]
+//! (the IOKit leaf is `macos_capture`); everything here is tested on Linux with doubles.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use super::backend::{EndpointDesc, EndpointQueue, HostBackend, HostDeviceInfo, HostDeviceOps};
+use super::errors::{ClaimError, ClaimReason, HostError, HostErrorKind, XferError};
+use crate::device::SetupPacket;
+
+/// How long a captured device may take to come back (libusb waits as long).
+pub const CAPTURE_SETTLE: Duration = Duration::from_secs(10);
+
+/// How long after a re-enumeration of ours its hotplug events may still arrive.
+pub const OWN_EVENTS_GRACE: Duration = Duration::from_secs(2);
+
+/// The first wait between two looks for the re-enumerated device; doubled up to 200 ms.
+const FIRST_POLL: Duration = Duration::from_millis(10);
+
+/// The OS's way to take a whole device from its drivers.
+pub trait Capturer: Send + Sync + 'static {
+    /// Has the device with this busid re-enumerated so that no OS driver binds to it. Returns
+    /// once the OS took the request; the device comes back (a new handle must be opened) a
+    /// moment later.
+    fn capture(&self, busid: &str) -> Result<Box<dyn Capture>, HostError>;
+}
+
+/// A device captured from the OS's drivers. Dropped without [`Capture::release`], the device
+/// stays captured until it re-enumerates or this process ends.
+pub trait Capture: Send {
+    /// Has the device re-enumerated without the capture, so its drivers match it again. Every
+    /// handle of it must have been closed.
+    fn release(self: Box<Self>) -> Result<(), HostError>;
+}
+
+/// Devices this process is re-enumerating (capture, reset, release). The device leaves and
+/// comes back, and the hotplug watch reports both; those reports are ours, not an unplug, and
+/// must not make the extension drop the claim it is making.
+pub struct OwnReenumerations {
+    /// `None`: in progress; `Some(t)`: the device was back at `t`.
+    busids: Mutex<HashMap<String, Option<Instant>>>,
+    grace: Duration,
+}
+
+impl OwnReenumerations {
+    pub fn new(grace: Duration) -> OwnReenumerations {
+        OwnReenumerations {
+            busids: Mutex::new(HashMap::new()),
+            grace,
+        }
+    }
+
+    fn busids(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Instant>>> {
+        self.busids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn begin(&self, busid: &str) {
+        self.busids().insert(busid.to_string(), None);
+    }
+
+    fn end(&self, busid: &str) {
+        self.busids()
+            .insert(busid.to_string(), Some(Instant::now()));
+    }
+
+    /// Whether a hotplug event about `busid` now is explained by a re-enumeration of ours.
+    pub fn explains(&self, busid: &str) -> bool {
+        let mut busids = self.busids();
+        busids.retain(|_, back| back.is_none_or(|t| t.elapsed() < self.grace));
+        busids.contains_key(busid)
+    }
+}
+
+/// A backend whose claims capture a device a driver holds.
+pub struct CapturingBackend {
+    inner: Arc<dyn HostBackend>,
+    capturer: Arc<dyn Capturer>,
+    settle: Duration,
+    own: Arc<OwnReenumerations>,
+}
+
+impl CapturingBackend {
+    pub fn new(inner: Arc<dyn HostBackend>, capturer: Arc<dyn Capturer>) -> CapturingBackend {
+        CapturingBackend::with_settle(inner, capturer, CAPTURE_SETTLE)
+    }
+
+    /// As [`Self::new`], waiting at most `settle` for a captured device to come back.
+    pub fn with_settle(
+        inner: Arc<dyn HostBackend>,
+        capturer: Arc<dyn Capturer>,
+        settle: Duration,
+    ) -> CapturingBackend {
+        CapturingBackend {
+            inner,
+            capturer,
+            settle,
+            own: Arc::new(OwnReenumerations::new(OWN_EVENTS_GRACE)),
+        }
+    }
+
+    /// The re-enumerations this backend makes, for the hotplug watch to recognise.
+    pub fn own_reenumerations(&self) -> Arc<OwnReenumerations> {
+        self.own.clone()
+    }
+}
+
+impl HostBackend for CapturingBackend {
+    fn list(&self) -> Result<Vec<HostDeviceInfo>, HostError> {
+        self.inner.list()
+    }
+
+    fn open(&self, busid: &str) -> Result<Box<dyn HostDeviceOps>, ClaimError> {
+        let ops = self.inner.open(busid)?;
+        Ok(Box::new(CapturingDevice {
+            busid: busid.to_string(),
+            inner: self.inner.clone(),
+            capturer: self.capturer.clone(),
+            settle: self.settle,
+            own: self.own.clone(),
+            ops: Some(ops),
+            capture: None,
+        }))
+    }
+}
+
+/// An opened device that may be captured. `ops` is closed before a capture (the OS lets one
+/// process at a time open a device) and replaced by a handle of the device that comes back.
+struct CapturingDevice {
+    busid: String,
+    inner: Arc<dyn HostBackend>,
+    capturer: Arc<dyn Capturer>,
+    settle: Duration,
+    own: Arc<OwnReenumerations>,
+    /// `None` after a capture or reset that failed: the device is closed.
+    ops: Option<Box<dyn HostDeviceOps>>,
+    capture: Option<Box<dyn Capture>>,
+}
+
+fn closed() -> HostError {
+    HostError::new(
+        HostErrorKind::Disconnected,
+        "the device was closed when a capture failed",
+    )
+}
+
+impl CapturingDevice {
+    fn ops(&mut self) -> Result<&mut (dyn HostDeviceOps + 'static), HostError> {
+        self.ops.as_deref_mut().ok_or_else(closed)
+    }
+
+    /// Closes the device, captures it (re-enumerating it) and opens the device that comes
+    /// back. With `claim`, also claims its interfaces; a device still coming back may refuse
+    /// both, so they are retried until `settle` has passed.
+    fn capture_and_reopen(&mut self, claim: bool) -> Result<(), ClaimError> {
+        if let Some(mut ops) = self.ops.take() {
+            ops.release_interfaces();
+        }
+        self.own.begin(&self.busid);
+        let capture = match self.capturer.capture(&self.busid) {
+            Ok(capture) => capture,
+            Err(e) => {
+                self.own.end(&self.busid);
+                return Err(ClaimError::new(&self.busid, None, e));
+            }
+        };
+        info!(busid = %self.busid, "device captured from its drivers; waiting for it to return");
+        let reopened = self.reopen(claim);
+        self.own.end(&self.busid);
+        match reopened {
+            Ok(ops) => {
+                self.ops = Some(ops);
+                self.capture = Some(capture);
+                Ok(())
+            }
+            Err(e) => {
+                // Not usable captured: the drivers get it back rather than nobody.
+                if let Err(release) = capture.release() {
+                    warn!(busid = %self.busid, error = %release, "capture not released");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn reopen(&self, claim: bool) -> Result<Box<dyn HostDeviceOps>, ClaimError> {
+        let deadline = Instant::now() + self.settle;
+        let mut pause = FIRST_POLL;
+        loop {
+            let attempt = self.inner.open(&self.busid).and_then(|mut ops| {
+                if claim {
+                    if let Err(e) = ops.claim_interfaces() {
+                        ops.release_interfaces();
+                        return Err(e);
+                    }
+                }
+                Ok(ops)
+            });
+            match attempt {
+                Ok(ops) => return Ok(ops),
+                // Permission is not coming with time.
+                Err(e) if e.reason == ClaimReason::PermissionDenied => return Err(e),
+                Err(e) if Instant::now() + pause > deadline => {
+                    debug!(busid = %self.busid, error = %e, "captured device did not come back");
+                    return Err(e);
+                }
+                Err(_) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    fn release_capture(&mut self) -> Result<(), HostError> {
+        match self.capture.take() {
+            Some(capture) => {
+                // Closed first: the OS re-enumerates a device nobody has open.
+                self.ops = None;
+                self.own.begin(&self.busid);
+                let released = capture.release();
+                self.own.end(&self.busid);
+                if released.is_ok() {
+                    info!(busid = %self.busid, "capture released; the OS drivers get the device back");
+                }
+                released
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for CapturingDevice {
+    fn drop(&mut self) {
+        if let Err(e) = self.release_capture() {
+            // A device that left cannot be released; anything else is worth a line.
+            debug!(busid = %self.busid, error = %e, "capture not released on close");
+        }
+    }
+}
+
+impl HostDeviceOps for CapturingDevice {
+    fn active_configuration(&self) -> u8 {
+        self.ops.as_ref().map_or(0, |o| o.active_configuration())
+    }
+
+    fn configuration_descriptor(&self, value: u8) -> Option<Vec<u8>> {
+        self.ops.as_ref()?.configuration_descriptor(value)
+    }
+
+    fn claim_interfaces(&mut self) -> Result<(), ClaimError> {
+        let busid = self.busid.clone();
+        let ops = self.ops().map_err(|e| ClaimError::new(&busid, None, e))?;
+        match ops.claim_interfaces() {
+            Err(e) if e.reason == ClaimReason::HeldByDriver && self.capture.is_none() => {
+                debug!(busid = %self.busid, error = %e, "held by a driver: capturing the device");
+                self.capture_and_reopen(true)
+            }
+            other => other,
+        }
+    }
+
+    fn release_interfaces(&mut self) {
+        // The capture stays: releasing around a configuration change must not let drivers in.
+        if let Some(ops) = self.ops.as_mut() {
+            ops.release_interfaces()
+        }
+    }
+
+    fn open_endpoint(
+        &mut self,
+        endpoint: &EndpointDesc,
+    ) -> Result<Box<dyn EndpointQueue>, HostError> {
+        self.ops()?.open_endpoint(endpoint)
+    }
+
+    fn control(&mut self, setup: &SetupPacket, data: &[u8]) -> Result<Vec<u8>, XferError> {
+        match self.ops.as_mut() {
+            Some(ops) => ops.control(setup, data),
+            None => Err(XferError::Disconnected),
+        }
+    }
+
+    fn set_configuration(&mut self, value: u8) -> Result<(), HostError> {
+        self.ops()?.set_configuration(value)
+    }
+
+    fn set_alt_setting(&mut self, interface: u8, alt: u8) -> Result<(), HostError> {
+        self.ops()?.set_alt_setting(interface, alt)
+    }
+
+    /// A plain reset re-enumerates the device without the capture (IOKit has no other port
+    /// reset), which would hand a captured device to its drivers. So a captured device is reset
+    /// by capturing it again: the same re-enumeration, and it stays ours.
+    fn reset(&mut self) -> Result<(), HostError> {
+        let Some(old) = self.capture.take() else {
+            return self.ops()?.reset();
+        };
+        // The new capture replaces the old one, which is not released: that would re-enumerate
+        // the device to its drivers first.
+        drop(old);
+        self.capture_and_reopen(false).map_err(|e| e.error)
+    }
+
+    fn attach_kernel_drivers(&mut self) -> Result<(), HostError> {
+        if self.capture.is_some() {
+            return self.release_capture();
+        }
+        self.ops()?.attach_kernel_drivers()
+    }
+}
+
+#[cfg(test)]
+mod tests;
