@@ -491,6 +491,7 @@ async fn peers_other_than_root_and_the_allowed_users_are_refused() {
     let nobody_but = PeerPolicy {
         uids: vec![nix::unistd::geteuid().as_raw() + 1],
         gids: vec![],
+        ..PeerPolicy::default()
     };
     let (_ext, socket, _ipc) = start_extension(bus.clone(), dir.path(), nobody_but).await;
     let e = client::call(
@@ -503,6 +504,60 @@ async fn peers_other_than_root_and_the_allowed_users_are_refused() {
     .unwrap_err();
     assert_eq!(e.code, ErrorCode::NotAuthorized);
     assert_eq!(bus.kernel("1-2").unwrap().driver.as_deref(), Some("usbhid"));
+}
+
+/// The macOS signature rule through the real IPC server, with a stand-in for the Security
+/// framework: a signed extension refuses even root when the peer is not signed by its team.
+#[tokio::test]
+async fn peers_whose_code_signature_is_not_the_extensions_team_are_refused() {
+    use std::os::fd::BorrowedFd;
+    use usbipd::ipc::signature::{SignatureError, SignaturePolicy, SignatureReader};
+
+    struct Team {
+        peer_signed_by_us: bool,
+    }
+    impl SignatureReader for Team {
+        fn own_team(&self) -> Result<Option<String>, SignatureError> {
+            Ok(Some("A1B2C3D4E5".into()))
+        }
+        fn peer_satisfies(
+            &self,
+            _: BorrowedFd<'_>,
+            requirement: &str,
+        ) -> Result<bool, SignatureError> {
+            assert!(requirement.contains("\"A1B2C3D4E5\""), "{requirement}");
+            Ok(self.peer_signed_by_us)
+        }
+    }
+    for peer_signed_by_us in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = VirtualBus::new(VirtualBusSpec {
+            devices: vec![spec("1-2", Some("usbhid"), None)],
+        });
+        let (signature, _) =
+            SignaturePolicy::for_own_signature(Arc::new(Team { peer_signed_by_us }));
+        let policy = PeerPolicy {
+            signature,
+            ..PeerPolicy::with_self(vec![], vec![])
+        };
+        let (_ext, socket, _ipc) = start_extension(bus.clone(), dir.path(), policy).await;
+        let bind = client::call(
+            &socket,
+            &Request::Bind {
+                busid: "1-2".into(),
+            },
+        )
+        .await;
+        if peer_signed_by_us {
+            assert!(bind.is_ok(), "{bind:?}");
+            assert_eq!(bus.kernel("1-2").unwrap().driver, None);
+        } else {
+            let e = bind.unwrap_err();
+            assert_eq!(e.code, ErrorCode::UntrustedSignature);
+            assert!(e.message.contains("team A1B2C3D4E5"), "{}", e.message);
+            assert_eq!(bus.kernel("1-2").unwrap().driver.as_deref(), Some("usbhid"));
+        }
+    }
 }
 
 #[tokio::test]

@@ -19,6 +19,8 @@ pub enum ErrorCode {
     UnsupportedVersion = 2,
     /// The peer's user or group may not use the extension.
     NotAuthorized = 3,
+    /// The peer's code is not signed by the extension's team (macOS, signed extension).
+    UntrustedSignature = 4,
     /// The busid is not of the form `1-2` or `1-2.3`.
     InvalidBusid = 10,
     /// No device with this busid is plugged in.
@@ -47,10 +49,11 @@ pub enum ErrorCode {
     Internal = 99,
 }
 
-const ALL: [ErrorCode; 16] = [
+const ALL: [ErrorCode; 17] = [
     ErrorCode::InvalidRequest,
     ErrorCode::UnsupportedVersion,
     ErrorCode::NotAuthorized,
+    ErrorCode::UntrustedSignature,
     ErrorCode::InvalidBusid,
     ErrorCode::NoSuchDevice,
     ErrorCode::NotBound,
@@ -88,6 +91,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => "the request was refused as malformed; check the command's arguments",
             ErrorCode::UnsupportedVersion => "the extension runs a different version of usbipd; restart it (or the daemon) so both match",
             ErrorCode::NotAuthorized => "your user may not control the extension; run as root or as the configured daemon user/group (--allow-uid/--allow-gid)",
+            ErrorCode::UntrustedSignature => "only programs signed by the same developer as the extension may control it; use the usbipd installed with it (`usbipd status` shows which one)",
             ErrorCode::InvalidBusid => "a busid looks like 1-2 or 1-2.3; see `usbipd status` for the devices",
             ErrorCode::NoSuchDevice => "no device with this busid is plugged in; check the busid and the cable",
             ErrorCode::NotBound => "the device is not bound; `usbipd bind --busid <busid>` first",
@@ -143,6 +147,7 @@ mod tests {
             (ErrorCode::InvalidRequest, 1),
             (ErrorCode::UnsupportedVersion, 2),
             (ErrorCode::NotAuthorized, 3),
+            (ErrorCode::UntrustedSignature, 4),
             (ErrorCode::InvalidBusid, 10),
             (ErrorCode::NoSuchDevice, 11),
             (ErrorCode::NotBound, 12),

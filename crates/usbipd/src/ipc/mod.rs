@@ -9,6 +9,7 @@ pub mod client;
 pub mod codes;
 pub mod peer;
 pub mod server;
+pub mod signature;
 pub mod socket;
 
 use serde::{Deserialize, Serialize};

@@ -1,12 +1,14 @@
 //! Peer authentication of IPC connections: who is at the other end (kernel credentials), and
 //! whether that peer may talk to the extension (root, the extension's own user, or the
-//! configured daemon user or group).
+//! configured daemon user or group; on macOS, when the extension is signed, also signed by the
+//! same team: see `signature`).
 //!
 //! It never trusts anything the peer says about itself; only what the kernel reports.
 
 use std::io;
 use std::os::fd::BorrowedFd;
 
+use super::signature::SignaturePolicy;
 use super::socket::PeerCred;
 
 /// Linux: SO_PEERCRED, the credentials of the process that connected.
@@ -24,18 +26,24 @@ pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
 #[cfg(target_os = "macos")]
 pub use crate::platform::macos::peer_cred;
 
-/// Who may use the extension. Root always may: root can do everything the extension can anyway.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Who may use the extension. Root always passes the uid/gid check: root can do everything
+/// the extension can anyway. The signature check, where there is one, applies to every peer.
+#[derive(Debug, Clone, Default)]
 pub struct PeerPolicy {
     pub uids: Vec<u32>,
     pub gids: Vec<u32>,
+    pub signature: SignaturePolicy,
 }
 
 impl PeerPolicy {
     /// Root, the extension's own user, and `uids`/`gids` (the daemon's user or group).
     pub fn with_self(mut uids: Vec<u32>, gids: Vec<u32>) -> PeerPolicy {
         uids.push(nix::unistd::geteuid().as_raw());
-        PeerPolicy { uids, gids }
+        PeerPolicy {
+            uids,
+            gids,
+            signature: SignaturePolicy::NotChecked,
+        }
     }
 
     pub fn permits(&self, peer: &PeerCred) -> bool {
@@ -56,6 +64,7 @@ mod tests {
         let p = PeerPolicy {
             uids: vec![1000],
             gids: vec![977],
+            ..PeerPolicy::default()
         };
         assert!(p.permits(&cred(0, 0)));
         assert!(p.permits(&cred(1000, 1000)));

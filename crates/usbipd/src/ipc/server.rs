@@ -71,6 +71,17 @@ async fn connection(sock: IpcSocket, policy: &PeerPolicy, handler: &dyn Handler)
         let _ = send(&sock, &Response::Error(e)).await;
         return;
     }
+    if let Err(refusal) = policy.signature.check(sock.as_fd()) {
+        warn!(
+            uid = cred.uid,
+            pid = cred.pid,
+            reason = %refusal,
+            "IPC peer refused: code signature"
+        );
+        let e = IpcError::new(ErrorCode::UntrustedSignature, refusal.to_string());
+        let _ = send(&sock, &Response::Error(e)).await;
+        return;
+    }
     loop {
         let msg = match sock.recv(MAX_MESSAGE).await {
             Ok(Some(m)) => m,

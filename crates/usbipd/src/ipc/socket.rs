@@ -68,6 +68,11 @@ impl IpcSocket {
         }
     }
 
+    /// The socket itself, for the OS's questions about the peer (credentials, audit token).
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+
     /// The kernel's record of who connected.
     pub fn peer_cred(&self) -> io::Result<PeerCred> {
         super::peer::peer_cred(self.stream.as_fd())
