@@ -13,6 +13,9 @@ cargo build --release --workspace --bins
 section "unit and integration tests"
 cargo test --release --workspace
 
+section "type-check of the macOS leaves (no Apple target builds here)"
+scripts/check-macos.sh
+
 section "benchmark smoke run (quick mode; numbers are not checked)"
 target/release/usbipd-bench --quick --usbipd target/release/usbipd > target/bench-quick.md
 tail -n 30 target/bench-quick.md

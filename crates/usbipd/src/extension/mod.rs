@@ -23,6 +23,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use crate::ipc::peer::PeerPolicy;
+use crate::ipc::signature::SignaturePolicy;
 use crate::ipc::socket::IpcListener;
 use crate::server::ServerConfig;
 use bus::HostBus;
@@ -67,6 +68,21 @@ fn open_bus(opts: &RunOptions) -> anyhow::Result<Arc<dyn HostBus>> {
     }
 }
 
+/// macOS: peers must be signed by our team when we are signed (see `ipc::signature`).
+#[cfg(target_os = "macos")]
+fn signature_policy() -> SignaturePolicy {
+    let reader = Arc::new(crate::platform::macos::CodeSignatures);
+    let (policy, why) = SignaturePolicy::for_own_signature(reader);
+    info!("{why}");
+    policy
+}
+
+/// Elsewhere the uid/gid check is the whole of peer authentication.
+#[cfg(not(target_os = "macos"))]
+fn signature_policy() -> SignaturePolicy {
+    SignaturePolicy::NotChecked
+}
+
 /// Checks privileges and logs precisely what is missing.
 fn self_check(bus: &dyn HostBus) -> Vec<String> {
     #[cfg(target_os = "linux")]
@@ -106,7 +122,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     ext.start().await?;
     let listener = IpcListener::bind(&opts.socket)
         .map_err(|e| anyhow::anyhow!("extension socket {}: {e}", opts.socket.display()))?;
-    let policy = PeerPolicy::with_self(opts.allow_uids.clone(), opts.allow_gids.clone());
+    let policy = PeerPolicy {
+        signature: signature_policy(),
+        ..PeerPolicy::with_self(opts.allow_uids.clone(), opts.allow_gids.clone())
+    };
     let ipc = tokio::spawn(crate::ipc::server::serve(
         listener,
         policy,

@@ -3,5 +3,5 @@
 
 #[cfg(target_os = "linux")]
 pub mod linux;
-#[cfg(target_os = "macos")]
+#[cfg(any(target_os = "macos", usbipd_check_macos))]
 pub mod macos;

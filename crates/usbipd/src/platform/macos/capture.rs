@@ -1,0 +1,276 @@
+//! Capture of a USB device from its macOS drivers, as libusb detaches a kernel driver there: as
+//! root, open the device's IOKit user client and re-enumerate it with
+//! `kUSBReEnumerateCaptureDeviceMask`, after which no driver matches it; re-enumerate it plainly
+//! to give it back. The sequence around it (close our handles first, wait for the device,
+//! reopen, claim, give back, hotplug events of our own making) is `device::host::capture`.
+
+use std::ffi::c_void;
+use std::ptr;
+
+use core_foundation::base::{CFType, TCFType};
+use core_foundation::number::CFNumber;
+use core_foundation::string::CFString;
+use core_foundation_sys::base::kCFAllocatorDefault;
+use core_foundation_sys::dictionary::CFDictionaryRef;
+use core_foundation_sys::uuid::{CFUUIDBytes, CFUUIDGetConstantUUIDWithBytes, CFUUIDRef};
+use tracing::debug;
+
+use super::ffi;
+use crate::device::host::busid::macos_busid;
+use crate::device::host::capture::{Capture, Capturer};
+use crate::device::host::errors::{ioreturn, HostError, HostErrorKind};
+
+/// IOKit capture as a [`Capturer`].
+pub struct IoKitCapturer;
+
+impl Capturer for IoKitCapturer {
+    fn capture(&self, busid: &str) -> Result<Box<dyn Capture>, HostError> {
+        // Without root (or an entitlement we do not have) IOKit refuses the capture.
+        if !nix::unistd::geteuid().is_root() {
+            return Err(HostError {
+                kind: HostErrorKind::PermissionDenied,
+                message: "capturing a device from its drivers needs root".into(),
+                os_code: Some(ioreturn::NOT_PRIVILEGED),
+            });
+        }
+        reenumerate(busid, ffi::kUSBReEnumerateCaptureDeviceMask)?;
+        Ok(Box::new(IoKitCapture {
+            busid: busid.to_string(),
+        }))
+    }
+}
+
+struct IoKitCapture {
+    busid: String,
+}
+
+impl Capture for IoKitCapture {
+    fn release(self: Box<Self>) -> Result<(), HostError> {
+        reenumerate(&self.busid, 0)
+    }
+}
+
+/// Opens the device that has `busid`, re-enumerates it with `options`, closes it.
+fn reenumerate(busid: &str, options: u32) -> Result<(), HostError> {
+    let service = find_service(busid)?;
+    let device = DeviceInterface::new(&service)?;
+    device.open_seize()?;
+    let result = device.reenumerate(options);
+    device.close();
+    result
+}
+
+fn check(what: &str, code: ffi::IOReturn) -> Result<(), HostError> {
+    if code == ffi::kIOReturnSuccess {
+        return Ok(());
+    }
+    let code = code as u32;
+    Err(HostError {
+        kind: ioreturn::kind(code),
+        message: format!("{what} failed"),
+        os_code: Some(code),
+    })
+}
+
+/// An I/O Registry object we hold a reference to.
+struct Object(ffi::io_object_t);
+
+impl Drop for Object {
+    fn drop(&mut self) {
+        // SAFETY: a reference we own, released once.
+        unsafe { ffi::IOObjectRelease(self.0) };
+    }
+}
+
+/// The USB device service whose location id gives `busid`.
+fn find_service(busid: &str) -> Result<Object, HostError> {
+    // SAFETY: a NUL-terminated class name; the dictionary is consumed by the next call.
+    let matching = unsafe { ffi::IOServiceMatching(ffi::kIOUSBDeviceClassName.as_ptr()) };
+    if matching.is_null() {
+        return Err(HostError::new(
+            HostErrorKind::Other,
+            "IOServiceMatching failed",
+        ));
+    }
+    let mut iterator: ffi::io_iterator_t = 0;
+    // SAFETY: out-param; `matching` is handed over.
+    check("IOServiceGetMatchingServices", unsafe {
+        ffi::IOServiceGetMatchingServices(
+            ffi::MAIN_PORT_DEFAULT,
+            matching as CFDictionaryRef,
+            &mut iterator,
+        )
+    })?;
+    let iterator = Object(iterator);
+    loop {
+        // SAFETY: a valid iterator; 0 ends it.
+        let next = unsafe { ffi::IOIteratorNext(iterator.0) };
+        if next == 0 {
+            return Err(HostError::new(
+                HostErrorKind::NotFound,
+                format!("no USB device has busid {busid}"),
+            ));
+        }
+        let service = Object(next);
+        if location_id(&service).and_then(macos_busid).as_deref() == Some(busid) {
+            return Ok(service);
+        }
+    }
+}
+
+fn location_id(service: &Object) -> Option<u32> {
+    let key = CFString::from_static_string("locationID");
+    // SAFETY: a valid registry entry and key; the result follows the create rule.
+    let value = unsafe {
+        ffi::IORegistryEntryCreateCFProperty(
+            service.0,
+            key.as_concrete_TypeRef(),
+            kCFAllocatorDefault,
+            0,
+        )
+    };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, created for us.
+    let value = unsafe { CFType::wrap_under_create_rule(value) };
+    // An SInt32 in the registry: keep its bits.
+    value.downcast::<CFNumber>()?.to_i64().map(|v| v as u32)
+}
+
+fn uuid(bytes: &[u8; 16]) -> CFUUIDRef {
+    let b = bytes;
+    // SAFETY: returns a constant UUID object that is never released.
+    unsafe {
+        CFUUIDGetConstantUUIDWithBytes(
+            ptr::null(),
+            b[0],
+            b[1],
+            b[2],
+            b[3],
+            b[4],
+            b[5],
+            b[6],
+            b[7],
+            b[8],
+            b[9],
+            b[10],
+            b[11],
+            b[12],
+            b[13],
+            b[14],
+            b[15],
+        )
+    }
+}
+
+fn uuid_bytes(b: &[u8; 16]) -> CFUUIDBytes {
+    CFUUIDBytes {
+        byte0: b[0],
+        byte1: b[1],
+        byte2: b[2],
+        byte3: b[3],
+        byte4: b[4],
+        byte5: b[5],
+        byte6: b[6],
+        byte7: b[7],
+        byte8: b[8],
+        byte9: b[9],
+        byte10: b[10],
+        byte11: b[11],
+        byte12: b[12],
+        byte13: b[13],
+        byte14: b[14],
+        byte15: b[15],
+    }
+}
+
+/// The device's IOUSBDeviceInterface650 (a COM object we hold one reference to).
+struct DeviceInterface(*mut *mut ffi::IOUSBDeviceInterface);
+
+impl DeviceInterface {
+    fn new(service: &Object) -> Result<DeviceInterface, HostError> {
+        let mut plugin: *mut *mut ffi::IOCFPlugInInterface = ptr::null_mut();
+        let mut score = 0i32;
+        // SAFETY: a valid service; out-params.
+        check("IOCreatePlugInInterfaceForService", unsafe {
+            ffi::IOCreatePlugInInterfaceForService(
+                service.0,
+                uuid(&ffi::kIOUSBDeviceUserClientTypeID),
+                uuid(&ffi::kIOCFPlugInInterfaceID),
+                &mut plugin,
+                &mut score,
+            )
+        })?;
+        if plugin.is_null() {
+            return Err(HostError::new(
+                HostErrorKind::Other,
+                "no IOKit plug-in for the device",
+            ));
+        }
+        let mut device: *mut c_void = ptr::null_mut();
+        // SAFETY: `plugin` is a live COM object; QueryInterface gives a referenced interface.
+        // The plug-in is released, not destroyed (IODestroyPlugInInterface would stop the
+        // device's services).
+        let result = unsafe {
+            let query = ((**plugin).QueryInterface)(
+                plugin as *mut c_void,
+                uuid_bytes(&ffi::kIOUSBDeviceInterfaceID650),
+                &mut device,
+            );
+            ((**plugin).Release)(plugin as *mut c_void);
+            query
+        };
+        if result != 0 || device.is_null() {
+            return Err(HostError::new(
+                HostErrorKind::Other,
+                format!("QueryInterface(IOUSBDeviceInterface650) failed: {result:#x}"),
+            ));
+        }
+        Ok(DeviceInterface(
+            device as *mut *mut ffi::IOUSBDeviceInterface,
+        ))
+    }
+
+    fn vtable(&self) -> &ffi::IOUSBDeviceInterface {
+        // SAFETY: a live interface (we hold a reference until drop).
+        unsafe { &**self.0 }
+    }
+
+    fn this(&self) -> *mut c_void {
+        self.0 as *mut c_void
+    }
+
+    /// Opens the device, asking a kernel client that has it open to let go (as libusb does).
+    fn open_seize(&self) -> Result<(), HostError> {
+        // SAFETY: a live interface.
+        check("USBDeviceOpenSeize", unsafe {
+            (self.vtable().USBDeviceOpenSeize)(self.this())
+        })
+    }
+
+    fn reenumerate(&self, options: u32) -> Result<(), HostError> {
+        // SAFETY: a live, open interface.
+        check("USBDeviceReEnumerate", unsafe {
+            (self.vtable().USBDeviceReEnumerate)(self.this(), options)
+        })
+    }
+
+    fn close(&self) {
+        // SAFETY: a live interface. After a re-enumeration the device may be gone already.
+        let code = unsafe { (self.vtable().USBDeviceClose)(self.this()) };
+        if code != ffi::kIOReturnSuccess {
+            debug!(
+                code = format_args!("{:#010x}", code as u32),
+                "USBDeviceClose"
+            );
+        }
+    }
+}
+
+impl Drop for DeviceInterface {
+    fn drop(&mut self) {
+        // SAFETY: releases the one reference QueryInterface gave us.
+        unsafe { (self.vtable().Release)(self.this()) };
+    }
+}

@@ -1,0 +1,190 @@
+//! The C declarations the macOS leaves call, each written from Apple's SDK header named beside
+//! it, in one place so each can be compared with its header. Core Foundation comes from
+//! `core-foundation(-sys)`; IOKit's USB user-client interface and the Security framework's
+//! code-signing calls have no maintained binding that covers them (security-framework lacks the
+//! signing-information call and builds only for Apple targets, which we cannot check here).
+//!
+//! The `link` attributes apply on macOS only, so the Linux type-check never links.
+
+#![allow(non_snake_case, non_upper_case_globals, non_camel_case_types)]
+#![allow(clippy::upper_case_acronyms)] // the SDK's names, to compare with its headers
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+
+use core_foundation_sys::base::{CFAllocatorRef, CFTypeRef, OSStatus};
+use core_foundation_sys::dictionary::{CFDictionaryRef, CFMutableDictionaryRef};
+use core_foundation_sys::string::CFStringRef;
+use core_foundation_sys::uuid::{CFUUIDBytes, CFUUIDRef};
+
+// ---- sys/un.h, unistd.h, bsm/audit.h --------------------------------------------------------
+
+/// `SOL_LOCAL`: the level of Unix-domain socket options.
+pub const SOL_LOCAL: c_int = 0;
+/// `LOCAL_PEERPID`: the pid of the peer (at connect time).
+pub const LOCAL_PEERPID: c_int = 0x002;
+/// `LOCAL_PEERTOKEN`: the audit token of the peer.
+pub const LOCAL_PEERTOKEN: c_int = 0x006;
+
+/// `audit_token_t`: eight 32-bit words naming one process image (pid and its version).
+#[repr(C)]
+#[derive(Default)]
+pub struct audit_token_t {
+    pub val: [u32; 8],
+}
+
+unsafe extern "C" {
+    /// unistd.h
+    pub fn getpeereid(socket: c_int, euid: *mut u32, egid: *mut u32) -> c_int;
+    /// sys/socket.h (socklen_t is u32)
+    pub fn getsockopt(
+        socket: c_int,
+        level: c_int,
+        name: c_int,
+        value: *mut c_void,
+        len: *mut u32,
+    ) -> c_int;
+}
+
+// ---- IOKit: IOKitLib.h, IOCFPlugIn.h, IOUSBLib.h, USB.h -------------------------------------
+
+pub type kern_return_t = c_int;
+pub type IOReturn = kern_return_t;
+pub type mach_port_t = u32;
+pub type io_object_t = mach_port_t;
+pub type io_service_t = io_object_t;
+pub type io_iterator_t = io_object_t;
+/// CFPlugInCOM.h
+pub type HRESULT = i32;
+pub type ULONG = u32;
+
+/// `kIOMainPortDefault`.
+pub const MAIN_PORT_DEFAULT: mach_port_t = 0;
+pub const kIOReturnSuccess: IOReturn = 0;
+
+/// USB.h: re-enumerate the device captured: no driver matches it until it is re-enumerated
+/// again without this bit. Needs root (or the com.apple.vm.device-access entitlement).
+pub const kUSBReEnumerateCaptureDeviceMask: u32 = 1 << 30;
+
+/// IOUSBLib.h: the registry class of USB devices (what nusb enumerates).
+pub const kIOUSBDeviceClassName: &CStr = c"IOUSBDevice";
+
+/// `kIOUSBDeviceUserClientTypeID` 9DC7B780-9EC0-11D4-A54F-000A27052861.
+pub const kIOUSBDeviceUserClientTypeID: [u8; 16] = [
+    0x9d, 0xc7, 0xb7, 0x80, 0x9e, 0xc0, 0x11, 0xd4, 0xa5, 0x4f, 0x00, 0x0a, 0x27, 0x05, 0x28, 0x61,
+];
+/// `kIOCFPlugInInterfaceID` C244E858-109C-11D4-91D4-0050E4C6426F.
+pub const kIOCFPlugInInterfaceID: [u8; 16] = [
+    0xc2, 0x44, 0xe8, 0x58, 0x10, 0x9c, 0x11, 0xd4, 0x91, 0xd4, 0x00, 0x50, 0xe4, 0xc6, 0x42, 0x6f,
+];
+/// `kIOUSBDeviceInterfaceID650` 4AAC1B2E-24C2-476A-964D-91333534F2CC (what nusb and libusb use).
+pub const kIOUSBDeviceInterfaceID650: [u8; 16] = [
+    0x4a, 0xac, 0x1b, 0x2e, 0x24, 0xc2, 0x47, 0x6a, 0x96, 0x4d, 0x91, 0x33, 0x35, 0x34, 0xf2, 0xcc,
+];
+
+#[cfg_attr(target_os = "macos", link(name = "IOKit", kind = "framework"))]
+unsafe extern "C" {
+    pub fn IOServiceMatching(name: *const c_char) -> CFMutableDictionaryRef;
+    /// Consumes one reference to `matching`.
+    pub fn IOServiceGetMatchingServices(
+        main_port: mach_port_t,
+        matching: CFDictionaryRef,
+        existing: *mut io_iterator_t,
+    ) -> kern_return_t;
+    pub fn IOIteratorNext(iterator: io_iterator_t) -> io_object_t;
+    pub fn IOObjectRelease(object: io_object_t) -> kern_return_t;
+    pub fn IORegistryEntryCreateCFProperty(
+        entry: io_object_t,
+        key: CFStringRef,
+        allocator: CFAllocatorRef,
+        options: u32,
+    ) -> CFTypeRef;
+    pub fn IOCreatePlugInInterfaceForService(
+        service: io_service_t,
+        plugin_type: CFUUIDRef,
+        interface_type: CFUUIDRef,
+        the_interface: *mut *mut *mut IOCFPlugInInterface,
+        the_score: *mut i32,
+    ) -> kern_return_t;
+}
+
+/// `IOCFPlugInInterface` up to `Release` (IUNKNOWN_C_GUTS); nothing after it is used.
+#[repr(C)]
+pub struct IOCFPlugInInterface {
+    _reserved: *mut c_void,
+    pub QueryInterface:
+        unsafe extern "C" fn(this: *mut c_void, iid: CFUUIDBytes, ppv: *mut *mut c_void) -> HRESULT,
+    pub AddRef: unsafe extern "C" fn(this: *mut c_void) -> ULONG,
+    pub Release: unsafe extern "C" fn(this: *mut c_void) -> ULONG,
+}
+
+/// `IOUSBDeviceInterface` (the same slots in every version from 187 to 650) up to
+/// `USBDeviceReEnumerate`, slot 37; the slots not used here are left opaque.
+#[repr(C)]
+pub struct IOUSBDeviceInterface {
+    _reserved: *mut c_void,
+    pub QueryInterface:
+        unsafe extern "C" fn(this: *mut c_void, iid: CFUUIDBytes, ppv: *mut *mut c_void) -> HRESULT,
+    pub AddRef: unsafe extern "C" fn(this: *mut c_void) -> ULONG,
+    pub Release: unsafe extern "C" fn(this: *mut c_void) -> ULONG,
+    /// Create/GetDeviceAsyncEventSource, Create/GetDeviceAsyncPort.
+    _slots_4_to_7: [*const c_void; 4],
+    /// Slot 8.
+    pub USBDeviceOpen: unsafe extern "C" fn(this: *mut c_void) -> IOReturn,
+    /// Slot 9.
+    pub USBDeviceClose: unsafe extern "C" fn(this: *mut c_void) -> IOReturn,
+    /// GetDeviceClass .. CreateInterfaceIterator.
+    _slots_10_to_28: [*const c_void; 19],
+    /// Slot 29: open, asking a kernel client that has the device open to give it up.
+    pub USBDeviceOpenSeize: unsafe extern "C" fn(this: *mut c_void) -> IOReturn,
+    /// DeviceRequestTO .. USBGetSerialNumberStringIndex.
+    _slots_30_to_36: [*const c_void; 7],
+    /// Slot 37.
+    pub USBDeviceReEnumerate: unsafe extern "C" fn(this: *mut c_void, options: u32) -> IOReturn,
+}
+
+// ---- Security: SecCode.h, SecRequirement.h, CSCommon.h --------------------------------------
+
+pub type SecCodeRef = *mut c_void;
+pub type SecStaticCodeRef = *mut c_void;
+pub type SecRequirementRef = *mut c_void;
+
+pub const kSecCSDefaultFlags: u32 = 0;
+/// Ask SecCodeCopySigningInformation for the signing certificates and team.
+pub const kSecCSSigningInformation: u32 = 1 << 1;
+/// The code is not signed.
+pub const errSecCSUnsigned: OSStatus = -67062;
+/// The code does not satisfy the requirement.
+pub const errSecCSReqFailed: OSStatus = -67050;
+
+#[cfg_attr(target_os = "macos", link(name = "Security", kind = "framework"))]
+unsafe extern "C" {
+    pub static kSecCodeInfoTeamIdentifier: CFStringRef;
+    pub static kSecGuestAttributeAudit: CFStringRef;
+    pub fn SecCodeCopySelf(flags: u32, own: *mut SecCodeRef) -> OSStatus;
+    pub fn SecCodeCopyStaticCode(
+        code: SecCodeRef,
+        flags: u32,
+        static_code: *mut SecStaticCodeRef,
+    ) -> OSStatus;
+    pub fn SecCodeCopySigningInformation(
+        code: SecStaticCodeRef,
+        flags: u32,
+        information: *mut CFDictionaryRef,
+    ) -> OSStatus;
+    pub fn SecCodeCopyGuestWithAttributes(
+        host: SecCodeRef,
+        attributes: CFDictionaryRef,
+        flags: u32,
+        guest: *mut SecCodeRef,
+    ) -> OSStatus;
+    pub fn SecRequirementCreateWithString(
+        text: CFStringRef,
+        flags: u32,
+        requirement: *mut SecRequirementRef,
+    ) -> OSStatus;
+    pub fn SecCodeCheckValidity(
+        code: SecCodeRef,
+        flags: u32,
+        requirement: SecRequirementRef,
+    ) -> OSStatus;
+}

@@ -1,0 +1,57 @@
+//! Who is at the other end of a Unix socket, as the kernel says: `getpeereid` for uid/gid,
+//! `LOCAL_PEERPID` for the pid, `LOCAL_PEERTOKEN` for the audit token that names the exact
+//! process image (a pid can be reused; a token cannot).
+
+use std::ffi::c_void;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use super::ffi;
+use crate::ipc::socket::PeerCred;
+
+/// uid, gid and (if the kernel tells) pid of the peer.
+pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
+    let (mut uid, mut gid) = (0u32, 0u32);
+    // SAFETY: fd is a valid socket for the duration of the borrow; uid and gid are out-params.
+    if unsafe { ffi::getpeereid(fd.as_raw_fd(), &mut uid, &mut gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut pid: i32 = -1;
+    if get_option(fd, ffi::LOCAL_PEERPID, &mut pid).is_err() {
+        pid = -1;
+    }
+    Ok(PeerCred { pid, uid, gid })
+}
+
+/// The audit token of the peer.
+pub fn audit_token(fd: BorrowedFd<'_>) -> io::Result<ffi::audit_token_t> {
+    let mut token = ffi::audit_token_t::default();
+    get_option(fd, ffi::LOCAL_PEERTOKEN, &mut token)?;
+    Ok(token)
+}
+
+/// A `SOL_LOCAL` option whose value is exactly a `T`.
+fn get_option<T>(fd: BorrowedFd<'_>, name: i32, value: &mut T) -> io::Result<()> {
+    let size = std::mem::size_of::<T>() as u32;
+    let mut len = size;
+    // SAFETY: value is an out-param of `len` bytes, valid for the call.
+    let rc = unsafe {
+        ffi::getsockopt(
+            fd.as_raw_fd(),
+            ffi::SOL_LOCAL,
+            name,
+            value as *mut T as *mut c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if len != size {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("socket option {name:#x}: {len} bytes, expected {size}"),
+        ));
+    }
+    Ok(())
+}
