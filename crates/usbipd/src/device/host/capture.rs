@@ -7,8 +7,9 @@
 //! [`CapturingBackend`] wraps a backend. A claim that fails because a driver holds the device
 //! captures it, waits for it to come back from the re-enumeration, opens it again and claims;
 //! the capture ends, and the drivers get the device back, when the device is given back
-//! ([`HostDeviceOps::attach_kernel_drivers`]) or closed. The OS calls sit behind [`Capturer`]
-//! (the IOKit leaf is `macos_capture`); everything here is tested on Linux with doubles.
+//! ([`HostDeviceOps::attach_kernel_drivers`], which also frees a capture that a crashed
+//! extension left) or closed. The OS calls sit behind [`Capturer`]
+//! (the IOKit leaf is `platform::macos::capture`); everything here is tested on Linux with doubles.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,20 +30,16 @@ pub const OWN_EVENTS_GRACE: Duration = Duration::from_secs(2);
 /// The first wait between two looks for the re-enumerated device; doubled up to 200 ms.
 const FIRST_POLL: Duration = Duration::from_millis(10);
 
-/// The OS's way to take a whole device from its drivers.
+/// The OS's way to take a whole device from its drivers and to give it back.
 pub trait Capturer: Send + Sync + 'static {
     /// Has the device with this busid re-enumerated so that no OS driver binds to it. Returns
     /// once the OS took the request; the device comes back (a new handle must be opened) a
-    /// moment later.
-    fn capture(&self, busid: &str) -> Result<Box<dyn Capture>, HostError>;
-}
+    /// moment later. No handle of ours may be open.
+    fn capture(&self, busid: &str) -> Result<(), HostError>;
 
-/// A device captured from the OS's drivers. Dropped without [`Capture::release`], the device
-/// stays captured until it re-enumerates or this process ends.
-pub trait Capture: Send {
-    /// Has the device re-enumerated without the capture, so its drivers match it again. Every
-    /// handle of it must have been closed.
-    fn release(self: Box<Self>) -> Result<(), HostError>;
+    /// Has the device re-enumerated without a capture, so its drivers match it again; also
+    /// frees a capture an earlier process left. No handle of ours may be open.
+    fn give_back(&self, busid: &str) -> Result<(), HostError>;
 }
 
 /// Devices this process is re-enumerating (capture, reset, release). The device leaves and
@@ -130,7 +127,7 @@ impl HostBackend for CapturingBackend {
             settle: self.settle,
             own: self.own.clone(),
             ops: Some(ops),
-            capture: None,
+            captured: false,
         }))
     }
 }
@@ -145,7 +142,8 @@ struct CapturingDevice {
     own: Arc<OwnReenumerations>,
     /// `None` after a capture or reset that failed: the device is closed.
     ops: Option<Box<dyn HostDeviceOps>>,
-    capture: Option<Box<dyn Capture>>,
+    /// This handle captured the device (and gives it back when closed).
+    captured: bool,
 }
 
 fn closed() -> HostError {
@@ -168,26 +166,24 @@ impl CapturingDevice {
             ops.release_interfaces();
         }
         self.own.begin(&self.busid);
-        let capture = match self.capturer.capture(&self.busid) {
-            Ok(capture) => capture,
-            Err(e) => {
-                self.own.end(&self.busid);
-                return Err(ClaimError::new(&self.busid, None, e));
-            }
-        };
+        if let Err(e) = self.capturer.capture(&self.busid) {
+            self.own.end(&self.busid);
+            return Err(ClaimError::new(&self.busid, None, e));
+        }
         info!(busid = %self.busid, "device captured from its drivers; waiting for it to return");
         let reopened = self.reopen(claim);
         self.own.end(&self.busid);
         match reopened {
             Ok(ops) => {
                 self.ops = Some(ops);
-                self.capture = Some(capture);
+                self.captured = true;
                 Ok(())
             }
             Err(e) => {
                 // Not usable captured: the drivers get it back rather than nobody.
-                if let Err(release) = capture.release() {
-                    warn!(busid = %self.busid, error = %release, "capture not released");
+                self.captured = true;
+                if let Err(back) = self.give_back() {
+                    warn!(busid = %self.busid, error = %back, "captured device not given back");
                 }
                 Err(e)
             }
@@ -223,29 +219,30 @@ impl CapturingDevice {
         }
     }
 
-    fn release_capture(&mut self) -> Result<(), HostError> {
-        match self.capture.take() {
-            Some(capture) => {
-                // Closed first: the OS re-enumerates a device nobody has open.
-                self.ops = None;
-                self.own.begin(&self.busid);
-                let released = capture.release();
-                self.own.end(&self.busid);
-                if released.is_ok() {
-                    info!(busid = %self.busid, "capture released; the OS drivers get the device back");
-                }
-                released
-            }
-            None => Ok(()),
+    /// Closes the device and has it re-enumerated without a capture.
+    fn give_back(&mut self) -> Result<(), HostError> {
+        // Closed first: the OS re-enumerates a device nobody has open.
+        self.ops = None;
+        self.own.begin(&self.busid);
+        let given = self.capturer.give_back(&self.busid);
+        self.own.end(&self.busid);
+        if given.is_ok() {
+            self.captured = false;
+            info!(busid = %self.busid, "re-enumerated without capture; the OS drivers get the device back");
         }
+        given
     }
 }
 
 impl Drop for CapturingDevice {
+    /// Closing a device this handle captured gives it back. (A stop of the extension closes
+    /// it too: unlike a usbfs detach, a capture is not left behind for the next start.)
     fn drop(&mut self) {
-        if let Err(e) = self.release_capture() {
-            // A device that left cannot be released; anything else is worth a line.
-            debug!(busid = %self.busid, error = %e, "capture not released on close");
+        if self.captured {
+            if let Err(e) = self.give_back() {
+                // A device that left cannot be given back; anything else is worth a line.
+                debug!(busid = %self.busid, error = %e, "captured device not given back on close");
+            }
         }
     }
 }
@@ -263,7 +260,7 @@ impl HostDeviceOps for CapturingDevice {
         let busid = self.busid.clone();
         let ops = self.ops().map_err(|e| ClaimError::new(&busid, None, e))?;
         match ops.claim_interfaces() {
-            Err(e) if e.reason == ClaimReason::HeldByDriver && self.capture.is_none() => {
+            Err(e) if e.reason == ClaimReason::HeldByDriver && !self.captured => {
                 debug!(busid = %self.busid, error = %e, "held by a driver: capturing the device");
                 self.capture_and_reopen(true)
             }
@@ -304,20 +301,20 @@ impl HostDeviceOps for CapturingDevice {
     /// reset), which would hand a captured device to its drivers. So a captured device is reset
     /// by capturing it again: the same re-enumeration, and it stays ours.
     fn reset(&mut self) -> Result<(), HostError> {
-        let Some(old) = self.capture.take() else {
+        if !self.captured {
             return self.ops()?.reset();
-        };
-        // The new capture replaces the old one, which is not released: that would re-enumerate
-        // the device to its drivers first.
-        drop(old);
+        }
+        self.captured = false;
         self.capture_and_reopen(false).map_err(|e| e.error)
     }
 
+    /// Gives the device back to its drivers. Always by a re-enumeration without capture, even
+    /// if this handle captured nothing: a crashed extension may have left the device captured.
     fn attach_kernel_drivers(&mut self) -> Result<(), HostError> {
-        if self.capture.is_some() {
-            return self.release_capture();
+        if let Some(ops) = self.ops.as_mut() {
+            ops.release_interfaces();
         }
-        self.ops()?.attach_kernel_drivers()
+        self.give_back()
     }
 }
 

@@ -335,22 +335,20 @@ async fn hotplug_events_reach_every_subscriber_with_busids() {
 /// it, and the departure the hotplug watch then reports is not taken for an unplug.
 #[tokio::test]
 async fn a_captured_claim_is_not_dropped_for_the_departure_its_capture_causes() {
-    use crate::device::host::capture::{Capture, Capturer, CapturingBackend};
+    use crate::device::host::capture::{Capturer, CapturingBackend};
     use crate::device::host::HostError;
 
     struct TakesFromDriver(Double);
-    struct Taken;
-    impl Capture for Taken {
-        fn release(self: Box<Self>) -> Result<(), HostError> {
-            Ok(())
-        }
-    }
     impl Capturer for TakesFromDriver {
-        fn capture(&self, _: &str) -> Result<Box<dyn Capture>, HostError> {
+        fn capture(&self, _: &str) -> Result<(), HostError> {
             let mut s = self.0.state();
             s.calls.push("capture".into());
             s.claim_error = None;
-            Ok(Box::new(Taken))
+            Ok(())
+        }
+        fn give_back(&self, _: &str) -> Result<(), HostError> {
+            self.0.state().calls.push("give back".into());
+            Ok(())
         }
     }
 

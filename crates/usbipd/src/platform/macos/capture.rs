@@ -17,14 +17,14 @@ use tracing::debug;
 
 use super::ffi;
 use crate::device::host::busid::macos_busid;
-use crate::device::host::capture::{Capture, Capturer};
+use crate::device::host::capture::Capturer;
 use crate::device::host::errors::{ioreturn, HostError, HostErrorKind};
 
 /// IOKit capture as a [`Capturer`].
 pub struct IoKitCapturer;
 
 impl Capturer for IoKitCapturer {
-    fn capture(&self, busid: &str) -> Result<Box<dyn Capture>, HostError> {
+    fn capture(&self, busid: &str) -> Result<(), HostError> {
         // Without root (or an entitlement we do not have) IOKit refuses the capture.
         if !nix::unistd::geteuid().is_root() {
             return Err(HostError {
@@ -33,20 +33,11 @@ impl Capturer for IoKitCapturer {
                 os_code: Some(ioreturn::NOT_PRIVILEGED),
             });
         }
-        reenumerate(busid, ffi::kUSBReEnumerateCaptureDeviceMask)?;
-        Ok(Box::new(IoKitCapture {
-            busid: busid.to_string(),
-        }))
+        reenumerate(busid, ffi::kUSBReEnumerateCaptureDeviceMask)
     }
-}
 
-struct IoKitCapture {
-    busid: String,
-}
-
-impl Capture for IoKitCapture {
-    fn release(self: Box<Self>) -> Result<(), HostError> {
-        reenumerate(&self.busid, 0)
+    fn give_back(&self, busid: &str) -> Result<(), HostError> {
+        reenumerate(busid, 0)
     }
 }
 

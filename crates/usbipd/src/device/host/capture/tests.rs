@@ -73,7 +73,7 @@ impl HostBackend for Bus {
 }
 
 impl Capturer for Bus {
-    fn capture(&self, _busid: &str) -> Result<Box<dyn Capture>, HostError> {
+    fn capture(&self, _busid: &str) -> Result<(), HostError> {
         let mut s = self.state();
         // IOKit re-enumerates only a device nobody else has open.
         assert_eq!(s.open, 0, "captured while a handle was open");
@@ -85,17 +85,13 @@ impl Capturer for Bus {
         s.driver = false;
         s.captured = true;
         s.returning = 3;
-        Ok(Box::new(Captured(self.clone())))
+        Ok(())
     }
-}
 
-struct Captured(Bus);
-
-impl Capture for Captured {
-    fn release(self: Box<Self>) -> Result<(), HostError> {
-        let mut s = self.0.state();
-        assert_eq!(s.open, 0, "released while a handle was open");
-        s.log.push("release capture".into());
+    fn give_back(&self, _busid: &str) -> Result<(), HostError> {
+        let mut s = self.state();
+        assert_eq!(s.open, 0, "given back while a handle was open");
+        s.log.push("give back".into());
         s.captured = false;
         s.driver = true;
         Ok(())
@@ -192,9 +188,25 @@ fn a_device_no_driver_holds_is_claimed_without_a_capture() {
     let bus = Bus::default();
     let mut ops = bus.backend(SETTLE).open(BUSID).unwrap();
     ops.claim_interfaces().unwrap();
-    ops.attach_kernel_drivers().unwrap();
     drop(ops);
-    assert_eq!(bus.log(), ["open", "claim", "attach", "close"]);
+    assert_eq!(bus.log(), ["open", "claim", "close"]);
+}
+
+#[test]
+fn a_capture_left_by_a_crashed_extension_is_freed_at_unbind() {
+    // Captured by a process that died: no driver, no capture of ours.
+    let bus = Bus::default();
+    bus.state().captured = true;
+    let mut ops = bus.backend(SETTLE).open(BUSID).unwrap();
+    ops.claim_interfaces().unwrap();
+    ops.attach_kernel_drivers().unwrap();
+    assert!(!bus.state().captured);
+    assert!(bus.state().driver);
+    drop(ops);
+    assert_eq!(
+        bus.log(),
+        ["open", "claim", "release interfaces", "close", "give back"]
+    );
 }
 
 #[test]
@@ -239,10 +251,7 @@ fn giving_the_device_back_closes_it_then_ends_the_capture() {
     ops.attach_kernel_drivers().unwrap();
     assert!(!bus.state().captured);
     assert!(bus.state().driver, "the driver has its device back");
-    assert_eq!(
-        bus.log(),
-        ["release interfaces", "close", "release capture"]
-    );
+    assert_eq!(bus.log(), ["release interfaces", "close", "give back"]);
     drop(ops);
     assert_eq!(bus.log().len(), 3, "nothing more on close: {:?}", bus.log());
 }
@@ -254,9 +263,7 @@ fn closing_a_captured_device_ends_the_capture() {
     ops.claim_interfaces().unwrap();
     drop(ops);
     assert!(!bus.state().captured);
-    assert!(bus
-        .log()
-        .ends_with(&["close".into(), "release capture".into()]));
+    assert!(bus.log().ends_with(&["close".into(), "give back".into()]));
 }
 
 #[test]
@@ -297,20 +304,21 @@ fn a_device_that_does_not_come_back_in_time_is_given_back_to_its_driver() {
     assert_eq!(e.reason, ClaimReason::Gone);
     assert!(!bus.state().captured);
     assert!(bus.state().driver);
-    assert_eq!(
-        bus.log().last().map(String::as_str),
-        Some("release capture")
-    );
+    assert_eq!(bus.log().last().map(String::as_str), Some("give back"));
 }
 
 /// A capture after which the device stays away for a long time.
 struct SlowReturn(Bus);
 
 impl Capturer for SlowReturn {
-    fn capture(&self, busid: &str) -> Result<Box<dyn Capture>, HostError> {
-        let capture = self.0.capture(busid)?;
+    fn capture(&self, busid: &str) -> Result<(), HostError> {
+        self.0.capture(busid)?;
         self.0.state().returning = u32::MAX;
-        Ok(capture)
+        Ok(())
+    }
+
+    fn give_back(&self, busid: &str) -> Result<(), HostError> {
+        self.0.give_back(busid)
     }
 }
 
@@ -337,7 +345,7 @@ fn a_captured_device_is_reset_by_capturing_it_again_so_its_driver_never_gets_it(
     assert!(!bus.state().driver);
     let log = bus.log();
     assert!(!log.contains(&"plain reset".into()), "{log:?}");
-    assert!(!log.contains(&"release capture".into()), "{log:?}");
+    assert!(!log.contains(&"give back".into()), "{log:?}");
     assert_eq!(log[..2], ["close".to_string(), "capture".to_string()]);
     assert_eq!(log.last().map(String::as_str), Some("open"));
     // The session claims again after a reset.
