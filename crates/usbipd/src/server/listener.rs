@@ -116,7 +116,10 @@ impl Server {
 }
 
 /// TCP_NODELAY (URBs are latency-bound), and keepalive as usbipd-win sets it (10 s idle, 1 s
-/// interval, 5 probes) so that a client that vanished without FIN frees its device.
+/// interval, 5 probes) so that a client that vanished without FIN frees its device. Keepalive
+/// only probes an idle connection; one with replies unacknowledged (a client that vanished
+/// mid-transfer) is ended by TCP_USER_TIMEOUT (Linux) instead of after ~15 minutes of
+/// retransmissions.
 fn configure_socket(stream: &TcpStream) {
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "TCP_NODELAY not set");
@@ -125,7 +128,40 @@ fn configure_socket(stream: &TcpStream) {
         .with_time(Duration::from_secs(10))
         .with_interval(Duration::from_secs(1))
         .with_retries(5);
-    if let Err(e) = SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+    let socket = SockRef::from(stream);
+    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
         debug!(error = %e, "TCP keepalive not set");
+    }
+    #[cfg(target_os = "linux")]
+    if let Err(e) = socket.set_tcp_user_timeout(Some(UNACKNOWLEDGED_TIMEOUT)) {
+        debug!(error = %e, "TCP_USER_TIMEOUT not set");
+    }
+}
+
+/// How long sent data may stay unacknowledged before the connection is given up: well above
+/// any pause of a healthy client, far below TCP's own retransmission give-up.
+#[cfg(target_os = "linux")]
+const UNACKNOWLEDGED_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_get_nodelay_keepalive_and_a_user_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, _client) = tokio::join!(listener.accept(), client);
+        let (stream, _) = accepted.unwrap();
+        configure_socket(&stream);
+        let socket = SockRef::from(&stream);
+        assert!(socket.nodelay().unwrap());
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.keepalive_time().unwrap(), Duration::from_secs(10));
+        #[cfg(target_os = "linux")]
+        assert_eq!(
+            socket.tcp_user_timeout().unwrap(),
+            Some(UNACKNOWLEDGED_TIMEOUT)
+        );
     }
 }
