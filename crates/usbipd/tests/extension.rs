@@ -304,6 +304,54 @@ async fn imports_are_handed_over_exclusive_and_a_disconnect_keeps_the_claim() {
     loop_once(&second, b"again").await;
 }
 
+/// A session handed to the extension keeps the daemon's configured limits: here a 4 KiB
+/// transfer limit, so a larger URB ends that connection (and only it).
+#[tokio::test]
+async fn a_handed_over_session_keeps_the_daemons_limits() {
+    let r = rig(vec![spec("1-2", None, None)]).await;
+    r.bind("1-2").await;
+    let mut config = ServerConfig::default();
+    config.limits.max_transfer_length = 4096;
+    let listeners = Server::bind(&["127.0.0.1:0".parse().unwrap()])
+        .await
+        .unwrap();
+    let strict = listeners[0].local_addr().unwrap();
+    let server = Server::new(Registry::new(), config.clone()).with_external(Arc::new(
+        ExtensionLink::new(r.socket.clone()).with_limits(&config),
+    ));
+    tokio::spawn(async move { server.serve(listeners).await });
+
+    let echo = |conn: &Connection, len: usize| {
+        let back = conn.start(Submit::bulk_in(1, len as u32));
+        let out = conn.start(Submit::bulk_out(1, vec![7u8; len]));
+        async move { (back.unwrap().wait().await, out.unwrap().wait().await) }
+    };
+    let conn = import_loopback(strict, "1-2").await;
+    let (back, out) = echo(&conn, 4096).await;
+    assert_eq!((back.unwrap().data.len(), out.unwrap().status), (4096, 0));
+    let too_big = conn.start(Submit::bulk_in(1, 8192)).unwrap();
+    assert!(too_big.wait().await.is_err(), "the connection is closed");
+    assert!(conn.is_closed());
+
+    // The claim stays and the device serves the next client, held to its own daemon's limits.
+    let mut other = None;
+    for _ in 0..250 {
+        if let Ok(c) = Connection::import(r.daemon, "1-2").await {
+            other = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let other = other.expect("the device is importable again");
+    let c = other
+        .submit(set_configuration(gadget_zero::CONFIG_LOOPBACK))
+        .await
+        .unwrap();
+    assert_eq!(c.status, 0);
+    let (back, out) = echo(&other, 8192).await;
+    assert_eq!((back.unwrap().data.len(), out.unwrap().status), (8192, 0));
+}
+
 #[tokio::test]
 async fn unbind_ends_the_session_of_a_client_in_use() {
     let r = rig(vec![spec("1-2", Some("usbhid"), None)]).await;

@@ -132,6 +132,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tokio::spawn(control::serve(control_listener, ctx));
 
     let listeners = Server::bind(&listen).await?;
+    let link_limits = server_config.clone();
     let mut server = Server::new(registry, server_config);
     let mut supervisor = None;
     if args.extension != "off" {
@@ -144,7 +145,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         // In `auto` mode the link finds nothing until the extension runs: DEVLIST shows its
         // devices and imports of its busids are handed over from then on.
         tokio::spawn(ExtensionLink::new(socket.clone()).follow_events());
-        server = server.with_external(Arc::new(ExtensionLink::new(socket)));
+        server = server.with_external(Arc::new(
+            ExtensionLink::new(socket).with_limits(&link_limits),
+        ));
     }
     tokio::select! {
         _ = server.serve(listeners) => {}

@@ -15,16 +15,28 @@ use tracing::{debug, info, warn};
 use usbip_proto::{ExportedDevice, Limits, OpReply, OpRequest};
 
 use crate::ipc::client::{self, Client};
-use crate::ipc::{from_hex, to_hex, EventKind, Request, Response, MAX_LEFTOVER};
-use crate::server::{BoxFuture, External};
+use crate::ipc::{from_hex, to_hex, EventKind, Request, Response, SessionLimits, MAX_LEFTOVER};
+use crate::server::{BoxFuture, External, ServerConfig};
 
 pub struct ExtensionLink {
     socket: PathBuf,
+    /// Sent with each import: the session in the extension keeps the daemon's limits.
+    limits: SessionLimits,
 }
 
 impl ExtensionLink {
+    /// A link whose imports carry the default limits.
     pub fn new(socket: PathBuf) -> ExtensionLink {
-        ExtensionLink { socket }
+        ExtensionLink {
+            socket,
+            limits: SessionLimits::of(&ServerConfig::default()),
+        }
+    }
+
+    /// Imports carry the limits of this daemon's configuration.
+    pub fn with_limits(mut self, config: &ServerConfig) -> ExtensionLink {
+        self.limits = SessionLimits::of(config);
+        self
     }
 
     async fn list_devices(&self) -> Vec<ExportedDevice> {
@@ -62,6 +74,7 @@ impl ExtensionLink {
             busid: busid.clone(),
             peer: peer.to_string(),
             leftover: to_hex(&leftover),
+            limits: Some(self.limits),
         };
         match client.request_with_fd(&request, Some(stream.as_fd())).await {
             Ok(Response::Accepted) => {

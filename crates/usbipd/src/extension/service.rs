@@ -23,7 +23,7 @@ use crate::device::registry::Registry;
 use crate::ipc::server::Handler;
 use crate::ipc::{
     from_hex, to_hex, ClaimInfo, ErrorCode, Event, EventKind, HostDeviceInfo, IpcError, Request,
-    Response, StatusReport,
+    Response, SessionLimits, StatusReport,
 };
 use crate::server::{BoxFuture, ServerConfig};
 
@@ -406,7 +406,13 @@ impl Extension {
         busid: String,
         peer: SocketAddr,
         leftover: Vec<u8>,
+        limits: Option<SessionLimits>,
     ) -> Result<(), IpcError> {
+        // The daemon's limits where it sent them (validated at parse), ours otherwise.
+        let config = match limits {
+            Some(limits) => limits.apply(&self.server_config),
+            None => self.server_config.clone(),
+        };
         let std_stream = std::net::TcpStream::from(fd);
         let stream = std_stream
             .set_nonblocking(true)
@@ -429,7 +435,7 @@ impl Extension {
                 id.clone(),
                 BytesMut::from(&leftover[..]),
                 &ext.exports,
-                &ext.server_config,
+                &config,
                 Some(on_attached),
             )
             .await;
@@ -577,9 +583,10 @@ impl Handler for ExtensionHandler {
                     busid,
                     peer,
                     leftover,
+                    limits,
                 } => match (fd, peer.parse(), from_hex(&leftover)) {
                     (Some(fd), Ok(peer), Some(leftover)) => ext
-                        .import(fd, busid, peer, leftover)
+                        .import(fd, busid, peer, leftover, limits)
                         .map(|()| Response::Accepted),
                     _ => Err(IpcError::new(ErrorCode::InvalidRequest, "bad import")),
                 },

@@ -14,6 +14,8 @@ pub mod socket;
 
 use serde::{Deserialize, Serialize};
 
+use crate::server::ServerConfig;
+
 pub use codes::{ErrorCode, OsCode};
 
 /// The protocol version this build speaks. A peer with another one gets `UnsupportedVersion`.
@@ -39,6 +41,84 @@ pub struct ResponseMessage {
     pub response: Response,
 }
 
+/// A connection's limits as the daemon is configured (`[limits]`), so that a session handed
+/// to the extension is held to what the user set. Each is checked against a ceiling: the
+/// extension never lets a peer make it hold more than that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionLimits {
+    pub max_transfer_length: u32,
+    pub max_iso_packets: u32,
+    pub max_in_flight: u32,
+    pub max_buffered_bytes: u64,
+}
+
+impl SessionLimits {
+    /// Ceilings: 64 MiB transfers (4x usbfs's default cap), 4096 iso packets (4x the kernel's
+    /// USBIP_MAX_ISO_PACKETS), 65536 URBs, 4 GiB buffered per connection.
+    const CEILING: SessionLimits = SessionLimits {
+        max_transfer_length: 64 << 20,
+        max_iso_packets: 4096,
+        max_in_flight: 65536,
+        max_buffered_bytes: 4 << 30,
+    };
+
+    /// The limits of a configured server.
+    pub fn of(config: &ServerConfig) -> SessionLimits {
+        SessionLimits {
+            max_transfer_length: config.limits.max_transfer_length,
+            max_iso_packets: config.limits.max_iso_packets,
+            max_in_flight: u32::try_from(config.max_in_flight).unwrap_or(u32::MAX),
+            max_buffered_bytes: config.max_buffered_bytes as u64,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), IpcError> {
+        let c = SessionLimits::CEILING;
+        let fields = [
+            (
+                "max_transfer_length",
+                u64::from(self.max_transfer_length),
+                u64::from(c.max_transfer_length),
+            ),
+            (
+                "max_iso_packets",
+                u64::from(self.max_iso_packets),
+                u64::from(c.max_iso_packets),
+            ),
+            (
+                "max_in_flight",
+                u64::from(self.max_in_flight),
+                u64::from(c.max_in_flight),
+            ),
+            (
+                "max_buffered_bytes",
+                self.max_buffered_bytes,
+                c.max_buffered_bytes,
+            ),
+        ];
+        for (name, value, ceiling) in fields {
+            if value == 0 || value > ceiling {
+                return Err(IpcError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("{name} {value} is outside 1..={ceiling}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `config` with these limits (validated) in place of its own.
+    pub fn apply(&self, config: &ServerConfig) -> ServerConfig {
+        let mut config = config.clone();
+        config.limits.max_transfer_length = self.max_transfer_length;
+        config.limits.max_iso_packets = self.max_iso_packets;
+        config.max_in_flight = self.max_in_flight as usize;
+        config.max_buffered_bytes = usize::try_from(self.max_buffered_bytes).unwrap_or(usize::MAX);
+        config
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
@@ -62,6 +142,10 @@ pub enum Request {
         peer: String,
         /// Hex of the bytes that followed the import request.
         leftover: String,
+        /// The daemon's per-connection limits, for the session the extension runs; absent
+        /// from older daemons (the extension's defaults apply).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limits: Option<SessionLimits>,
     },
     /// Turns this connection into a stream of [`Event`]s.
     Subscribe,
@@ -248,6 +332,43 @@ mod tests {
         ] {
             let e = validate_busid(bad).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidBusid, "{bad}");
+        }
+    }
+
+    #[test]
+    fn session_limits_ride_with_an_import_within_ceilings() {
+        let limits = SessionLimits::of(&ServerConfig::default());
+        assert_eq!(limits.validate(), Ok(()));
+        let applied = SessionLimits {
+            max_transfer_length: 4096,
+            ..limits
+        }
+        .apply(&ServerConfig::default());
+        assert_eq!(applied.limits.max_transfer_length, 4096);
+        assert_eq!(applied.max_in_flight, ServerConfig::default().max_in_flight);
+
+        for bad in [
+            SessionLimits {
+                max_transfer_length: 0,
+                ..limits
+            },
+            SessionLimits {
+                max_in_flight: 1 << 20,
+                ..limits
+            },
+            SessionLimits {
+                max_buffered_bytes: u64::MAX,
+                ..limits
+            },
+        ] {
+            assert_eq!(bad.validate().unwrap_err().code, ErrorCode::InvalidRequest);
+        }
+
+        // An older daemon's import has no limits; it still parses.
+        let old = r#"{"import":{"busid":"1-2","peer":"10.0.0.1:5000","leftover":""}}"#;
+        match serde_json::from_str::<Request>(old).unwrap() {
+            Request::Import { limits, .. } => assert_eq!(limits, None),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -140,8 +140,12 @@ pub fn parse(data: &[u8], has_fd: bool) -> Result<Request, IpcError> {
             busid,
             peer,
             leftover,
+            limits,
         } => {
             validate_busid(busid)?;
+            if let Some(limits) = limits {
+                limits.validate()?;
+            }
             if peer.len() > 64 || peer.parse::<SocketAddr>().is_err() {
                 return Err(IpcError::new(ErrorCode::InvalidRequest, "bad peer address"));
             }
