@@ -577,6 +577,40 @@ async fn peers_whose_code_signature_is_not_the_extensions_team_are_refused() {
             Ok(self.peer_signed_by_us)
         }
     }
+    // Signed at connect, but the message comes from another image (a forked child, an exec):
+    // refused, because each message is checked again.
+    struct SignedOnlyAtConnect(std::sync::atomic::AtomicUsize);
+    impl SignatureReader for SignedOnlyAtConnect {
+        fn own_team(&self) -> Result<Option<String>, SignatureError> {
+            Ok(Some("A1B2C3D4E5".into()))
+        }
+        fn peer_satisfies(&self, _: BorrowedFd<'_>, _: &str) -> Result<bool, SignatureError> {
+            Ok(self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0)
+        }
+    }
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = VirtualBus::new(VirtualBusSpec {
+            devices: vec![spec("1-2", Some("usbhid"), None)],
+        });
+        let reader = Arc::new(SignedOnlyAtConnect(Default::default()));
+        let (signature, _) = SignaturePolicy::for_own_signature(reader);
+        let policy = PeerPolicy {
+            signature,
+            ..PeerPolicy::with_self(vec![], vec![])
+        };
+        let (_ext, socket, _ipc) = start_extension(bus.clone(), dir.path(), policy).await;
+        let e = client::call(
+            &socket,
+            &Request::Bind {
+                busid: "1-2".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::UntrustedSignature);
+        assert_eq!(bus.kernel("1-2").unwrap().driver.as_deref(), Some("usbhid"));
+    }
     for peer_signed_by_us in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let bus = VirtualBus::new(VirtualBusSpec {

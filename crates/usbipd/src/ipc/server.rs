@@ -95,6 +95,14 @@ async fn connection(sock: IpcSocket, policy: &PeerPolicy, handler: &dyn Handler)
                 return;
             }
         };
+        // Again for each message: the kernel's token names whoever used the socket last, so a
+        // process sharing the connection (a forked child) is checked for what it sends.
+        if let Err(refusal) = policy.signature.check(sock.as_fd()) {
+            warn!(uid = cred.uid, reason = %refusal, "IPC message refused: code signature");
+            let e = IpcError::new(ErrorCode::UntrustedSignature, refusal.to_string());
+            let _ = send(&sock, &Response::Error(e)).await;
+            return;
+        }
         let request = match parse(&msg.data, msg.fd.is_some()) {
             Ok(r) => r,
             Err(e) => {

@@ -40,6 +40,10 @@ pub trait Capturer: Send + Sync + 'static {
     /// Has the device re-enumerated without a capture, so its drivers match it again; also
     /// frees a capture an earlier process left. No handle of ours may be open.
     fn give_back(&self, busid: &str) -> Result<(), HostError>;
+
+    /// Port reset of a captured device that keeps the capture (IOKit's plain reset is a
+    /// re-enumeration, which would end it). No handle of ours may be open.
+    fn reset(&self, busid: &str) -> Result<(), HostError>;
 }
 
 /// Devices this process is re-enumerating (capture, reset, release). The device leaves and
@@ -297,15 +301,19 @@ impl HostDeviceOps for CapturingDevice {
         self.ops()?.set_alt_setting(interface, alt)
     }
 
-    /// A plain reset re-enumerates the device without the capture (IOKit has no other port
-    /// reset), which would hand a captured device to its drivers. So a captured device is reset
-    /// by capturing it again: the same re-enumeration, and it stays ours.
+    /// A captured device is reset through the capturer, which keeps the capture; the plain
+    /// reset (a re-enumeration without capture) would hand it to its drivers.
     fn reset(&mut self) -> Result<(), HostError> {
         if !self.captured {
             return self.ops()?.reset();
         }
-        self.captured = false;
-        self.capture_and_reopen(false).map_err(|e| e.error)
+        self.ops = None;
+        self.own.begin(&self.busid);
+        let reset = self.capturer.reset(&self.busid);
+        let reopened = reset.and_then(|()| self.reopen(false).map_err(|e| e.error));
+        self.own.end(&self.busid);
+        self.ops = Some(reopened?);
+        Ok(())
     }
 
     /// Gives the device back to its drivers. Always by a re-enumeration without capture, even

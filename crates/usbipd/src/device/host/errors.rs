@@ -54,6 +54,7 @@ fn unknown_errno(code: u32, linux: bool) -> i32 {
 pub mod ioreturn {
     use super::HostErrorKind;
 
+    pub const NO_RESOURCES: u32 = 0xe000_02be;
     pub const NO_DEVICE: u32 = 0xe000_02c0;
     pub const NOT_PRIVILEGED: u32 = 0xe000_02c1;
     pub const EXCLUSIVE_ACCESS: u32 = 0xe000_02c5;

@@ -350,6 +350,9 @@ async fn a_captured_claim_is_not_dropped_for_the_departure_its_capture_causes() 
             self.0.state().calls.push("give back".into());
             Ok(())
         }
+        fn reset(&self, _: &str) -> Result<(), HostError> {
+            Ok(())
+        }
     }
 
     let dir = tempfile::tempdir().unwrap();

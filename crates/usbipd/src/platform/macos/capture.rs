@@ -33,21 +33,55 @@ impl Capturer for IoKitCapturer {
                 os_code: Some(ioreturn::NOT_PRIVILEGED),
             });
         }
-        reenumerate(busid, ffi::kUSBReEnumerateCaptureDeviceMask)
+        with_device(busid, |device, _| {
+            device.reenumerate(ffi::kUSBReEnumerateCaptureDeviceMask)
+        })
     }
 
     fn give_back(&self, busid: &str) -> Result<(), HostError> {
-        reenumerate(busid, 0)
+        with_device(busid, |device, opened| {
+            // libusb's way (a plain re-enumeration) needs the device open; the release bit
+            // does not, where something else has it open.
+            let options = if opened {
+                0
+            } else {
+                ffi::kUSBReEnumerateReleaseDeviceMask
+            };
+            device.reenumerate(options)
+        })
+    }
+
+    fn reset(&self, busid: &str) -> Result<(), HostError> {
+        with_device(busid, |device, opened| {
+            if !opened {
+                return Err(HostError {
+                    kind: HostErrorKind::Busy,
+                    message: "the device is open elsewhere: not reset".into(),
+                    os_code: Some(ioreturn::EXCLUSIVE_ACCESS),
+                });
+            }
+            device.reset()
+        })
     }
 }
 
-/// Opens the device that has `busid`, re-enumerates it with `options`, closes it.
-fn reenumerate(busid: &str, options: u32) -> Result<(), HostError> {
+/// Runs `f` on the device that has `busid`, opened if possible (`true`): a driver that holds
+/// it may refuse the open (exclusive access), which a capture or release does not need.
+fn with_device(
+    busid: &str,
+    f: impl FnOnce(&DeviceInterface, bool) -> Result<(), HostError>,
+) -> Result<(), HostError> {
     let service = find_service(busid)?;
     let device = DeviceInterface::new(&service)?;
-    device.open_seize()?;
-    let result = device.reenumerate(options);
-    device.close();
+    let opened = match device.open_seize() {
+        Ok(()) => true,
+        Err(e) if e.os_code == Some(ioreturn::EXCLUSIVE_ACCESS) => false,
+        Err(e) => return Err(e),
+    };
+    let result = f(&device, opened);
+    if opened {
+        device.close();
+    }
     result
 }
 
@@ -183,16 +217,27 @@ impl DeviceInterface {
     fn new(service: &Object) -> Result<DeviceInterface, HostError> {
         let mut plugin: *mut *mut ffi::IOCFPlugInInterface = ptr::null_mut();
         let mut score = 0i32;
-        // SAFETY: a valid service; out-params.
-        check("IOCreatePlugInInterfaceForService", unsafe {
-            ffi::IOCreatePlugInInterfaceForService(
-                service.0,
-                uuid(&ffi::kIOUSBDeviceUserClientTypeID),
-                uuid(&ffi::kIOCFPlugInInterfaceID),
-                &mut plugin,
-                &mut score,
-            )
-        })?;
+        // IOKit answers kIOReturnNoResources now and then while a device settles; libusb
+        // retries too.
+        let mut attempts = 0;
+        loop {
+            // SAFETY: a valid service; out-params.
+            let code = unsafe {
+                ffi::IOCreatePlugInInterfaceForService(
+                    service.0,
+                    uuid(&ffi::kIOUSBDeviceUserClientTypeID),
+                    uuid(&ffi::kIOCFPlugInInterfaceID),
+                    &mut plugin,
+                    &mut score,
+                )
+            };
+            attempts += 1;
+            if code as u32 != ioreturn::NO_RESOURCES || attempts == 5 {
+                check("IOCreatePlugInInterfaceForService", code)?;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         if plugin.is_null() {
             return Err(HostError::new(
                 HostErrorKind::Other,
@@ -237,6 +282,13 @@ impl DeviceInterface {
         // SAFETY: a live interface.
         check("USBDeviceOpenSeize", unsafe {
             (self.vtable().USBDeviceOpenSeize)(self.this())
+        })
+    }
+
+    fn reset(&self) -> Result<(), HostError> {
+        // SAFETY: a live, open interface.
+        check("ResetDevice", unsafe {
+            (self.vtable().ResetDevice)(self.this())
         })
     }
 

@@ -20,7 +20,7 @@ use core_foundation_sys::uuid::{CFUUIDBytes, CFUUIDRef};
 
 /// `SOL_LOCAL`: the level of Unix-domain socket options.
 pub const SOL_LOCAL: c_int = 0;
-/// `LOCAL_PEERPID`: the pid of the peer (at connect time).
+/// `LOCAL_PEERPID`: the pid of the peer process.
 pub const LOCAL_PEERPID: c_int = 0x002;
 /// `LOCAL_PEERTOKEN`: the audit token of the peer.
 pub const LOCAL_PEERTOKEN: c_int = 0x006;
@@ -62,8 +62,12 @@ pub const MAIN_PORT_DEFAULT: mach_port_t = 0;
 pub const kIOReturnSuccess: IOReturn = 0;
 
 /// USB.h: re-enumerate the device captured: no driver matches it until it is re-enumerated
-/// again without this bit. Needs root (or the com.apple.vm.device-access entitlement).
+/// again without this bit. Needs root (or the com.apple.vm.device-access entitlement); with it
+/// (and with the release bit) the device need not be open (IOUSBLib.h). It does not take
+/// mass-storage interfaces from their driver (USB.h).
 pub const kUSBReEnumerateCaptureDeviceMask: u32 = 1 << 30;
+/// USB.h: re-enumerate a captured device released, so its drivers match it again.
+pub const kUSBReEnumerateReleaseDeviceMask: u32 = 1 << 29;
 
 /// IOUSBLib.h: the registry class of USB devices (what nusb enumerates).
 pub const kIOUSBDeviceClassName: &CStr = c"IOUSBDevice";
@@ -132,8 +136,12 @@ pub struct IOUSBDeviceInterface {
     pub USBDeviceOpen: unsafe extern "C" fn(this: *mut c_void) -> IOReturn,
     /// Slot 9.
     pub USBDeviceClose: unsafe extern "C" fn(this: *mut c_void) -> IOReturn,
-    /// GetDeviceClass .. CreateInterfaceIterator.
-    _slots_10_to_28: [*const c_void; 19],
+    /// GetDeviceClass .. GetBusFrameNumber.
+    _slots_10_to_24: [*const c_void; 15],
+    /// Slot 25: a port reset that keeps a capture (a plain re-enumeration loses it).
+    pub ResetDevice: unsafe extern "C" fn(this: *mut c_void) -> IOReturn,
+    /// DeviceRequest, DeviceRequestAsync, CreateInterfaceIterator.
+    _slots_26_to_28: [*const c_void; 3],
     /// Slot 29: open, asking a kernel client that has the device open to give it up.
     pub USBDeviceOpenSeize: unsafe extern "C" fn(this: *mut c_void) -> IOReturn,
     /// DeviceRequestTO .. USBGetSerialNumberStringIndex.
@@ -141,6 +149,20 @@ pub struct IOUSBDeviceInterface {
     /// Slot 37.
     pub USBDeviceReEnumerate: unsafe extern "C" fn(this: *mut c_void, options: u32) -> IOReturn,
 }
+
+// The slots this layout depends on, checked wherever it compiles (the Linux type-check too).
+const SLOT: usize = std::mem::size_of::<*const c_void>();
+const _: () = {
+    use std::mem::offset_of;
+    assert!(offset_of!(IOUSBDeviceInterface, USBDeviceOpen) == 8 * SLOT);
+    assert!(offset_of!(IOUSBDeviceInterface, USBDeviceClose) == 9 * SLOT);
+    assert!(offset_of!(IOUSBDeviceInterface, ResetDevice) == 25 * SLOT);
+    assert!(offset_of!(IOUSBDeviceInterface, USBDeviceOpenSeize) == 29 * SLOT);
+    assert!(offset_of!(IOUSBDeviceInterface, USBDeviceReEnumerate) == 37 * SLOT);
+    assert!(offset_of!(IOCFPlugInInterface, Release) == 3 * SLOT);
+    assert!(std::mem::size_of::<audit_token_t>() == 32);
+    assert!(std::mem::size_of::<CFUUIDBytes>() == 16);
+};
 
 // ---- Security: SecCode.h, SecRequirement.h, CSCommon.h --------------------------------------
 

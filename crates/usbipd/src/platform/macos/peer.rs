@@ -1,6 +1,6 @@
 //! Who is at the other end of a Unix socket, as the kernel says: `getpeereid` for uid/gid,
-//! `LOCAL_PEERPID` for the pid, `LOCAL_PEERTOKEN` for the audit token that names the exact
-//! process image (a pid can be reused; a token cannot).
+//! `LOCAL_PEERPID` for the pid, `LOCAL_PEERTOKEN` for the audit token, which names the process
+//! image (pid and pid version) of the peer's last user of the socket at the time of the query.
 
 use std::ffi::c_void;
 use std::io;

@@ -46,6 +46,20 @@ impl SignatureReader for CodeSignatures {
             ffi::SecCodeCopySelf(ffi::kSecCSDefaultFlags, &mut code)
         })?;
         let code = Owned(code);
+        // Only a signature that holds says who we are (SecCode.h: information may be partial
+        // for code that was not validated).
+        // SAFETY: a live code object; no requirement.
+        match unsafe { ffi::SecCodeCheckValidity(code.0, ffi::kSecCSDefaultFlags, ptr::null_mut()) }
+        {
+            0 => {}
+            ffi::errSecCSUnsigned => return Ok(None),
+            code => {
+                return Err(SignatureError {
+                    what: "SecCodeCheckValidity(self)",
+                    code,
+                })
+            }
+        }
         let mut on_disk: ffi::SecStaticCodeRef = ptr::null_mut();
         // SAFETY: as above.
         status("SecCodeCopyStaticCode", unsafe {
