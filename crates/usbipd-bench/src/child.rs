@@ -117,8 +117,10 @@ impl ServerProcess {
     pub fn usbipd(binary: &Path, args: &[&str]) -> anyhow::Result<ServerProcess> {
         let port = free_port()?;
         let usbip: SocketAddr = ([127, 0, 0, 1], port).into();
-        let control =
-            std::env::temp_dir().join(format!("usbipd-bench-{}-{port}.sock", std::process::id()));
+        // In a directory of the bench's own, never loose in the shared temporary directory.
+        let control = std::env::temp_dir()
+            .join(format!("usbipd-bench-{}", std::process::id()))
+            .join(format!("control-{port}.sock"));
         let started = Instant::now();
         let mut child = Command::new(binary)
             .arg("server")

@@ -136,7 +136,12 @@ pub struct ControlContext {
 /// Binds the control socket, replacing a stale one.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
-    if let Some(dir) = path.parent() {
+    // A directory we create is ours alone; one that exists (say /tmp, for `--control
+    // /tmp/x.sock`) is not ours to change: the socket itself is made 0600 below.
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
@@ -287,4 +292,33 @@ pub async fn request(path: &Path, request: &Request) -> anyhow::Result<Response>
         .read_line(&mut reply)
         .await?;
     Ok(serde_json::from_str(&reply)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_private_and_a_shared_directory_keeps_its_mode() {
+        let shared = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let socket = shared.path().join("control.sock");
+        let _listener = bind(&socket).unwrap();
+        assert_eq!(
+            mode(shared.path()),
+            0o1777,
+            "an existing directory is left alone"
+        );
+        assert_eq!(mode(&socket), 0o600);
+
+        // A directory it creates is its own.
+        let own = shared.path().join("usbipd");
+        let _listener = bind(&own.join("control.sock")).unwrap();
+        assert_eq!(mode(&own), 0o700);
+    }
 }
