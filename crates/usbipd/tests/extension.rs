@@ -559,10 +559,13 @@ async fn peers_other_than_root_and_the_allowed_users_are_refused() {
 #[tokio::test]
 async fn peers_whose_code_signature_is_not_the_extensions_team_are_refused() {
     use std::os::fd::BorrowedFd;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use usbipd::ipc::signature::{SignatureError, SignaturePolicy, SignatureReader};
 
+    /// Our team is A1B2C3D4E5; the n-th check of the peer answers `peer(n)`.
     struct Team {
-        peer_signed_by_us: bool,
+        peer: fn(usize) -> bool,
+        checks: AtomicUsize,
     }
     impl SignatureReader for Team {
         fn own_team(&self) -> Result<Option<String>, SignatureError> {
@@ -574,72 +577,46 @@ async fn peers_whose_code_signature_is_not_the_extensions_team_are_refused() {
             requirement: &str,
         ) -> Result<bool, SignatureError> {
             assert!(requirement.contains("\"A1B2C3D4E5\""), "{requirement}");
-            Ok(self.peer_signed_by_us)
+            Ok((self.peer)(self.checks.fetch_add(1, Ordering::SeqCst)))
         }
     }
+    let bind_as = |peer: fn(usize) -> bool| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = VirtualBus::new(VirtualBusSpec {
+            devices: vec![spec("1-2", Some("usbhid"), None)],
+        });
+        let reader = Arc::new(Team {
+            peer,
+            checks: AtomicUsize::new(0),
+        });
+        let policy = PeerPolicy {
+            signature: SignaturePolicy::for_own_signature(reader).0,
+            ..PeerPolicy::with_self(vec![], vec![])
+        };
+        let (_ext, socket, _ipc) = start_extension(bus.clone(), dir.path(), policy).await;
+        let request = Request::Bind {
+            busid: "1-2".into(),
+        };
+        let answer = client::call(&socket, &request).await;
+        let driver = bus.kernel("1-2").unwrap().driver;
+        (answer, driver)
+    };
+
+    let (answer, driver) = bind_as(|_| true).await;
+    assert!(answer.is_ok(), "{answer:?}");
+    assert_eq!(driver, None, "bound");
+
+    let (answer, driver) = bind_as(|_| false).await;
+    let e = answer.unwrap_err();
+    assert_eq!(e.code, ErrorCode::UntrustedSignature);
+    assert!(e.message.contains("team A1B2C3D4E5"), "{}", e.message);
+    assert_eq!(driver.as_deref(), Some("usbhid"));
+
     // Signed at connect, but the message comes from another image (a forked child, an exec):
     // refused, because each message is checked again.
-    struct SignedOnlyAtConnect(std::sync::atomic::AtomicUsize);
-    impl SignatureReader for SignedOnlyAtConnect {
-        fn own_team(&self) -> Result<Option<String>, SignatureError> {
-            Ok(Some("A1B2C3D4E5".into()))
-        }
-        fn peer_satisfies(&self, _: BorrowedFd<'_>, _: &str) -> Result<bool, SignatureError> {
-            Ok(self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0)
-        }
-    }
-    {
-        let dir = tempfile::tempdir().unwrap();
-        let bus = VirtualBus::new(VirtualBusSpec {
-            devices: vec![spec("1-2", Some("usbhid"), None)],
-        });
-        let reader = Arc::new(SignedOnlyAtConnect(Default::default()));
-        let (signature, _) = SignaturePolicy::for_own_signature(reader);
-        let policy = PeerPolicy {
-            signature,
-            ..PeerPolicy::with_self(vec![], vec![])
-        };
-        let (_ext, socket, _ipc) = start_extension(bus.clone(), dir.path(), policy).await;
-        let e = client::call(
-            &socket,
-            &Request::Bind {
-                busid: "1-2".into(),
-            },
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(e.code, ErrorCode::UntrustedSignature);
-        assert_eq!(bus.kernel("1-2").unwrap().driver.as_deref(), Some("usbhid"));
-    }
-    for peer_signed_by_us in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let bus = VirtualBus::new(VirtualBusSpec {
-            devices: vec![spec("1-2", Some("usbhid"), None)],
-        });
-        let (signature, _) =
-            SignaturePolicy::for_own_signature(Arc::new(Team { peer_signed_by_us }));
-        let policy = PeerPolicy {
-            signature,
-            ..PeerPolicy::with_self(vec![], vec![])
-        };
-        let (_ext, socket, _ipc) = start_extension(bus.clone(), dir.path(), policy).await;
-        let bind = client::call(
-            &socket,
-            &Request::Bind {
-                busid: "1-2".into(),
-            },
-        )
-        .await;
-        if peer_signed_by_us {
-            assert!(bind.is_ok(), "{bind:?}");
-            assert_eq!(bus.kernel("1-2").unwrap().driver, None);
-        } else {
-            let e = bind.unwrap_err();
-            assert_eq!(e.code, ErrorCode::UntrustedSignature);
-            assert!(e.message.contains("team A1B2C3D4E5"), "{}", e.message);
-            assert_eq!(bus.kernel("1-2").unwrap().driver.as_deref(), Some("usbhid"));
-        }
-    }
+    let (answer, driver) = bind_as(|n| n == 0).await;
+    assert_eq!(answer.unwrap_err().code, ErrorCode::UntrustedSignature);
+    assert_eq!(driver.as_deref(), Some("usbhid"));
 }
 
 #[tokio::test]
