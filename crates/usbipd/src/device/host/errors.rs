@@ -176,6 +176,9 @@ impl fmt::Display for ClaimError {
         }
         let why = match self.reason {
             ClaimReason::Gone => "the device is gone",
+            ClaimReason::PermissionDenied if cfg!(target_os = "macos") => {
+                "permission denied (capturing a device from its drivers needs root)"
+            }
             ClaimReason::PermissionDenied => {
                 "permission denied on the device node (run as root or grant it with a udev rule)"
             }
