@@ -153,7 +153,7 @@ struct CapturingDevice {
 fn closed() -> HostError {
     HostError::new(
         HostErrorKind::Disconnected,
-        "the device was closed when a capture failed",
+        "the device is closed: a capture, reset or give-back did not reopen it",
     )
 }
 
@@ -162,10 +162,9 @@ impl CapturingDevice {
         self.ops.as_deref_mut().ok_or_else(closed)
     }
 
-    /// Closes the device, captures it (re-enumerating it) and opens the device that comes
-    /// back. With `claim`, also claims its interfaces; a device still coming back may refuse
-    /// both, so they are retried until `settle` has passed.
-    fn capture_and_reopen(&mut self, claim: bool) -> Result<(), ClaimError> {
+    /// Closes the device, captures it (re-enumerating it), opens the device that comes back
+    /// and claims its interfaces.
+    fn capture_and_claim(&mut self) -> Result<(), ClaimError> {
         if let Some(mut ops) = self.ops.take() {
             ops.release_interfaces();
         }
@@ -175,7 +174,7 @@ impl CapturingDevice {
             return Err(ClaimError::new(&self.busid, None, e));
         }
         info!(busid = %self.busid, "device captured from its drivers; waiting for it to return");
-        let reopened = self.reopen(claim);
+        let reopened = self.reopen(true);
         self.own.end(&self.busid);
         match reopened {
             Ok(ops) => {
@@ -194,6 +193,8 @@ impl CapturingDevice {
         }
     }
 
+    /// Opens the device again after a re-enumeration (and with `claim`, claims it): one still
+    /// coming back refuses, so both are retried until `settle` has passed.
     fn reopen(&self, claim: bool) -> Result<Box<dyn HostDeviceOps>, ClaimError> {
         let deadline = Instant::now() + self.settle;
         let mut pause = FIRST_POLL;
@@ -266,7 +267,7 @@ impl HostDeviceOps for CapturingDevice {
         match ops.claim_interfaces() {
             Err(e) if e.reason == ClaimReason::HeldByDriver && !self.captured => {
                 debug!(busid = %self.busid, error = %e, "held by a driver: capturing the device");
-                self.capture_and_reopen(true)
+                self.capture_and_claim()
             }
             other => other,
         }
