@@ -580,7 +580,7 @@ async fn peers_whose_code_signature_is_not_the_extensions_team_are_refused() {
             Ok((self.peer)(self.checks.fetch_add(1, Ordering::SeqCst)))
         }
     }
-    let bind_as = |peer: fn(usize) -> bool| async move {
+    let start = |peer: fn(usize) -> bool| async move {
         let dir = tempfile::tempdir().unwrap();
         let bus = VirtualBus::new(VirtualBusSpec {
             devices: vec![spec("1-2", Some("usbhid"), None)],
@@ -593,7 +593,11 @@ async fn peers_whose_code_signature_is_not_the_extensions_team_are_refused() {
             signature: SignaturePolicy::for_own_signature(reader).0,
             ..PeerPolicy::with_self(vec![], vec![])
         };
-        let (_ext, socket, _ipc) = start_extension(bus.clone(), dir.path(), policy).await;
+        let (ext, socket, ipc) = start_extension(bus.clone(), dir.path(), policy).await;
+        (dir, bus, socket, ext, ipc)
+    };
+    let bind_as = |peer: fn(usize) -> bool| async move {
+        let (_dir, bus, socket, _ext, _ipc) = start(peer).await;
         let request = Request::Bind {
             busid: "1-2".into(),
         };
@@ -601,6 +605,33 @@ async fn peers_whose_code_signature_is_not_the_extensions_team_are_refused() {
         let driver = bus.kernel("1-2").unwrap().driver;
         (answer, driver)
     };
+
+    // A request written before the check is not served: the extension answers with a
+    // challenge, and only a request carrying its nonce is carried out.
+    {
+        use usbipd::ipc::socket::IpcSocket;
+        let (_dir, bus, socket, _ext, _ipc) = start(|_| true).await;
+        let sock = IpcSocket::connect(&socket).await.unwrap();
+        let ask = |raw: String| {
+            let sock = &sock;
+            async move {
+                sock.send(raw.as_bytes(), None).await.unwrap();
+                let m = sock.recv(1 << 20).await.unwrap().unwrap();
+                serde_json::from_slice::<serde_json::Value>(&m.data).unwrap()
+            }
+        };
+        let bind = r#"{"version":1,"request":{"bind":{"busid":"1-2"}}"#;
+        let v = ask(format!("{bind}}}")).await;
+        let nonce = v["response"]["challenge"]["nonce"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(nonce.len(), 32);
+        assert_eq!(bus.kernel("1-2").unwrap().driver.as_deref(), Some("usbhid"));
+        let v = ask(format!(r#"{bind},"nonce":"{}"}}"#, "0".repeat(32))).await;
+        assert_eq!(v["response"]["error"]["code"], 4, "a wrong nonce: {v}");
+        assert_eq!(bus.kernel("1-2").unwrap().driver.as_deref(), Some("usbhid"));
+    }
 
     let (answer, driver) = bind_as(|_| true).await;
     assert!(answer.is_ok(), "{answer:?}");

@@ -19,6 +19,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Client {
     sock: IpcSocket,
+    /// The nonce the extension challenged this connection with, sent with every request.
+    nonce: std::sync::Mutex<Option<String>>,
 }
 
 fn unavailable(path: &Path, e: impl std::fmt::Display) -> IpcError {
@@ -33,7 +35,10 @@ impl Client {
         let sock = IpcSocket::connect(path)
             .await
             .map_err(|e| unavailable(path, e))?;
-        Ok(Client { sock })
+        Ok(Client {
+            sock,
+            nonce: std::sync::Mutex::new(None),
+        })
     }
 
     /// Sends one request and waits for its response; an `Error` response is returned as `Err`.
@@ -47,15 +52,26 @@ impl Client {
         request: &Request,
         fd: Option<BorrowedFd<'_>>,
     ) -> Result<Response, IpcError> {
-        let msg = RequestMessage {
-            version: PROTOCOL_VERSION,
-            request: request.clone(),
+        let encode = |nonce: Option<String>| {
+            serde_json::to_vec(&RequestMessage {
+                version: PROTOCOL_VERSION,
+                request: request.clone(),
+                nonce,
+            })
+            .map_err(|e| std::io::Error::other(e.to_string()))
         };
-        let bytes = serde_json::to_vec(&msg)
-            .map_err(|e| IpcError::new(ErrorCode::Internal, e.to_string()))?;
         let exchange = async {
-            self.sock.send(&bytes, fd).await?;
-            self.recv().await
+            self.sock.send(&encode(self.nonce())?, fd).await?;
+            match self.recv().await? {
+                // Asked again, after the extension checked who we are: the same request with
+                // the nonce (once; a second challenge is an answer like any other).
+                Response::Challenge { nonce } => {
+                    self.set_nonce(nonce.clone());
+                    self.sock.send(&encode(Some(nonce))?, fd).await?;
+                    self.recv().await
+                }
+                other => Ok(other),
+            }
         };
         match tokio::time::timeout(TIMEOUT, exchange).await {
             Ok(Ok(Response::Error(e))) => Err(e),
@@ -66,6 +82,14 @@ impl Client {
                 "the extension did not answer in time",
             )),
         }
+    }
+
+    fn nonce(&self) -> Option<String> {
+        self.nonce.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_nonce(&self, nonce: String) {
+        *self.nonce.lock().unwrap_or_else(|e| e.into_inner()) = Some(nonce);
     }
 
     async fn recv(&self) -> std::io::Result<Response> {

@@ -32,6 +32,10 @@ pub const MAX_BUSID: usize = 31;
 pub struct RequestMessage {
     pub version: u32,
     pub request: Request,
+    /// The answer to a [`Response::Challenge`] of this connection (where signatures are
+    /// checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,6 +158,12 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Response {
+    /// Not answered yet: send the request again with this nonce. Where peers' code signatures
+    /// are checked, only a request written after the check is served: one written before (and
+    /// its writer then replaced by a signed program through exec) cannot know the nonce.
+    Challenge {
+        nonce: String,
+    },
     Status(StatusReport),
     HostDevices(Vec<HostDeviceInfo>),
     Bound(ClaimInfo),

@@ -82,6 +82,7 @@ async fn connection(sock: IpcSocket, policy: &PeerPolicy, handler: &dyn Handler)
         let _ = send(&sock, &Response::Error(e)).await;
         return;
     }
+    let mut challenge: Option<String> = None;
     loop {
         let msg = match sock.recv(MAX_MESSAGE).await {
             Ok(Some(m)) => m,
@@ -103,7 +104,7 @@ async fn connection(sock: IpcSocket, policy: &PeerPolicy, handler: &dyn Handler)
             let _ = send(&sock, &Response::Error(e)).await;
             return;
         }
-        let request = match parse(&msg.data, msg.fd.is_some()) {
+        let (request, nonce) = match parse(&msg.data, msg.fd.is_some()) {
             Ok(r) => r,
             Err(e) => {
                 debug!(uid = cred.uid, code = %e.code, "IPC request refused");
@@ -113,6 +114,32 @@ async fn connection(sock: IpcSocket, policy: &PeerPolicy, handler: &dyn Handler)
                 continue;
             }
         };
+        if policy.signature.is_checked() {
+            match (&challenge, &nonce) {
+                (Some(sent), Some(got)) if sent == got => {}
+                (Some(_), Some(_)) => {
+                    warn!(uid = cred.uid, "IPC message refused: wrong nonce");
+                    let e = IpcError::new(ErrorCode::UntrustedSignature, "wrong nonce");
+                    let _ = send(&sock, &Response::Error(e)).await;
+                    return;
+                }
+                _ => {
+                    // Not served: it may have been written before the check (see Challenge).
+                    let Some(fresh) = new_nonce() else {
+                        warn!("IPC peer refused: no randomness for a challenge");
+                        return;
+                    };
+                    challenge = Some(fresh.clone());
+                    if send(&sock, &Response::Challenge { nonce: fresh })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         if request == Request::Subscribe {
             stream_events(&sock, handler.subscribe()).await;
             return;
@@ -124,8 +151,18 @@ async fn connection(sock: IpcSocket, policy: &PeerPolicy, handler: &dyn Handler)
     }
 }
 
-/// Checks version, shape and every field of one request.
-pub fn parse(data: &[u8], has_fd: bool) -> Result<Request, IpcError> {
+/// 128 random bits, hex; `None` if the OS gives no randomness.
+fn new_nonce() -> Option<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .ok()?;
+    Some(super::to_hex(&bytes))
+}
+
+/// Checks version, shape and every field of one request; returns it with its nonce.
+pub fn parse(data: &[u8], has_fd: bool) -> Result<(Request, Option<String>), IpcError> {
     #[derive(Deserialize)]
     struct Version {
         version: u32,
@@ -139,9 +176,8 @@ pub fn parse(data: &[u8], has_fd: bool) -> Result<Request, IpcError> {
             format!("protocol version {version}; this extension speaks {PROTOCOL_VERSION}"),
         ));
     }
-    let request = serde_json::from_slice::<RequestMessage>(data)
-        .map_err(|e| IpcError::new(ErrorCode::InvalidRequest, format!("bad request: {e}")))?
-        .request;
+    let RequestMessage { request, nonce, .. } = serde_json::from_slice::<RequestMessage>(data)
+        .map_err(|e| IpcError::new(ErrorCode::InvalidRequest, format!("bad request: {e}")))?;
     match &request {
         Request::Bind { busid } | Request::Unbind { busid } => validate_busid(busid)?,
         Request::Import {
@@ -179,7 +215,7 @@ pub fn parse(data: &[u8], has_fd: bool) -> Result<Request, IpcError> {
             "only an import may carry a descriptor",
         ));
     }
-    Ok(request)
+    Ok((request, nonce))
 }
 
 async fn stream_events(sock: &IpcSocket, mut events: broadcast::Receiver<Event>) {
@@ -231,7 +267,7 @@ mod tests {
             ErrorCode::InvalidRequest
         );
         let status = br#"{"version":1,"request":"status"}"#;
-        assert_eq!(parse(status, false).unwrap(), Request::Status);
+        assert_eq!(parse(status, false).unwrap(), (Request::Status, None));
         assert_eq!(
             parse(status, true).unwrap_err().code,
             ErrorCode::InvalidRequest

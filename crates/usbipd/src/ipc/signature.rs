@@ -138,6 +138,11 @@ impl SignaturePolicy {
         }
     }
 
+    /// Whether peers' signatures are checked (and requests must answer a challenge).
+    pub fn is_checked(&self) -> bool {
+        matches!(self, SignaturePolicy::SameTeam { .. })
+    }
+
     /// The code requirement a peer must satisfy: Apple-anchored (a Developer ID or App Store
     /// chain) with this team as the leaf certificate's organisational unit.
     pub fn requirement(team: &TeamId) -> String {
