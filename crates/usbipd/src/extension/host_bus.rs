@@ -98,13 +98,14 @@ impl UsbHostBus {
     }
 
     /// Linux: nusb on usbfs, which detaches kernel drivers interface by interface.
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", not(usbipd_check_macos)))]
     fn system_backend(sysfs: Option<PathBuf>, kind: &'static str) -> Arc<UsbHostBus> {
         UsbHostBus::new(Arc::new(host::NusbBackend), sysfs, kind)
     }
 
-    /// macOS: nusb on IOKit, capturing a device from its drivers when they hold it.
-    #[cfg(target_os = "macos")]
+    /// macOS: nusb on IOKit, capturing a device from its drivers when they hold it. (Also
+    /// compiled in the Linux type-check of the macOS leaves, never run there.)
+    #[cfg(any(target_os = "macos", usbipd_check_macos))]
     fn system_backend(sysfs: Option<PathBuf>, kind: &'static str) -> Arc<UsbHostBus> {
         let backend = host::capture::CapturingBackend::new(
             Arc::new(host::NusbBackend),

@@ -68,8 +68,9 @@ fn open_bus(opts: &RunOptions) -> anyhow::Result<Arc<dyn HostBus>> {
     }
 }
 
-/// macOS: peers must be signed by our team when we are signed (see `ipc::signature`).
-#[cfg(target_os = "macos")]
+/// macOS: peers must be signed by our team when we are signed (see `ipc::signature`). (Also
+/// compiled in the Linux type-check of the macOS leaves, never run there.)
+#[cfg(any(target_os = "macos", usbipd_check_macos))]
 fn signature_policy() -> SignaturePolicy {
     let reader = Arc::new(crate::platform::macos::CodeSignatures);
     let (policy, why) = SignaturePolicy::for_own_signature(reader);
@@ -78,7 +79,7 @@ fn signature_policy() -> SignaturePolicy {
 }
 
 /// Elsewhere the uid/gid check is the whole of peer authentication.
-#[cfg(not(target_os = "macos"))]
+#[cfg(not(any(target_os = "macos", usbipd_check_macos)))]
 fn signature_policy() -> SignaturePolicy {
     SignaturePolicy::NotChecked
 }
