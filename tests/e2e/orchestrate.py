@@ -38,6 +38,7 @@ EXPECTED = (
     + ["serial-cdc-acm-bound", "serial-guest-to-host", "serial-host-to-guest"]
     + ["storage-disk", "storage-read-host-data", "storage-vfat-file", "storage-raw-sectors"]
     + ["loopback-usbtest-bound"] + [f"usbtest-{n}" for n in (1, 2, 9, 10)]
+    + ["loopback-usbtest-iso-alt", "usbtest-15", "usbtest-16"]
     + ["loopback-unlink-timeout", "loopback-echo-after-unlink", "loopback-control-after-unlink"]
     + [f"detach-{k}" for k in BUSIDS] + ["detach-devices-gone"]
     + ["host-server-log-disconnect", "host-reimportable", "host-image-vfat-file", "host-image-raw-sectors"]

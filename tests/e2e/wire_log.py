@@ -105,7 +105,7 @@ class Decoder:
         cmd, seq, devid, direction, ep = struct.unpack_from(">5I", b)
         tag = f"{arrow} [{self.chunk}]"
         if cmd == CMD_SUBMIT:
-            _, length, _, npk, _ = struct.unpack_from(">5I", b, 20)
+            flags, length, frame, npk, interval = struct.unpack_from(">5I", b, 20)
             need = URB_HEADER + (length if direction == 0 else 0)
             need += 0 if npk in NO_PACKETS else npk * ISO_DESCRIPTOR
             if len(b) < need:
@@ -113,8 +113,11 @@ class Decoder:
             with c.lock:
                 c.direction[seq] = direction
                 c.submitted.add(seq)
+            iso = "" if npk in NO_PACKETS else (
+                f" iso flags={flags:#x} start_frame={frame} interval={interval} "
+                + iso_packets(b, need - npk * ISO_DESCRIPTOR, npk))
             c.log.line(c.n, f"{tag} CMD_SUBMIT seq={seq} dir={'in' if direction else 'out'} ep={ep} "
-                            f"len={length}", t)
+                            f"len={length}{iso}", t)
             return need
         if cmd == CMD_UNLINK:
             (victim,) = struct.unpack_from(">I", b, 20)
@@ -124,14 +127,17 @@ class Decoder:
             c.log.line(c.n, f"{tag} CMD_UNLINK seq={seq} victim={victim}{before}", t)
             return URB_HEADER
         if cmd == RET_SUBMIT:
-            status, actual, _, npk, _ = struct.unpack_from(">iIIII", b, 20)
+            status, actual, frame, npk, errors = struct.unpack_from(">iIIII", b, 20)
             with c.lock:
                 d = c.direction.get(seq)
             need = URB_HEADER + (actual if d == 1 else 0)
             need += 0 if npk in NO_PACKETS else npk * ISO_DESCRIPTOR
             if len(b) < need:
                 return 0
-            c.log.line(c.n, f"{tag} RET_SUBMIT seq={seq} status={status} len={actual}", t)
+            iso = "" if npk in NO_PACKETS else (
+                f" iso start_frame={frame} error_count={errors} "
+                + iso_packets(b, need - npk * ISO_DESCRIPTOR, npk))
+            c.log.line(c.n, f"{tag} RET_SUBMIT seq={seq} status={status} len={actual}{iso}", t)
             with c.lock:
                 if d is None:
                     c.violation(f"RET_SUBMIT seq={seq} for no CMD_SUBMIT seen", t)
@@ -156,6 +162,15 @@ class Decoder:
         c.log.line(c.n, f"{arrow} unknown command {cmd:#x} seq={seq}: stop decoding", t)
         self.state = "raw"
         return 0
+
+
+def iso_packets(b, at, n):
+    """The iso descriptors at b[at:], as offset+length/actual_length(status) for each packet."""
+    out = []
+    for i in range(n):
+        off, length, actual, status = struct.unpack_from(">IIIi", b, at + i * ISO_DESCRIPTOR)
+        out.append(f"{off}+{length}/{actual}" + (f"({status})" if status else ""))
+    return f"packets=[{' '.join(out)}]"
 
 
 def pump(src, dst, decoder):

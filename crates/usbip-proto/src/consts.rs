@@ -88,4 +88,6 @@ pub mod errno {
     pub const EINPROGRESS: i32 = -115;
     pub const EREMOTEIO: i32 = -121;
     pub const EXDEV: i32 = -18;
+    /// An isochronous packet longer than the endpoint can carry in one service interval.
+    pub const EMSGSIZE: i32 = -90;
 }

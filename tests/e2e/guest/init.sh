@@ -203,6 +203,23 @@ if [ $A_LOOP = 0 ]; then
     usbtest_case 2 64 4096 0 0     # bulk IN from the source (zeros checked)
     usbtest_case 9 4 0 0 0         # chapter 9 requests
     usbtest_case 10 16 0 0 8       # queued control requests, incl. expected stalls and short reads
+    # iso: usbtest takes the first alternate setting with endpoints it can use (alt 0, bulk); its
+    # alt parameter, read at probe, makes it take alt 1 with the iso source and sink (SET_INTERFACE
+    # at probe and before each case): rebind it with alt=1, and put the parameter back afterwards
+    intf=${d##*/}:3.0
+    echo 1 > /sys/module/usbtest/parameters/alt
+    echo $intf > /sys/bus/usb/drivers/usbtest/unbind
+    echo $intf > /sys/bus/usb/drivers/usbtest/bind
+    alt_now() { [ "$(tr -d ' ' < $d/$intf/bAlternateSetting)" = 1 ]; }
+    if waitfor 50 bound_to $d/$intf usbtest && alt_now; then
+      pass loopback-usbtest-iso-alt "$intf alt 1"
+      usbtest_case 15 64 4096 0 8  # iso OUT to the sink: 8 URBs of 4 packets queued, 64 rounds
+      usbtest_case 16 64 4096 0 8  # iso IN from the source
+      dmesg | grep -E 'iso-in|TEST 1[56]|iso period|total [0-9]+ msec|errors out of|resubmit' | sed 's/^/  dmesg: /'
+    else
+      fail loopback-usbtest-iso-alt "interface driver '$(basename "$(readlink $d/$intf/driver)")', alt '$(cat $d/$intf/bAlternateSetting)'"
+    fi
+    echo -1 > /sys/module/usbtest/parameters/alt
   else
     fail loopback-usbtest-bound "config $(cat $d/bConfigurationValue), interface driver '$(basename "$(readlink $d/${d##*/}:3.0/driver)")'"
   fi

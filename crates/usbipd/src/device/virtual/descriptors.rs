@@ -173,6 +173,9 @@ pub struct EndpointInfo {
     pub address: u8,
     pub attributes: u8,
     pub max_packet_size: u16,
+    /// High-bandwidth transactions per microframe (wMaxPacketSize bits 12:11, plus one).
+    pub transactions: u8,
+    pub interval: u8,
 }
 
 /// Walks a whole configuration descriptor. Tolerates truncation: stops at the first
@@ -207,6 +210,8 @@ pub fn parse_configuration(config: &[u8]) -> (Vec<InterfaceInfo>, Vec<EndpointIn
                         address: d[2],
                         attributes: d[3],
                         max_packet_size: u16::from_le_bytes([d[4], d[5]]) & 0x7ff,
+                        transactions: (((d[5] >> 3) & 0x3) + 1).min(3),
+                        interval: d[6],
                     });
                 }
             }

@@ -6,6 +6,7 @@
 
 pub mod descriptors;
 pub mod gadget_zero;
+pub mod iso;
 pub mod keyboard;
 pub mod mass_storage;
 pub mod serial;
@@ -222,6 +223,9 @@ impl<F: Function> VirtualSession<F> {
             (Recipient::Device, request::SET_FEATURE | request::CLEAR_FEATURE) => Ok(Bytes::new()),
             (Recipient::Interface, request::SET_INTERFACE) => {
                 let (interface, alt) = ((setup.index & 0xff) as u8, (setup.value & 0xff) as u8);
+                if !self.declares(interface, alt) {
+                    return Err(errno::EPIPE);
+                }
                 self.session.set_interface(interface, alt)?;
                 self.alt_settings.retain(|(i, _)| *i != interface);
                 self.alt_settings.push((interface, alt));
@@ -242,6 +246,22 @@ impl<F: Function> VirtualSession<F> {
             }
             _ => self.session.control(setup, data),
         }
+    }
+
+    /// Whether the active configuration has alternate setting `alt` of interface `interface`
+    /// (none has while unconfigured): the function is asked about declared ones only.
+    fn declares(&self, interface: u8, alt: u8) -> bool {
+        let configurations = &self.function.descriptors().configurations;
+        let Some(active) = configurations
+            .iter()
+            .find(|c| self.configuration != 0 && c.get(5) == Some(&self.configuration))
+        else {
+            return false;
+        };
+        let (interfaces, _) = parse_configuration(active);
+        interfaces
+            .iter()
+            .any(|i| i.number == interface && i.alt == alt)
     }
 
     fn get_descriptor(&mut self, setup: &SetupPacket, data: &[u8]) -> ControlResult {

@@ -21,6 +21,17 @@ pub const CONFIG_LOOPBACK: u8 = 2;
 pub const EP_IN: u8 = 0x81;
 pub const EP_OUT: u8 = 0x01;
 
+/// Source/sink's alternate setting 1 adds an isochronous source and sink, as g_zero's
+/// f_sourcesink does (module defaults: isoc_maxpacket 1024, isoc_mult 0, isoc_interval 4).
+pub const ALT_ISO: u8 = 1;
+pub const EP_ISO_IN: u8 = 0x82;
+pub const EP_ISO_OUT: u8 = 0x02;
+const HIGH_SPEED_ISO: u16 = 1024;
+/// A full-speed isochronous packet is at most 1023 bytes.
+const FULL_SPEED_ISO: u16 = 1023;
+/// 2^(4-1) = 8 microframes (1 ms) at high speed, 8 frames at full speed.
+const ISO_INTERVAL: u8 = 4;
+
 const USB_2_0: u16 = 0x0200;
 const VENDOR_SPECIFIC: u8 = 0xff;
 const MAX_PACKET_SIZE0: u8 = 64;
@@ -68,17 +79,28 @@ fn device() -> DeviceDescriptor {
     }
 }
 
-/// One configuration: interface 0, vendor class, bulk IN and OUT of `max_packet` bytes.
-fn configuration(value: u8, max_packet: u16) -> Vec<u8> {
-    let string = if value == CONFIG_SOURCE_SINK {
-        STRING_SOURCE_SINK
-    } else {
-        STRING_LOOPBACK
-    };
+/// One configuration: interface 0, vendor class, bulk IN and OUT of `bulk` bytes; source/sink
+/// also has alternate setting 1 with the same bulk endpoints and isochronous IN and OUT of
+/// `iso` bytes (f_loopback has no isochronous endpoints).
+fn configuration(value: u8, bulk: u16, iso: u16) -> Vec<u8> {
+    let class = (VENDOR_SPECIFIC, 0, 0);
+    if value != CONFIG_SOURCE_SINK {
+        return ConfigBuilder::new(value, STRING_LOOPBACK, SELF_POWERED, MAX_POWER_MA)
+            .interface(0, 0, class, 2, STRING_LOOPBACK)
+            .endpoint(EP_IN, transfer_type::BULK, bulk, 0)
+            .endpoint(EP_OUT, transfer_type::BULK, bulk, 0)
+            .build();
+    }
+    let string = STRING_SOURCE_SINK;
     ConfigBuilder::new(value, string, SELF_POWERED, MAX_POWER_MA)
-        .interface(0, 0, (VENDOR_SPECIFIC, 0, 0), 2, string)
-        .endpoint(EP_IN, transfer_type::BULK, max_packet, 0)
-        .endpoint(EP_OUT, transfer_type::BULK, max_packet, 0)
+        .interface(0, 0, class, 2, string)
+        .endpoint(EP_IN, transfer_type::BULK, bulk, 0)
+        .endpoint(EP_OUT, transfer_type::BULK, bulk, 0)
+        .interface(0, ALT_ISO, class, 4, string)
+        .endpoint(EP_IN, transfer_type::BULK, bulk, 0)
+        .endpoint(EP_OUT, transfer_type::BULK, bulk, 0)
+        .endpoint(EP_ISO_IN, transfer_type::ISOCHRONOUS, iso, ISO_INTERVAL)
+        .endpoint(EP_ISO_OUT, transfer_type::ISOCHRONOUS, iso, ISO_INTERVAL)
         .build()
 }
 
@@ -88,8 +110,8 @@ pub fn descriptors() -> Descriptors {
         speed: Speed::High,
         device: device().to_bytes(),
         configurations: vec![
-            configuration(CONFIG_SOURCE_SINK, HIGH_SPEED_BULK),
-            configuration(CONFIG_LOOPBACK, HIGH_SPEED_BULK),
+            configuration(CONFIG_SOURCE_SINK, HIGH_SPEED_BULK, HIGH_SPEED_ISO),
+            configuration(CONFIG_LOOPBACK, HIGH_SPEED_BULK, HIGH_SPEED_ISO),
         ],
         strings: strings(),
     }
@@ -117,7 +139,7 @@ pub fn device_qualifier() -> Vec<u8> {
 pub fn other_speed_configurations() -> Vec<Vec<u8>> {
     [CONFIG_SOURCE_SINK, CONFIG_LOOPBACK]
         .map(|value| {
-            let mut config = configuration(value, FULL_SPEED_BULK);
+            let mut config = configuration(value, FULL_SPEED_BULK, FULL_SPEED_ISO);
             config[1] = descriptor_type::OTHER_SPEED_CONFIGURATION;
             config
         })

@@ -2,11 +2,15 @@
 //! driver binds to it (0525:a4a0) and its test cases pass; also the project's benchmark device.
 //!
 //! Configuration 3 "source/sink": bulk IN sends a pattern, bulk OUT swallows (and checks) data,
-//! vendor requests 0x5b/0x5c write and read back a control buffer. Configuration 2 "loopback":
-//! bulk OUT data comes back on bulk IN. Everything completes inside `submit` or waits in the
-//! loopback queue; the data path must never allocate per URB where a shared buffer will do.
+//! vendor requests 0x5b/0x5c write and read back a control buffer; its alternate setting 1 adds
+//! an isochronous source and sink (usbtest cases 15 and 16), paced like a bus by `iso::IsoPacer`.
+//! Configuration 2 "loopback": bulk OUT data comes back on bulk IN. Everything else completes
+//! inside `submit` or waits in the loopback queue; the data path must never allocate per URB
+//! where a shared buffer will do.
 
 mod descriptors;
+#[cfg(test)]
+mod iso_tests;
 mod loopback;
 mod pattern;
 #[cfg(test)]
@@ -15,9 +19,13 @@ mod tests;
 use bytes::Bytes;
 use usbip_proto::{errno, Direction};
 
-pub use descriptors::{CONFIG_LOOPBACK, CONFIG_SOURCE_SINK, EP_IN, EP_OUT, PRODUCT_ID, VENDOR_ID};
+pub use descriptors::{
+    ALT_ISO, CONFIG_LOOPBACK, CONFIG_SOURCE_SINK, EP_IN, EP_ISO_IN, EP_ISO_OUT, EP_OUT, PRODUCT_ID,
+    VENDOR_ID,
+};
 pub use pattern::Pattern;
 
+use super::iso::{packets, IsoEndpoint, IsoPacer};
 use super::{BusPosition, ControlResult, Descriptors, Function, FunctionSession, VirtualDevice};
 use crate::device::setup::{
     descriptor_type, request, Recipient, RequestKind, SetupPacket, ENDPOINT_HALT,
@@ -75,13 +83,23 @@ pub struct GadgetZero {
     descriptors: Descriptors,
     qualifier: Vec<u8>,
     other_speed: Vec<Vec<u8>>,
+    /// Source/sink's isochronous endpoints, as its descriptors declare them.
+    iso_in: Option<IsoEndpoint>,
+    iso_out: Option<IsoEndpoint>,
 }
 
 impl GadgetZero {
     pub fn new(options: GadgetZeroOptions) -> GadgetZero {
+        let descriptors = descriptors::descriptors();
+        let iso = |address| {
+            let config = descriptors.configurations.first()?;
+            IsoEndpoint::find(descriptors.speed, config, 0, ALT_ISO, address)
+        };
         GadgetZero {
             options,
-            descriptors: descriptors::descriptors(),
+            iso_in: iso(EP_ISO_IN),
+            iso_out: iso(EP_ISO_OUT),
+            descriptors,
             qualifier: descriptors::device_qualifier(),
             other_speed: descriptors::other_speed_configurations(),
         }
@@ -95,7 +113,6 @@ impl Function for GadgetZero {
 
     fn open(&self, completer: Completer) -> Box<dyn FunctionSession> {
         Box::new(Session {
-            completer,
             pattern: self.options.pattern,
             qualifier: Bytes::copy_from_slice(&self.qualifier),
             other_speed: self
@@ -104,10 +121,14 @@ impl Function for GadgetZero {
                 .map(|c| Bytes::copy_from_slice(c))
                 .collect(),
             configuration: 0,
+            alt: 0,
             halted_in: false,
             halted_out: false,
             control_buffer: vec![0; CONTROL_BUFFER_LEN],
             loopback: Loopback::new(self.options.loopback_buffer),
+            iso_in: self.iso_in.map(|e| IsoPacer::new(e, completer.clone())),
+            iso_out: self.iso_out.map(|e| IsoPacer::new(e, completer.clone())),
+            completer,
         })
     }
 }
@@ -118,11 +139,15 @@ struct Session {
     qualifier: Bytes,
     other_speed: Vec<Bytes>,
     configuration: u8,
+    /// Alternate setting of interface 0.
+    alt: u8,
     halted_in: bool,
     halted_out: bool,
     /// What 0x5b wrote and 0x5c reads back.
     control_buffer: Vec<u8>,
     loopback: Loopback,
+    iso_in: Option<IsoPacer>,
+    iso_out: Option<IsoPacer>,
 }
 
 impl Session {
@@ -131,6 +156,9 @@ impl Session {
         self.halted_in = false;
         self.halted_out = false;
         self.loopback.reset(&self.completer);
+        for pacer in [&mut self.iso_in, &mut self.iso_out].into_iter().flatten() {
+            pacer.reset();
+        }
     }
 
     fn get_descriptor(&self, setup: &SetupPacket) -> ControlResult {
@@ -195,6 +223,29 @@ impl Session {
         UrbCompletion::data_in(urb.seqnum, self.pattern.source(len))
     }
 
+    /// An isochronous URB, served in source/sink's alternate setting 1 only.
+    fn submit_iso(&mut self, urb: Urb) {
+        let active = self.configuration == CONFIG_SOURCE_SINK && self.alt == ALT_ISO;
+        let pacer = match urb.endpoint_address() {
+            EP_ISO_IN => self.iso_in.as_mut(),
+            _ => self.iso_out.as_mut(),
+        };
+        let Some(pacer) = pacer.filter(|_| active) else {
+            return self.completer.complete(packets::failed(&urb, errno::EPIPE));
+        };
+        let endpoint = *pacer.endpoint();
+        if let Err(status) = packets::check(&urb, &endpoint) {
+            return self.completer.complete(packets::failed(&urb, status));
+        }
+        let answer = match urb.direction {
+            Direction::In => iso_source(self.pattern, &urb, &endpoint),
+            // f_sourcesink checks bulk OUT data only, and usbtest writes zeroes to the iso sink
+            // whatever its pattern: every packet is taken as it is.
+            Direction::Out => packets::answer_out(&urb, |_| Ok(())),
+        };
+        pacer.schedule(answer);
+    }
+
     fn sink(&mut self, urb: &Urb) -> UrbCompletion {
         if self.pattern.check(&urb.data) {
             UrbCompletion::done_out(urb.seqnum, urb.data.len() as u32)
@@ -225,13 +276,21 @@ impl FunctionSession for Session {
     fn set_configuration(&mut self, value: u8) {
         self.reset_endpoints();
         self.configuration = value;
+        self.alt = 0;
     }
 
     fn set_interface(&mut self, interface: u8, alt: u8) -> Result<(), i32> {
-        if self.configuration == 0 || interface != 0 || alt != 0 {
+        let known = match self.configuration {
+            CONFIG_SOURCE_SINK => alt == 0 || alt == ALT_ISO,
+            CONFIG_LOOPBACK => alt == 0,
+            _ => false,
+        };
+        if interface != 0 || !known {
             return Err(errno::EPIPE);
         }
+        // Like g_zero's set_alt: endpoints restart, isochronous ones only exist in alt 1.
         self.reset_endpoints();
+        self.alt = alt;
         Ok(())
     }
 
@@ -252,6 +311,9 @@ impl FunctionSession for Session {
     }
 
     fn submit(&mut self, urb: Urb) {
+        if matches!(urb.endpoint_address(), EP_ISO_IN | EP_ISO_OUT) {
+            return self.submit_iso(urb);
+        }
         let halted = match urb.endpoint_address() {
             EP_IN => self.halted_in,
             EP_OUT => self.halted_out,
@@ -277,7 +339,30 @@ impl FunctionSession for Session {
     }
 
     fn cancel(&mut self, seqnum: u32) {
-        // Only the loopback keeps URBs; the source and sink complete them at once.
-        self.loopback.cancel(seqnum, &self.completer);
+        // Only the loopback and the isochronous pacers keep URBs; bulk source and sink complete
+        // them at once.
+        if self.loopback.cancel(seqnum, &self.completer) {
+            return;
+        }
+        for pacer in [&mut self.iso_in, &mut self.iso_out].into_iter().flatten() {
+            if pacer.cancel(seqnum) {
+                return;
+            }
+        }
+    }
+}
+
+/// The source's answer to an isochronous IN URB: every packet full, the pattern restarting with
+/// each packet (g_zero queues one request per packet). When every packet but the last is a
+/// whole wMaxPacketSize that is the pattern with a period of one packet, sent without a copy.
+fn iso_source(pattern: Pattern, urb: &Urb, endpoint: &IsoEndpoint) -> UrbCompletion {
+    let packet = endpoint.max_packet;
+    let lengths: Vec<usize> = urb.iso.iter().map(|p| p.length as usize).collect();
+    let (_, but_last) = lengths.split_last().unwrap_or((&0, &[]));
+    if but_last.iter().all(|&len| len == packet) {
+        let total = lengths.iter().sum();
+        packets::answer_in(urb, pattern.source_every(total, packet))
+    } else {
+        packets::answer_in_each(urb, |len| pattern.source_every(len, packet))
     }
 }

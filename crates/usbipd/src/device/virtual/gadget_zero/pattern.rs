@@ -10,6 +10,9 @@ use bytes::{Bytes, BytesMut};
 /// The pattern restarts with every packet: the high-speed bulk wMaxPacketSize.
 const PACKET: usize = 512;
 
+/// The high-speed isochronous wMaxPacketSize of the source/sink's alternate setting 1.
+pub const ISO_PACKET: usize = 1024;
+
 /// Longest IN transfer served without allocating. A multiple of [`PACKET`], so that longer
 /// transfers are whole copies of the buffer and keep the pattern in step.
 pub const SHARED_LEN: usize = 1 << 20;
@@ -17,6 +20,7 @@ pub const SHARED_LEN: usize = 1 << 20;
 /// Lives in .bss: costs nothing until the source touches it, and is shared by all devices.
 static ZEROS: [u8; SHARED_LEN] = [0; SHARED_LEN];
 static MOD63: OnceLock<&'static [u8]> = OnceLock::new();
+static MOD63_ISO: OnceLock<&'static [u8]> = OnceLock::new();
 
 /// What the source sends and the sink expects, like g_zero's `pattern` module parameter.
 ///
@@ -35,13 +39,37 @@ pub enum Pattern {
 
 impl Pattern {
     fn shared(self) -> &'static [u8] {
-        match self {
-            Pattern::Zeros | Pattern::Unchecked => &ZEROS,
-            Pattern::Mod63 => MOD63.get_or_init(|| {
-                let pattern: Vec<u8> = (0..SHARED_LEN).map(|i| (i % PACKET % 63) as u8).collect();
-                // Built once per process and never freed, so that IN data can be 'static slices.
-                Box::leak(pattern.into_boxed_slice())
-            }),
+        self.shared_every(PACKET).unwrap_or(&ZEROS)
+    }
+
+    /// The shared buffer of the pattern restarting every `packet` bytes, if there is one.
+    fn shared_every(self, packet: usize) -> Option<&'static [u8]> {
+        // Built once per process and never freed, so that IN data can be 'static slices.
+        let build = |packet: usize| -> &'static [u8] {
+            let pattern: Vec<u8> = (0..SHARED_LEN).map(|i| (i % packet % 63) as u8).collect();
+            Box::leak(pattern.into_boxed_slice())
+        };
+        match (self, packet) {
+            (Pattern::Zeros | Pattern::Unchecked, _) => Some(&ZEROS),
+            (Pattern::Mod63, PACKET) => Some(MOD63.get_or_init(|| build(PACKET))),
+            (Pattern::Mod63, ISO_PACKET) => Some(MOD63_ISO.get_or_init(|| build(ISO_PACKET))),
+            (Pattern::Mod63, _) => None,
+        }
+    }
+
+    /// `len` bytes of the pattern restarting every `packet` bytes, as the source sends it on
+    /// an endpoint of that wMaxPacketSize (g_zero's `reinit_write_data`): a slice of a shared
+    /// buffer for the bulk and the isochronous packet sizes.
+    pub fn source_every(self, len: usize, packet: usize) -> Bytes {
+        match self.shared_every(packet) {
+            Some(shared) if len <= shared.len() => Bytes::from_static(&shared[..len]),
+            _ => (0..len)
+                .map(|i| match self {
+                    Pattern::Mod63 => (i % packet.max(1) % 63) as u8,
+                    Pattern::Zeros | Pattern::Unchecked => 0,
+                })
+                .collect::<Vec<u8>>()
+                .into(),
         }
     }
 
@@ -100,6 +128,29 @@ mod tests {
         assert!(!Pattern::Mod63.is_shared(&data));
         assert_eq!(data[SHARED_LEN + 600], (600 % 512 % 63) as u8);
         assert!(Pattern::Mod63.check(&data));
+    }
+
+    #[test]
+    fn source_every_restarts_at_each_packet_of_that_size() {
+        let iso = Pattern::Mod63.source_every(2100, ISO_PACKET);
+        assert!(Pattern::Mod63.is_shared(&iso) || iso.len() == 2100);
+        assert_eq!(
+            iso[600],
+            (600 % 63) as u8,
+            "no restart at 512 for 1024-byte packets"
+        );
+        assert_eq!(iso[1024], 0);
+        assert_eq!((iso[2047], iso[2099]), ((1023 % 63) as u8, 51));
+        let odd = Pattern::Mod63.source_every(300, 100);
+        assert_eq!((odd[99], odd[100], odd[299]), (99 % 63, 0, 99 % 63));
+        assert_eq!(
+            Pattern::Mod63.source_every(700, PACKET),
+            Pattern::Mod63.source(700)
+        );
+        assert!(Pattern::Zeros
+            .source_every(5000, 100)
+            .iter()
+            .all(|&b| b == 0));
     }
 
     #[test]

@@ -115,14 +115,40 @@ async fn descriptors_are_those_of_g_zero_at_high_speed() {
             .data;
         assert_eq!(c[5], value);
         assert_eq!(c[7] & 0x1f, 0, "reserved attribute bits stay clear");
+        assert_eq!(c[4], 1, "one interface, whatever its alternate settings");
         let (interfaces, endpoints) = parse_configuration(&c);
-        assert_eq!(interfaces.len(), 1);
-        assert_eq!(interfaces[0].class, 0xff);
+        let alts: Vec<_> = interfaces
+            .iter()
+            .map(|i| (i.number, i.alt, i.class))
+            .collect();
         let eps: Vec<_> = endpoints
             .iter()
-            .map(|e| (e.address, e.attributes, e.max_packet_size))
+            .map(|e| {
+                (
+                    e.alt,
+                    e.address,
+                    e.attributes,
+                    e.max_packet_size,
+                    e.interval,
+                )
+            })
             .collect();
-        assert_eq!(eps, vec![(EP_IN, 2, 512), (EP_OUT, 2, 512)]);
+        let bulk = [(0, EP_IN, 2, 512, 0), (0, EP_OUT, 2, 512, 0)];
+        if value == CONFIG_SOURCE_SINK {
+            // f_sourcesink's alt 1: the bulk pair again, then isochronous IN and OUT of 1024
+            // bytes every 2^(4-1) microframes.
+            assert_eq!(alts, vec![(0, 0, 0xff), (0, ALT_ISO, 0xff)]);
+            let alt1 = [
+                (ALT_ISO, EP_IN, 2, 512, 0),
+                (ALT_ISO, EP_OUT, 2, 512, 0),
+                (ALT_ISO, EP_ISO_IN, 1, 1024, 4),
+                (ALT_ISO, EP_ISO_OUT, 1, 1024, 4),
+            ];
+            assert_eq!(eps, [&bulk[..], &alt1[..]].concat());
+        } else {
+            assert_eq!(alts, vec![(0, 0, 0xff)]);
+            assert_eq!(eps, bulk.to_vec());
+        }
     }
 
     // usbtest's chapter-9 test demands a qualifier from a high-speed device, and valid
@@ -135,7 +161,11 @@ async fn descriptors_are_those_of_g_zero_at_high_speed() {
         assert_eq!(o.status, 0);
         assert_eq!((o.data[0], o.data[1]), (9, 7));
         let (_, endpoints) = parse_configuration(&o.data);
-        assert!(endpoints.iter().all(|e| e.max_packet_size == 64));
+        // At full speed: 64-byte bulk, 1023-byte isochronous packets (the most a frame takes).
+        assert!(endpoints.iter().all(|e| match e.attributes {
+            1 => e.max_packet_size == 1023,
+            _ => e.max_packet_size == 64,
+        }));
     }
     // Interface, endpoint and BOS descriptors cannot be fetched: a stall.
     for kind in [4, 5, 0x0f] {
