@@ -54,6 +54,16 @@ class Guest:
                 return
             yield line
 
+    def follow(self, timeout, started, on_line, record):
+        """Feeds console lines to `on_line` until it returns False or the guest ends; a guest
+        still running `timeout` seconds after `started` is recorded as a failure."""
+        try:
+            for line in self.lines(started + timeout):
+                if not on_line(line):
+                    return
+        except TimeoutError:
+            record("guest-finished", False, f"guest still running after {timeout} s")
+
     def tell(self, word):
         """Answers an `E2E READY <word>` marker."""
         try:

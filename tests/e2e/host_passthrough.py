@@ -126,12 +126,7 @@ class Suite:
             print(f"NOTE cannot press keys through the QEMU monitor: {e}", flush=True)
 
     def follow(self):
-        try:
-            for line in self.guest.lines(self.t0 + self.args.timeout):
-                if not self.on_line(line):
-                    break
-        except TimeoutError:
-            self.record("guest-finished", False, f"guest still running after {self.args.timeout} s")
+        self.guest.follow(self.args.timeout, self.t0, self.on_line, self.record)
 
     def on_line(self, line):
         """Handles one console line; False once the guest is done."""

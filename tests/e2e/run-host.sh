@@ -22,7 +22,7 @@ mkdir -p "$E2E/host"
 strip -o "$E2E/host/usbipd.new" "$BIN"
 cmp -s "$E2E/host/usbipd.new" "$E2E/host/usbipd" && rm "$E2E/host/usbipd.new" ||
   mv "$E2E/host/usbipd.new" "$E2E/host/usbipd"
-stamp=$( { echo "$KVER"; cat "$HERE/build-initramfs.sh" "$HERE/guest/host-init.sh";
+stamp=$( { echo "$KVER"; cat "$HERE/build-initramfs.sh" "$HERE/guest/host-init.sh" "$HERE/guest/lib.sh";
            sha256sum "$E2E/host/usbipd" "$E2E/bin/e2e-evkeys" "$E2E/bin/e2e-hidread" "$E2E/bin/e2e-usbreset" /bin/busybox /usr/sbin/usbip /usr/sbin/usbipd; } |
          sha256sum | cut -d' ' -f1)
 if [ ! -f "$E2E/initramfs-host.cpio.gz" ] || [ "$(cat "$E2E/initramfs-host.stamp" 2>/dev/null)" != "$stamp" ]; then

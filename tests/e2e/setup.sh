@@ -58,7 +58,7 @@ for src in "$HERE"/guest/*.c; do
 done
 
 # 4. the initramfs, rebuilt only when one of its inputs changed
-stamp=$( { echo "$KVER"; cat "$HERE/build-initramfs.sh" "$HERE/guest/init.sh";
+stamp=$( { echo "$KVER"; cat "$HERE/build-initramfs.sh" "$HERE/guest/init.sh" "$HERE/guest/lib.sh";
            sha256sum "$E2E"/bin/* /bin/busybox /usr/sbin/usbip; } | sha256sum | cut -d' ' -f1)
 if [ ! -f "$E2E/initramfs.cpio.gz" ] || [ "$(cat "$E2E/initramfs.stamp" 2>/dev/null)" != "$stamp" ]; then
   log "building initramfs"

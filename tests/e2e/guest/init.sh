@@ -32,31 +32,7 @@ for x in $(cat /proc/cmdline); do
 done
 KEYS=$(echo "$KEYS" | tr , ' ')
 FAILED=0
-t() { echo "T+$(cut -d' ' -f1 /proc/uptime)s $*"; }
-pass() { echo "E2E CHECK $1 PASS${2:+ $2}"; }
-fail() { echo "E2E CHECK $1 FAIL $2"; FAILED=1; }
-# wait (up to 60 s) for the host to answer "GO $1" on the console
-wait_host() {
-  echo "E2E READY $1"
-  while read -t 60 -r line; do [ "$line" = "GO $1" ] && return 0; done
-  return 1
-}
-# tmo SECS cmd...: run cmd, give up (without waiting for it) after SECS; USB calls may block in D state
-tmo() {
-  local _secs=$1 _pid _n; shift
-  "$@" & _pid=$!
-  _n=$((_secs * 10))
-  while kill -0 $_pid 2>/dev/null; do
-    if [ $_n -le 0 ]; then
-      kill -9 $_pid 2>/dev/null; echo "TIMEOUT after ${_secs}s: $*"
-      dmesg | tail -15 | sed 's/^/  dmesg: /'; return 124
-    fi
-    usleep 100000; _n=$((_n - 1))
-  done
-  wait $_pid
-}
-# waitfor DECISECONDS cmd...: poll until cmd succeeds
-waitfor() { local _n=$1; shift; while ! "$@"; do [ $_n -le 0 ] && return 1; usleep 100000; _n=$((_n - 1)); done; }
+. /lib.sh
 # find_dev VID:PID: sysfs directory of the (imported) USB device with that VID:PID
 find_dev() {
   for d in /sys/bus/usb/devices/*; do
