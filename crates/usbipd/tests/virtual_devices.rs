@@ -207,15 +207,20 @@ async fn storage_writes_reach_the_image_and_read_back() {
     assert_eq!(&on_disk[10 * 512..12 * 512], &data[..]);
 }
 
-#[tokio::test]
-async fn gadget_zero_sources_sinks_and_loops_back() {
+/// A server with one gadget zero at 0-4, imported.
+async fn import_gadget_zero() -> Connection {
     let gz = gadget_zero::new(BusPosition::virtual_port(4));
     let addr = start_server(
         vec![Arc::new(gz) as Arc<dyn Device>],
         ServerConfig::default(),
     )
     .await;
-    let conn = Connection::import(addr, "0-4").await.unwrap();
+    Connection::import(addr, "0-4").await.unwrap()
+}
+
+#[tokio::test]
+async fn gadget_zero_sources_sinks_and_loops_back() {
+    let conn = import_gadget_zero().await;
     assert_eq!(
         enumerate(&conn, 0x0525, 0xa4a0).await,
         gadget_zero::CONFIG_SOURCE_SINK
@@ -282,13 +287,7 @@ fn set_interface(alt: u8) -> Submit {
 
 #[tokio::test]
 async fn gadget_zero_iso_source_and_sink_through_the_server() {
-    let gz = gadget_zero::new(BusPosition::virtual_port(4));
-    let addr = start_server(
-        vec![Arc::new(gz) as Arc<dyn Device>],
-        ServerConfig::default(),
-    )
-    .await;
-    let conn = Connection::import(addr, "0-4").await.unwrap();
+    let conn = import_gadget_zero().await;
     enumerate(&conn, 0x0525, 0xa4a0).await;
     // In alt 0 the iso endpoints are not there: a stall, with the client's packet count kept.
     let early = conn
