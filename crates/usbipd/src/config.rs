@@ -14,7 +14,7 @@ use crate::server::ServerConfig;
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Addresses to listen on; default `0.0.0.0:3240`.
+    /// Addresses to listen on; default `127.0.0.1:3240` (loopback only).
     #[serde(default)]
     pub listen: Vec<SocketAddr>,
     /// Client networks (CIDR) allowed to connect; empty: everyone who reaches the port.
@@ -132,6 +132,44 @@ pub enum ConfigError {
         path: PathBuf,
         source: toml::de::Error,
     },
+    #[error("invalid configuration in {path}: [limits] {key} = {value} is out of range ({range})")]
+    Limit {
+        path: PathBuf,
+        key: &'static str,
+        value: u64,
+        range: String,
+    },
+}
+
+/// The most connections a server may be configured for: far above what one process can serve
+/// (each is a task and a socket), and far below what would make the connection semaphore panic.
+pub const MAX_CONNECTIONS_CEILING: usize = 1 << 20;
+
+impl LimitsConfig {
+    /// Refuses values that would stop the server at start or make it unusable, naming the key.
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let counts = [
+            ("max_connections", self.max_connections),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address,
+            ),
+            ("max_in_flight", self.max_in_flight),
+        ];
+        for (key, value) in counts {
+            if let Some(v) = value {
+                if v == 0 || v > MAX_CONNECTIONS_CEILING {
+                    return Err(ConfigError::Limit {
+                        path: path.to_owned(),
+                        key,
+                        value: v as u64,
+                        range: format!("1..={MAX_CONNECTIONS_CEILING}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -140,16 +178,47 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source,
-        })
+        })?;
+        config.limits.check(path)?;
+        Ok(config)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_out_of_range_are_refused_by_the_check_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, key) in [
+            (
+                "[limits]\nmax_connections = 9223372036854775807\n",
+                "max_connections",
+            ),
+            ("[limits]\nmax_connections = 0\n", "max_connections"),
+            (
+                "[limits]\nmax_connections_per_address = 0\n",
+                "max_connections_per_address",
+            ),
+            ("[limits]\nmax_in_flight = 0\n", "max_in_flight"),
+        ] {
+            let path = dir.path().join("usbipd.toml");
+            std::fs::write(&path, text).unwrap();
+            let err = Config::load(&path).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Limit { key: k, .. } if k == key),
+                "{err}"
+            );
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let path = dir.path().join("ok.toml");
+        std::fs::write(&path, "[limits]\nmax_connections = 1048576\n").unwrap();
+        assert!(Config::load(&path).is_ok());
+    }
 
     #[test]
     fn parses_every_device_kind() {

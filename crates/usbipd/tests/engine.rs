@@ -270,6 +270,30 @@ async fn wrong_devid_or_duplicate_seqnum_closes_the_session_and_frees_the_device
     assert!(Connection::import(addr, "9-4").await.is_ok());
 }
 
+/// The kernel's stub checks devid on CMD_UNLINK as on CMD_SUBMIT: an unlink naming another
+/// device is a protocol violation that ends the session, and cancels nothing.
+#[tokio::test]
+async fn unlink_with_a_wrong_devid_closes_the_session() {
+    use usbip_proto::{CmdUnlink, Command, UrbHeader};
+    let (dev, addr) = one_device().await;
+    let conn = Connection::import(addr, "9-4").await.unwrap();
+    let parked = conn.start(Submit::bulk_in(1, 8)).unwrap();
+    assert!(eventually(|| dev.parked() == 1).await);
+    conn.send_raw(Command::Unlink(CmdUnlink {
+        header: UrbHeader {
+            seqnum: parked.seqnum + 1,
+            devid: conn.record().devid() ^ 0x1,
+            direction: usbip_proto::Direction::Out,
+            ep: 0,
+        },
+        unlink_seqnum: parked.seqnum,
+    }))
+    .unwrap();
+    assert!(eventually(|| conn.is_closed()).await);
+    assert!(eventually(|| dev.script.lock().unwrap().closed == 1).await);
+    assert!(Connection::import(addr, "9-4").await.is_ok());
+}
+
 #[tokio::test]
 async fn in_flight_limit_closes_the_connection() {
     let dev = ScriptedDevice::new("9-4");

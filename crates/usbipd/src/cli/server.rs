@@ -24,7 +24,8 @@ use crate::server::{Allowlist, Server, ServerConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
-    /// Address to listen on; repeat for several (IPv4 and IPv6) [default: 0.0.0.0:3240]
+    /// Address to listen on; repeat for several (IPv4 and IPv6) [default: 127.0.0.1:3240].
+    /// To share on a network: --listen 0.0.0.0:3240 together with --allow CIDR
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
     /// Only accept clients from this network (CIDR); repeat for several [default: everyone]
@@ -74,18 +75,24 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         info!("serving the demo virtual devices");
         config.devices.extend(devices::demo_config().devices);
     }
-    let mut listen = if args.listen.is_empty() {
-        config.listen.clone()
-    } else {
-        args.listen.clone()
-    };
-    if listen.is_empty() {
-        listen.push(SocketAddr::from(([0, 0, 0, 0], usbip_proto::USBIP_PORT)));
-    }
+    let listen = listen_addresses(&args.listen, &config.listen);
     let mut server_config = ServerConfig::default();
     config.limits.apply(&mut server_config);
     let mut allow = config.allow.clone();
     allow.extend(args.allow.iter().copied());
+    let exposed = beyond_loopback(&listen);
+    if exposed.is_empty() {
+        info!(
+            "listening on loopback only; to share on a network, add --listen 0.0.0.0:3240 \
+             together with --allow <CIDR of your clients>"
+        );
+    } else if allow.is_empty() {
+        warn!(
+            addresses = ?exposed,
+            "listening beyond loopback with no --allow list: anyone who reaches these addresses \
+             can use the shared devices (USB/IP has no authentication); add --allow CIDR"
+        );
+    }
     server_config.allow = Allowlist::new(allow);
 
     let built = devices::build(&config).await?;
@@ -252,5 +259,63 @@ pub(crate) async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// Where to listen: the command line's addresses, else the configuration's, else loopback.
+/// Loopback by default: Docker Desktop, Lima, Colima and QEMU user networking reach the host's
+/// loopback through their gateway, and nobody else can reach the devices.
+fn listen_addresses(cli: &[SocketAddr], config: &[SocketAddr]) -> Vec<SocketAddr> {
+    if !cli.is_empty() {
+        cli.to_vec()
+    } else if !config.is_empty() {
+        config.to_vec()
+    } else {
+        vec![SocketAddr::from(([127, 0, 0, 1], usbip_proto::USBIP_PORT))]
+    }
+}
+
+/// The listen addresses that other machines can reach (anything but loopback).
+fn beyond_loopback(listen: &[SocketAddr]) -> Vec<SocketAddr> {
+    listen
+        .iter()
+        .copied()
+        .filter(|a| !a.ip().is_loopback())
+        .collect()
+}
+
+#[cfg(test)]
+mod exposure_tests {
+    use super::*;
+
+    #[test]
+    fn only_non_loopback_addresses_count_as_exposed() {
+        let listen: Vec<SocketAddr> = [
+            "127.0.0.1:3240",
+            "[::1]:3240",
+            "0.0.0.0:3240",
+            "[::]:3240",
+            "192.0.2.7:3240",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let exposed = beyond_loopback(&listen);
+        assert_eq!(exposed, listen[2..].to_vec());
+        assert!(beyond_loopback(&listen[..2]).is_empty());
+    }
+
+    #[test]
+    fn the_default_listen_address_is_loopback_and_the_command_line_wins() {
+        let default = listen_addresses(&[], &[]);
+        assert_eq!(
+            default,
+            vec!["127.0.0.1:3240".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(beyond_loopback(&default).is_empty());
+        let wide: SocketAddr = "0.0.0.0:3240".parse().unwrap();
+        let other: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        assert_eq!(listen_addresses(&[], &[wide]), vec![wide]);
+        assert_eq!(listen_addresses(&[other], &[wide]), vec![other]);
     }
 }

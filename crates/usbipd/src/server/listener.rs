@@ -29,7 +29,9 @@ pub struct Server {
 impl Server {
     pub fn new(registry: Arc<Registry>, config: ServerConfig) -> Server {
         Server {
-            connections: Arc::new(Semaphore::new(config.max_connections)),
+            connections: Arc::new(Semaphore::new(
+                config.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
             per_address: Arc::default(),
             registry,
             config: Arc::new(config),

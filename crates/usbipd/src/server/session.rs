@@ -202,15 +202,20 @@ impl Session<'_> {
         cmd: Command,
         completions: &mut mpsc::UnboundedReceiver<UrbCompletion>,
     ) -> Result<(), End> {
+        // The kernel's stub checks devid on every command, CMD_UNLINK included.
+        let devid = match &cmd {
+            Command::Submit { cmd, .. } => cmd.header.devid,
+            Command::Unlink(unlink) => unlink.header.devid,
+        };
+        if devid != self.devid {
+            return Err(End::Violation(format!(
+                "devid {:#x} does not match the imported device {:#x}",
+                devid, self.devid
+            )));
+        }
         match cmd {
             Command::Submit { cmd, data, iso } => {
                 let h = cmd.header;
-                if h.devid != self.devid {
-                    return Err(End::Violation(format!(
-                        "devid {:#x} does not match the imported device {:#x}",
-                        h.devid, self.devid
-                    )));
-                }
                 if self.in_flight.len() >= self.config.max_in_flight {
                     return Err(End::Violation(format!(
                         "max_in_flight ({}) URBs exceeded",
