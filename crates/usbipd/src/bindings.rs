@@ -56,6 +56,16 @@ pub enum BindingsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot encode the bindings for {path}: {source}")]
+    Encode {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl Bindings {
@@ -92,11 +102,47 @@ impl Bindings {
     pub fn save(&self, path: &Path) -> Result<(), BindingsError> {
         let mut out = self.clone();
         out.version = VERSION;
-        let bytes = serde_json::to_vec_pretty(&out).unwrap_or_default();
+        // Never an empty file in place of the bindings: a failed encoding writes nothing.
+        let bytes = serde_json::to_vec_pretty(&out).map_err(|source| BindingsError::Encode {
+            path: path.to_owned(),
+            source,
+        })?;
         persist::write_atomically(path, &bytes, 0o644).map_err(|source| BindingsError::Write {
             path: path.to_owned(),
             source,
         })
+    }
+
+    /// Loads, changes and saves the bindings under an exclusive lock (`<path>.lock`), so that
+    /// concurrent `usbipd bind` runs each add their binding instead of overwriting each other.
+    /// `change` returns whether it changed anything; nothing is written when it did not.
+    pub fn update<T>(
+        path: &Path,
+        change: impl FnOnce(&mut Bindings) -> (bool, T),
+    ) -> Result<T, BindingsError> {
+        let lock_path = path.with_extension("json.lock");
+        let lock_err = |source| BindingsError::Lock {
+            path: lock_path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(lock_err)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(lock_err)?;
+        // Held until `_lock` drops at the end of this function: load, change and save are one step.
+        let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| lock_err(std::io::Error::from(errno)))?;
+        let mut bindings = Bindings::load(path)?;
+        let (changed, result) = change(&mut bindings);
+        if changed {
+            bindings.save(path)?;
+        }
+        Ok(result)
     }
 
     pub fn is_bound(&self, device: &HostDeviceInfo) -> bool {
@@ -151,6 +197,33 @@ mod tests {
         assert!(!b.is_bound(&info("1-3", 1, 1)));
         assert!(b.remove(&Binding::Busid("1-2".into())));
         assert!(!b.is_bound(&info("1-2", 1, 1)));
+    }
+
+    /// Concurrent `usbipd bind` runs (here: threads, each with its own lock file description, as
+    /// processes have) each keep their binding; a slow read-change-write in between loses none.
+    #[test]
+    fn concurrent_updates_lose_no_binding() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bindings.json");
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    Bindings::update(&path, |b| {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        (b.add(Binding::Busid(format!("1-{i}"))), ())
+                    })
+                    .unwrap()
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let saved = Bindings::load(&path).unwrap();
+        assert_eq!(saved.entries.len(), 8, "{:?}", saved.entries);
+        let unchanged = Bindings::update(&path, |b| (false, b.entries.len())).unwrap();
+        assert_eq!(unchanged, 8);
     }
 
     #[test]

@@ -130,12 +130,14 @@ pub async fn bind(args: BindArgs) -> anyhow::Result<()> {
         ensure_present(busid)?;
     }
     let path = args.state.bindings_path();
-    let mut bindings = Bindings::load(&path)?;
-    if !bindings.add(binding.clone()) {
+    let added = Bindings::update(&path, |bindings| {
+        let added = bindings.add(binding.clone());
+        (added, added)
+    })?;
+    if !added {
         println!("already shared");
         return Ok(());
     }
-    bindings.save(&path)?;
     apply(&args.control).await;
     Ok(())
 }
@@ -171,19 +173,25 @@ pub async fn unbind(args: UnbindArgs) -> anyhow::Result<()> {
         }
     }
     let path = args.state.bindings_path();
-    let mut bindings = Bindings::load(&path)?;
-    if args.all {
-        if extension_done && bindings.entries.is_empty() {
-            return Ok(());
-        }
-        bindings.entries.clear();
+    let binding = if args.all {
+        None
     } else {
-        let binding = binding_of(&args.busid, &args.hardware_id)?;
-        if !bindings.remove(&binding) {
-            anyhow::bail!("that device is not bound (see `usbipd list`)");
+        Some(binding_of(&args.busid, &args.hardware_id)?)
+    };
+    let outcome = Bindings::update(&path, |bindings| match &binding {
+        None => {
+            let had = !bindings.entries.is_empty();
+            bindings.entries.clear();
+            (had, Ok(had))
         }
+        Some(binding) if bindings.remove(binding) => (true, Ok(true)),
+        Some(_) => (false, Err(())),
+    })?;
+    match outcome {
+        Ok(false) if extension_done => return Ok(()),
+        Ok(_) => {}
+        Err(()) => anyhow::bail!("that device is not bound (see `usbipd list`)"),
     }
-    bindings.save(&path)?;
     apply(&args.control).await;
     Ok(())
 }
