@@ -287,3 +287,87 @@ async fn kill_9_mid_transfer_crash_mid_unbind_and_daemon_restart_keep_claims() {
         Some("usbhid")
     );
 }
+
+/// A second `usbipd extension run` on the same state refuses to start, naming the lock file and
+/// the holder's pid, before it restores or rewrites anything of the live one's claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_extension_on_the_same_state_refuses_and_leaves_the_claims_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    spec().save(&dir.join("bus.json")).unwrap();
+    let run = |socket: &str| {
+        Command::new(BIN)
+            .args([
+                "extension",
+                "run",
+                "--mode",
+                "embedded",
+                "--extension-socket",
+            ])
+            .arg(dir.join(socket))
+            .arg("--state")
+            .arg(dir.join("claims.json"))
+            .arg("--virtual-bus")
+            .arg(dir.join("bus.json"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let first = Killed(run("ext.sock"));
+    let sock = dir.join("ext.sock");
+    let mut up = false;
+    for _ in 0..500 {
+        if let Ok(Response::Status(_)) = client::call(&sock, &Request::Status).await {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(up, "the first extension did not come up");
+    let bound = client::call(
+        &sock,
+        &Request::Bind {
+            busid: "1-2".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(bound, Response::Bound(_)), "{bound:?}");
+    let claims = std::fs::read(dir.join("claims.json")).unwrap();
+
+    let mut second = run("ext2.sock");
+    let mut status = None;
+    for _ in 0..500 {
+        if let Some(s) = second.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let Some(status) = status else {
+        let _ = second.kill();
+        let _ = second.wait();
+        panic!("a second extension on the same state kept running");
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    let lock = dir.join("extension.lock");
+    assert!(err.contains(&lock.display().to_string()), "{err}");
+    assert!(err.contains(&format!("pid {}", first.0.id())), "{err}");
+    assert_eq!(std::fs::read(dir.join("claims.json")).unwrap(), claims);
+    assert!(!dir.join("ext2.sock").exists());
+    // The live one still answers.
+    assert!(matches!(
+        client::call(&sock, &Request::Status).await,
+        Ok(Response::Status(_))
+    ));
+}

@@ -4,7 +4,7 @@
 //!
 //! Versioned: a file from a future version is refused with a clear error, never guessed at.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -128,19 +128,14 @@ impl ClaimStore {
             _ => PathBuf::from("."),
         };
         std::fs::create_dir_all(&dir)?;
-        let mut tmp_name = self.path.file_name().unwrap_or_default().to_owned();
-        tmp_name.push(".tmp");
-        let tmp = dir.join(tmp_name);
-        {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
+        // A unique temporary name: never one shared by two writers.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(self.path.file_name().unwrap_or_default())
+            .suffix(".tmp")
+            .tempfile_in(&dir)?;
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&self.path).map_err(|e| e.error)?;
         // The rename is durable only once the directory entry is.
         File::open(&dir)?.sync_all()
     }

@@ -11,6 +11,7 @@ pub mod bus;
 pub mod claims;
 pub mod health;
 pub mod host_bus;
+pub mod instance_lock;
 pub mod link;
 pub mod service;
 pub mod supervisor;
@@ -111,6 +112,10 @@ fn self_check(bus: &dyn HostBus) -> Vec<String> {
 /// it is ready (Type=notify) once its socket listens.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Before anything that reads or writes the claims: a second instance would claim devices
+    // and overwrite the registry of the live one.
+    let lock = instance_lock::InstanceLock::acquire(&opts.state)?;
+    info!(lock = %lock.path().display(), "instance lock held");
     let bus = open_bus(&opts)?;
     let missing = self_check(bus.as_ref());
     let health = HealthState::new(&opts.mode, bus.kind(), missing);
@@ -148,5 +153,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     ipc.abort();
     ext.shutdown().await;
     let _ = std::fs::remove_file(&opts.socket);
+    drop(lock);
     Ok(())
 }

@@ -88,10 +88,12 @@ async fn connection(sock: IpcSocket, policy: &PeerPolicy, handler: &dyn Handler)
             Ok(Some(m)) => m,
             Ok(None) => return,
             Err(e) => {
-                debug!(error = %e, "IPC connection ended");
                 if e.kind() == std::io::ErrorKind::InvalidData {
+                    warn!(uid = cred.uid, pid = cred.pid, reason = %e, "IPC connection closed: protocol error");
                     let e = IpcError::new(ErrorCode::InvalidRequest, e.to_string());
                     let _ = send(&sock, &Response::Error(e)).await;
+                } else {
+                    debug!(error = %e, "IPC connection ended");
                 }
                 return;
             }

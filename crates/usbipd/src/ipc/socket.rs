@@ -6,16 +6,22 @@
 //! delivers a descriptor no later than the first byte sent with it, so descriptors queue in
 //! arrival order and each descriptor-carrying frame takes the oldest. A frame longer than the
 //! reader's limit ends the connection; it is never buffered.
+//!
+//! Descriptors are a resource a peer could make us hold without limit, so the reader keeps
+//! only as many as the frames it has seen (or may be starting) announce, and closes the rest
+//! at once; more descriptors than the control buffer holds (MSG_CTRUNC: the kernel installed
+//! them but cut the list) is a protocol error, and whatever did arrive is closed.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Mutex;
 
-use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{self, ControlMessage, MsgFlags};
 use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
+use tracing::debug;
 
 const HEADER: usize = 5;
 
@@ -148,28 +154,26 @@ impl IpcSocket {
             self.stream
                 .async_io(Interest::READABLE, || {
                     let mut chunk = [0u8; 16 * 1024];
-                    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
-                    let mut iov = [IoSliceMut::new(&mut chunk)];
-                    let msg = socket::recvmsg::<()>(
-                        self.stream.as_raw_fd(),
-                        &mut iov,
-                        Some(&mut cmsg),
-                        recv_flags(),
-                    )?;
-                    let mut fds = Vec::new();
-                    for c in msg.cmsgs()? {
-                        if let ControlMessageOwned::ScmRights(received) = c {
-                            for raw in received {
-                                // SAFETY: the kernel just installed this descriptor in our
-                                // table for us; nothing else owns it.
-                                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
-                            }
-                        }
+                    let (n, fds, truncated) =
+                        recv_with_rights(self.stream.as_raw_fd(), &mut chunk)?;
+                    if truncated {
+                        drop(fds);
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "more descriptors than one message may carry",
+                        ));
                     }
-                    let n = msg.bytes;
                     let mut st = self.recv.lock().unwrap_or_else(|e| e.into_inner());
                     st.buf.extend_from_slice(&chunk[..n]);
                     st.fds.extend(fds);
+                    let expected = announced_descriptors(&st.buf);
+                    if st.fds.len() > expected {
+                        debug!(
+                            closed = st.fds.len() - expected,
+                            "IPC descriptors no frame announced closed"
+                        );
+                        st.fds.truncate(expected);
+                    }
                     if n == 0 {
                         st.eof = true;
                     }
@@ -208,6 +212,69 @@ fn take_frame(st: &mut RecvState, limit: usize) -> io::Result<Option<Received>> 
     let data = st.buf[HEADER..HEADER + len].to_vec();
     st.buf.drain(..HEADER + len);
     Ok(Some(Received { data, fd }))
+}
+
+/// One `recvmsg`: the bytes read, every descriptor the kernel installed, and whether it cut
+/// the control data (MSG_CTRUNC). Written against libc because nix's decoder refuses a
+/// truncated buffer without handing over the descriptors already installed in our table.
+fn recv_with_rights(sock: RawFd, chunk: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>, bool)> {
+    use nix::libc;
+    // Room for four descriptors; a frame carries at most one.
+    const FDS: usize = 4;
+    let mut control = [0u64; 8];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE((FDS * std::mem::size_of::<RawFd>()) as u32) } as usize;
+    debug_assert!(space <= std::mem::size_of_val(&control));
+    let mut iov = libc::iovec {
+        iov_base: chunk.as_mut_ptr().cast(),
+        iov_len: chunk.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid (no name, no iov, no control).
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_iov = &mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = control.as_mut_ptr().cast();
+    hdr.msg_controllen = space as _;
+    // SAFETY: hdr points at live buffers of the lengths given.
+    let n = unsafe { libc::recvmsg(sock, &mut hdr, recv_flags().bits()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled `control` up to msg_controllen; CMSG_FIRSTHDR/NXTHDR stay
+    // inside it, and each SCM_RIGHTS payload holds cmsg_len - CMSG_LEN(0) bytes of fds.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let bytes = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(c).cast::<RawFd>();
+                for i in 0..bytes / std::mem::size_of::<RawFd>() {
+                    // The kernel just installed this descriptor in our table for us.
+                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&hdr, c);
+        }
+    }
+    let truncated = hdr.msg_flags & libc::MSG_CTRUNC != 0;
+    Ok((n as usize, fds, truncated))
+}
+
+/// How many descriptors the buffered frames may claim: one per frame whose header announces
+/// one, plus one for a trailing header not yet complete (its descriptor may already be here).
+fn announced_descriptors(buf: &[u8]) -> usize {
+    let mut count = 0;
+    let mut at = 0;
+    while buf.len() - at >= HEADER {
+        let len = u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+        count += usize::from(buf[at + 4] != 0);
+        match at.checked_add(HEADER + len) {
+            Some(next) if next < buf.len() => at = next,
+            _ => return count,
+        }
+    }
+    count + usize::from(at < buf.len())
 }
 
 /// A listening IPC socket.
@@ -262,6 +329,100 @@ mod tests {
         assert_eq!(big.data.len(), 100_000);
         drop(a);
         assert!(b.recv(1 << 20).await.unwrap().is_none());
+    }
+
+    fn open_descriptors() -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+
+    /// Sends one frame of `msg` announcing no descriptor, with `fds` attached anyway.
+    fn send_unannounced(sock: &std::os::unix::net::UnixStream, msg: &[u8], fds: &[RawFd]) {
+        let mut frame = (msg.len() as u32).to_be_bytes().to_vec();
+        frame.push(0);
+        frame.extend_from_slice(msg);
+        let rights = [ControlMessage::ScmRights(fds)];
+        let sent = socket::sendmsg::<()>(
+            sock.as_raw_fd(),
+            &[IoSlice::new(&frame)],
+            &rights,
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(sent, frame.len());
+    }
+
+    // Other tests of this binary open files meanwhile, hence a margin far below the 600
+    // descriptors that accumulated before.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn descriptors_no_frame_announces_are_closed_not_kept() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let b = IpcSocket::new(UnixStream::from_std(b).unwrap());
+        let file = tempfile::tempfile().unwrap();
+        let raw = file.as_raw_fd();
+        let before = open_descriptors();
+        for i in 0..200u32 {
+            send_unannounced(&a, &i.to_be_bytes(), &[raw, raw, raw]);
+            let got = b.recv(1024).await.unwrap().unwrap();
+            assert_eq!(
+                (got.data, got.fd.is_some()),
+                (i.to_be_bytes().to_vec(), false)
+            );
+        }
+        let after = open_descriptors();
+        assert!(
+            after < before + 50,
+            "{before} descriptors open before 200 messages with 3 unannounced each, {after} after"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn more_descriptors_than_the_buffer_holds_end_the_connection_and_are_closed() {
+        let file = tempfile::tempfile().unwrap();
+        let raw = [file.as_raw_fd(); 16];
+        let before = open_descriptors();
+        let mut kept = Vec::new();
+        for _ in 0..100 {
+            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+            b.set_nonblocking(true).unwrap();
+            let b = IpcSocket::new(UnixStream::from_std(b).unwrap());
+            // Announced, so that only the truncation can make the reader refuse it.
+            let mut frame = 2u32.to_be_bytes().to_vec();
+            frame.extend_from_slice(&[1, b'h', b'i']);
+            let rights = [ControlMessage::ScmRights(&raw)];
+            socket::sendmsg::<()>(
+                a.as_raw_fd(),
+                &[IoSlice::new(&frame)],
+                &rights,
+                MsgFlags::empty(),
+                None,
+            )
+            .unwrap();
+            let err = b.recv(1024).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+            // Kept open: the descriptors would be held as long as the connection.
+            kept.push((a, b));
+        }
+        let after = open_descriptors();
+        // 200 for the socket pairs; 400 more were kept before.
+        assert!(
+            after < before + 200 + 50,
+            "{before} descriptors open before 100 truncated messages, {after} after"
+        );
+    }
+
+    #[test]
+    fn only_announced_or_possibly_starting_frames_may_claim_descriptors() {
+        assert_eq!(announced_descriptors(&[]), 0);
+        assert_eq!(announced_descriptors(&[0, 0]), 1);
+        assert_eq!(announced_descriptors(&[0, 0, 0, 1, 0, 9]), 0);
+        assert_eq!(announced_descriptors(&[0, 0, 0, 1, 1, 9]), 1);
+        assert_eq!(announced_descriptors(&[0, 0, 0, 1, 1, 9, 0, 0, 0, 0, 1]), 2);
+        assert_eq!(announced_descriptors(&[0, 0, 0, 1, 0, 9, 0]), 1);
+        assert_eq!(announced_descriptors(&[0, 0, 0, 9, 1, 9]), 1);
     }
 
     #[tokio::test]
