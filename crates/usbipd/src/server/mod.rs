@@ -32,8 +32,9 @@ pub struct ServerConfig {
     /// URBs one connection may have in flight at once.
     pub max_in_flight: usize,
     /// Bytes one connection may hold in memory: replies queued for a client that does not
-    /// read them fast enough (headers, IN data, iso descriptors) plus what it sent that is not
-    /// yet decoded. Should be well above `limits.max_transfer_length`.
+    /// read them fast enough (headers, IN data, iso descriptors), what it sent that is not yet
+    /// decoded, and the OUT payload of its URBs in flight (a device may hold those without
+    /// completing them). Should be well above `limits.max_transfer_length`.
     pub max_buffered_bytes: usize,
     /// Connections open at once, in total.
     pub max_connections: usize,

@@ -4,7 +4,8 @@
 //! unlinked: a completion for a seqnum no longer in the table was unlinked and is dropped, so
 //! the client never sees a RET_SUBMIT after a RET_UNLINK(-ECONNRESET). It never writes to the
 //! socket itself; the writer task does. It never blocks on a slow client either: replies queue
-//! without bound in count, and `max_buffered_bytes` closes a client that lets them pile up.
+//! without bound in count, and `max_buffered_bytes` closes a client that lets them pile up
+//! (or that piles up OUT data a device holds without completing it).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -64,6 +65,8 @@ impl fmt::Display for End {
 struct InFlight {
     direction: Direction,
     length: u32,
+    /// OUT payload bytes the device holds until the URB completes or is cancelled.
+    held: usize,
 }
 
 /// How many unlinks of not-yet-submitted seqnums a session remembers.
@@ -86,6 +89,9 @@ struct Session<'a> {
     backlog: Backlog,
     /// Bytes received and not yet decoded.
     read_buffered: usize,
+    /// OUT payload bytes of the URBs in flight: a device may hold them indefinitely (gadget
+    /// zero's loopback, a serial pipe nobody drains), so they count against the limit too.
+    held_out: usize,
     config: &'a ServerConfig,
 }
 
@@ -120,6 +126,7 @@ pub(super) async fn run(
         replies,
         backlog,
         read_buffered: 0,
+        held_out: 0,
         config,
     };
     let end = session
@@ -231,13 +238,17 @@ impl Session<'_> {
                 if self.is_newer(h.seqnum) {
                     self.newest_submit = Some(h.seqnum);
                 }
+                let held = data.len();
                 self.in_flight.insert(
                     h.seqnum,
                     InFlight {
                         direction: h.direction,
                         length: cmd.transfer_buffer_length,
+                        held,
                     },
                 );
+                self.held_out += held;
+                self.check_buffered(self.backlog.get())?;
                 self.device.submit(Urb {
                     seqnum: h.seqnum,
                     endpoint: h.ep as u8,
@@ -258,7 +269,8 @@ impl Session<'_> {
                     self.complete(done)?;
                 }
                 let victim = unlink.unlink_seqnum;
-                let status = if self.in_flight.remove(&victim).is_some() {
+                let status = if let Some(urb) = self.in_flight.remove(&victim) {
+                    self.held_out -= urb.held;
                     self.device.cancel(victim);
                     errno::ECONNRESET
                 } else if self.is_newer(victim) {
@@ -284,6 +296,7 @@ impl Session<'_> {
         let Some(urb) = self.in_flight.remove(&done.seqnum) else {
             return Ok(()); // unlinked meanwhile: the client was told already
         };
+        self.held_out -= urb.held;
         let mut ret = RetSubmit {
             seqnum: done.seqnum,
             status: done.status,
@@ -329,13 +342,15 @@ impl Session<'_> {
         self.replies.send(reply).map_err(|_| End::WriterGone)
     }
 
-    /// Enforces `max_buffered_bytes` on `queued` reply bytes plus the undecoded input.
+    /// Enforces `max_buffered_bytes` on `queued` reply bytes plus the undecoded input plus the
+    /// OUT payload held by URBs in flight.
     fn check_buffered(&self, queued: usize) -> Result<(), End> {
-        let total = queued + self.read_buffered;
+        let total = queued + self.read_buffered + self.held_out;
         let limit = self.config.max_buffered_bytes;
         if total > limit {
             return Err(End::Violation(format!(
-                "max_buffered_bytes ({limit}) exceeded: {total} bytes buffered ({queued} of replies the client has not read)"
+                "max_buffered_bytes ({limit}) exceeded: {total} bytes buffered ({queued} of replies the client has not read, {} of OUT data the device holds)",
+                self.held_out
             )));
         }
         Ok(())
