@@ -105,7 +105,7 @@ pub(super) async fn run(
 ) -> End {
     let (read_half, write_half) = stream.into_split();
     let (replies, reply_rx) = mpsc::unbounded_channel();
-    let backlog = Backlog::default();
+    let backlog = Backlog::new(config.total_buffered.clone());
     let writer = tokio::spawn(writer::run(write_half, reply_rx, backlog.clone()));
     let Attached {
         peer,
@@ -136,10 +136,16 @@ pub(super) async fn run(
         debug!(%peer, busid, count = session.in_flight.len(), "cancelling URBs in flight");
     }
     let Session {
-        device, replies, ..
+        device,
+        replies,
+        read_buffered,
+        held_out,
+        backlog,
+        ..
     } = session;
     drop(device);
     drop(replies);
+    config.total_buffered.sub(read_buffered + held_out);
     // Let the writer flush what is queued, but never wait on a client that stopped reading.
     let mut writer = writer;
     if tokio::time::timeout(std::time::Duration::from_secs(1), &mut writer)
@@ -147,7 +153,9 @@ pub(super) async fn run(
         .is_err()
     {
         writer.abort();
+        let _ = writer.await; // finished or cancelled: it counts nothing more
     }
+    backlog.discard();
     end
 }
 
@@ -173,7 +181,7 @@ impl Session<'_> {
                     Err(e) => return End::Protocol(e),
                 }
             }
-            self.read_buffered = buf.len();
+            self.set_read_buffered(buf.len());
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(64 * 1024);
             }
@@ -193,7 +201,7 @@ impl Session<'_> {
                 read = reader.read_buf(&mut buf) => match read {
                     Ok(0) => return End::ClientClosed,
                     Ok(_) => {
-                        self.read_buffered = buf.len();
+                        self.set_read_buffered(buf.len());
                         if let Err(end) = self.check_buffered(self.backlog.get()) {
                             return end;
                         }
@@ -248,6 +256,7 @@ impl Session<'_> {
                     },
                 );
                 self.held_out += held;
+                self.config.total_buffered.add(held);
                 self.check_buffered(self.backlog.get())?;
                 self.device.submit(Urb {
                     seqnum: h.seqnum,
@@ -270,7 +279,7 @@ impl Session<'_> {
                 }
                 let victim = unlink.unlink_seqnum;
                 let status = if let Some(urb) = self.in_flight.remove(&victim) {
-                    self.held_out -= urb.held;
+                    self.release_held(urb.held);
                     self.device.cancel(victim);
                     errno::ECONNRESET
                 } else if self.is_newer(victim) {
@@ -296,7 +305,7 @@ impl Session<'_> {
         let Some(urb) = self.in_flight.remove(&done.seqnum) else {
             return Ok(()); // unlinked meanwhile: the client was told already
         };
-        self.held_out -= urb.held;
+        self.release_held(urb.held);
         let mut ret = RetSubmit {
             seqnum: done.seqnum,
             status: done.status,
@@ -342,6 +351,20 @@ impl Session<'_> {
         self.replies.send(reply).map_err(|_| End::WriterGone)
     }
 
+    fn set_read_buffered(&mut self, now: usize) {
+        if now >= self.read_buffered {
+            self.config.total_buffered.add(now - self.read_buffered);
+        } else {
+            self.config.total_buffered.sub(self.read_buffered - now);
+        }
+        self.read_buffered = now;
+    }
+
+    fn release_held(&mut self, held: usize) {
+        self.held_out -= held;
+        self.config.total_buffered.sub(held);
+    }
+
     /// Enforces `max_buffered_bytes` on `queued` reply bytes plus the undecoded input plus the
     /// OUT payload held by URBs in flight.
     fn check_buffered(&self, queued: usize) -> Result<(), End> {
@@ -351,6 +374,13 @@ impl Session<'_> {
             return Err(End::Violation(format!(
                 "max_buffered_bytes ({limit}) exceeded: {total} bytes buffered ({queued} of replies the client has not read, {} of OUT data the device holds)",
                 self.held_out
+            )));
+        }
+        let all = self.config.total_buffered.get();
+        let limit = self.config.max_total_buffered_bytes;
+        if all > limit {
+            return Err(End::Violation(format!(
+                "max_total_buffered_bytes ({limit}) exceeded: {all} bytes buffered for all clients, {total} of them for this one"
             )));
         }
         Ok(())
