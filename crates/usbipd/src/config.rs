@@ -163,6 +163,7 @@ mod tests {
             [limits]
             max_in_flight = 64
             max_buffered_bytes = 1048576
+            max_total_buffered_bytes = 4194304
             [[device]]
             kind = "keyboard"
             [[device]]
@@ -194,6 +195,7 @@ mod tests {
         c.limits.apply(&mut sc);
         assert_eq!(sc.max_in_flight, 64);
         assert_eq!(sc.max_buffered_bytes, 1 << 20);
+        assert_eq!(sc.max_total_buffered_bytes, 4 << 20);
     }
 
     #[test]
