@@ -147,6 +147,7 @@ async fn out_data_held_by_a_device_counts_against_max_buffered_bytes() {
         "the connection stayed open after {sent} MiB of OUT data"
     );
     let growth = peak_rss().saturating_sub(before);
+    eprintln!("peak RSS growth {} KiB, {sent} MiB sent", growth / 1024);
     assert!(
         growth < 2 * LIMIT + 32 * MIB,
         "peak RSS grew by {} MiB for a {} MiB limit ({sent} MiB sent)",
