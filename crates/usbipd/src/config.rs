@@ -34,6 +34,7 @@ pub struct LimitsConfig {
     pub max_iso_packets: Option<u32>,
     pub max_in_flight: Option<usize>,
     pub max_buffered_bytes: Option<usize>,
+    pub max_total_buffered_bytes: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_connections_per_address: Option<usize>,
     pub handshake_timeout_secs: Option<u64>,
@@ -52,6 +53,9 @@ impl LimitsConfig {
         }
         if let Some(v) = self.max_buffered_bytes {
             config.max_buffered_bytes = v;
+        }
+        if let Some(v) = self.max_total_buffered_bytes {
+            config.max_total_buffered_bytes = v;
         }
         if let Some(v) = self.max_connections {
             config.max_connections = v;
@@ -228,6 +232,7 @@ mod tests {
             [limits]
             max_in_flight = 64
             max_buffered_bytes = 1048576
+            max_total_buffered_bytes = 4194304
             [[device]]
             kind = "keyboard"
             [[device]]
@@ -259,6 +264,7 @@ mod tests {
         c.limits.apply(&mut sc);
         assert_eq!(sc.max_in_flight, 64);
         assert_eq!(sc.max_buffered_bytes, 1 << 20);
+        assert_eq!(sc.max_total_buffered_bytes, 4 << 20);
     }
 
     #[test]

@@ -385,3 +385,90 @@ async fn writes_acknowledged_before_sync_survive_kill_9_of_the_server() {
         }
     }
 }
+
+fn bulk_out(seqnum: u32, devid: u32, ep: u32, setup: [u8; 8], data: Bytes) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + data.len());
+    Command::Submit {
+        cmd: CmdSubmit {
+            header: UrbHeader {
+                seqnum,
+                devid,
+                direction: Direction::Out,
+                ep,
+            },
+            transfer_flags: 0,
+            transfer_buffer_length: data.len() as u32,
+            start_frame: 0,
+            number_of_packets: 0,
+            interval: 0,
+            setup,
+        },
+        data,
+        iso: vec![],
+    }
+    .encode(&mut out);
+    out
+}
+
+/// `max_total_buffered_bytes` bounds what all clients together make the server hold: a client
+/// under its own limit whose OUT data (held by gadget zero's loopback) passes the server-wide
+/// budget is closed, the count goes back to zero, and the device can be imported again.
+#[tokio::test]
+async fn the_server_wide_budget_closes_the_client_that_passes_it() {
+    use usbipd::device::r#virtual::gadget_zero;
+    const MIB: usize = 1024 * 1024;
+    let config = ServerConfig {
+        max_buffered_bytes: 256 * MIB,
+        max_total_buffered_bytes: 8 * MIB,
+        ..ServerConfig::default()
+    };
+    let total = config.total_buffered.clone();
+    let gz = gadget_zero::new(BusPosition::virtual_port(6));
+    let addr = start_server(vec![Arc::new(gz) as Arc<dyn Device>], config).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let devid = raw_import(&mut stream, "0-6").await;
+    let set_loopback = [0, 9, gadget_zero::CONFIG_LOOPBACK, 0, 0, 0, 0, 0];
+    stream
+        .write_all(&bulk_out(1, devid, 0, set_loopback, Bytes::new()))
+        .await
+        .unwrap();
+    let mut reply = [0u8; 48];
+    stream.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply[20..24], &[0; 4], "SET_CONFIGURATION failed");
+    let payload = Bytes::from(vec![0u8; MIB]);
+    let mut sent = 0;
+    for seqnum in 2..2 + 128 {
+        let urb = bulk_out(seqnum, devid, 1, [0; 8], payload.clone());
+        match tokio::time::timeout(Duration::from_secs(10), stream.write_all(&urb)).await {
+            Ok(Ok(())) => sent += 1,
+            Ok(Err(_)) => break,
+            Err(_) => panic!("the server stopped reading without closing the connection"),
+        }
+    }
+    let mut sink = vec![0u8; 64 * 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "still open after {sent} MiB of OUT data");
+    drop(stream);
+    assert!(
+        eventually(|| total.get() == 0).await,
+        "{} bytes still counted after the session ended",
+        total.get()
+    );
+    let again = Connection::import(addr, "0-6").await.unwrap();
+    assert_eq!(
+        again
+            .submit(Submit::control(set_loopback, Bytes::new()))
+            .await
+            .unwrap()
+            .status,
+        0
+    );
+}

@@ -23,6 +23,7 @@ pub(crate) use handshake::serve_import;
 pub use listener::Server;
 pub use policy::Allowlist;
 use usbip_proto::Limits;
+pub use writer::TotalBuffered;
 
 /// Tunables of the server core. Every limit closes only the connection that exceeds it.
 #[derive(Debug, Clone)]
@@ -32,9 +33,17 @@ pub struct ServerConfig {
     /// URBs one connection may have in flight at once.
     pub max_in_flight: usize,
     /// Bytes one connection may hold in memory: replies queued for a client that does not
-    /// read them fast enough (headers, IN data, iso descriptors) plus what it sent that is not
-    /// yet decoded. Should be well above `limits.max_transfer_length`.
+    /// read them fast enough (headers, IN data, iso descriptors), what it sent that is not yet
+    /// decoded, and the OUT payload of its URBs in flight (a device may hold those without
+    /// completing them). Should be well above `limits.max_transfer_length`.
     pub max_buffered_bytes: usize,
+    /// Bytes all connections together may hold, counted as for `max_buffered_bytes`, so that
+    /// `max_connections` clients cannot exhaust the machine; the client whose bytes pass it is
+    /// closed.
+    pub max_total_buffered_bytes: usize,
+    /// The count against `max_total_buffered_bytes`, shared by every clone of this config
+    /// (one server, its connections, the extension's sessions).
+    pub total_buffered: writer::TotalBuffered,
     /// Connections open at once, in total.
     pub max_connections: usize,
     /// Connections open at once from one client address.
@@ -54,6 +63,9 @@ impl Default for ServerConfig {
             // A client that reads its replies holds at most what it has outstanding, e.g. 64
             // URBs of 1 MiB in the benchmark; eight of the largest transfers is well above that.
             max_buffered_bytes: 128 * 1024 * 1024,
+            // Eight connections at their limit.
+            max_total_buffered_bytes: 1024 * 1024 * 1024,
+            total_buffered: writer::TotalBuffered::default(),
             max_connections: 256,
             max_connections_per_address: 64,
             allow: Allowlist::default(),

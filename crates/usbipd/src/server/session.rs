@@ -4,7 +4,8 @@
 //! unlinked: a completion for a seqnum no longer in the table was unlinked and is dropped, so
 //! the client never sees a RET_SUBMIT after a RET_UNLINK(-ECONNRESET). It never writes to the
 //! socket itself; the writer task does. It never blocks on a slow client either: replies queue
-//! without bound in count, and `max_buffered_bytes` closes a client that lets them pile up.
+//! without bound in count, and `max_buffered_bytes` closes a client that lets them pile up
+//! (or that piles up OUT data a device holds without completing it).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -64,6 +65,8 @@ impl fmt::Display for End {
 struct InFlight {
     direction: Direction,
     length: u32,
+    /// OUT payload bytes the device holds until the URB completes or is cancelled.
+    held: usize,
 }
 
 /// How many unlinks of not-yet-submitted seqnums a session remembers.
@@ -86,6 +89,9 @@ struct Session<'a> {
     backlog: Backlog,
     /// Bytes received and not yet decoded.
     read_buffered: usize,
+    /// OUT payload bytes of the URBs in flight: a device may hold them indefinitely (gadget
+    /// zero's loopback, a serial pipe nobody drains), so they count against the limit too.
+    held_out: usize,
     config: &'a ServerConfig,
 }
 
@@ -99,7 +105,7 @@ pub(super) async fn run(
 ) -> End {
     let (read_half, write_half) = stream.into_split();
     let (replies, reply_rx) = mpsc::unbounded_channel();
-    let backlog = Backlog::default();
+    let backlog = Backlog::new(config.total_buffered.clone());
     let writer = tokio::spawn(writer::run(write_half, reply_rx, backlog.clone()));
     let Attached {
         peer,
@@ -120,6 +126,7 @@ pub(super) async fn run(
         replies,
         backlog,
         read_buffered: 0,
+        held_out: 0,
         config,
     };
     let end = session
@@ -129,10 +136,16 @@ pub(super) async fn run(
         debug!(%peer, busid, count = session.in_flight.len(), "cancelling URBs in flight");
     }
     let Session {
-        device, replies, ..
+        device,
+        replies,
+        read_buffered,
+        held_out,
+        backlog,
+        ..
     } = session;
     drop(device);
     drop(replies);
+    config.total_buffered.sub(read_buffered + held_out);
     // Let the writer flush what is queued, but never wait on a client that stopped reading.
     let mut writer = writer;
     if tokio::time::timeout(std::time::Duration::from_secs(1), &mut writer)
@@ -140,7 +153,9 @@ pub(super) async fn run(
         .is_err()
     {
         writer.abort();
+        let _ = writer.await; // finished or cancelled: it counts nothing more
     }
+    backlog.discard();
     end
 }
 
@@ -166,7 +181,7 @@ impl Session<'_> {
                     Err(e) => return End::Protocol(e),
                 }
             }
-            self.read_buffered = buf.len();
+            self.set_read_buffered(buf.len());
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(64 * 1024);
             }
@@ -186,7 +201,7 @@ impl Session<'_> {
                 read = reader.read_buf(&mut buf) => match read {
                     Ok(0) => return End::ClientClosed,
                     Ok(_) => {
-                        self.read_buffered = buf.len();
+                        self.set_read_buffered(buf.len());
                         if let Err(end) = self.check_buffered(self.backlog.get()) {
                             return end;
                         }
@@ -236,13 +251,18 @@ impl Session<'_> {
                 if self.is_newer(h.seqnum) {
                     self.newest_submit = Some(h.seqnum);
                 }
+                let held = data.len();
                 self.in_flight.insert(
                     h.seqnum,
                     InFlight {
                         direction: h.direction,
                         length: cmd.transfer_buffer_length,
+                        held,
                     },
                 );
+                self.held_out += held;
+                self.config.total_buffered.add(held);
+                self.check_buffered(self.backlog.get())?;
                 self.device.submit(Urb {
                     seqnum: h.seqnum,
                     endpoint: h.ep as u8,
@@ -263,7 +283,8 @@ impl Session<'_> {
                     self.complete(done)?;
                 }
                 let victim = unlink.unlink_seqnum;
-                let status = if self.in_flight.remove(&victim).is_some() {
+                let status = if let Some(urb) = self.in_flight.remove(&victim) {
+                    self.release_held(urb.held);
                     self.device.cancel(victim);
                     errno::ECONNRESET
                 } else if self.is_newer(victim) {
@@ -289,6 +310,7 @@ impl Session<'_> {
         let Some(urb) = self.in_flight.remove(&done.seqnum) else {
             return Ok(()); // unlinked meanwhile: the client was told already
         };
+        self.release_held(urb.held);
         let mut ret = RetSubmit {
             seqnum: done.seqnum,
             status: done.status,
@@ -334,13 +356,36 @@ impl Session<'_> {
         self.replies.send(reply).map_err(|_| End::WriterGone)
     }
 
-    /// Enforces `max_buffered_bytes` on `queued` reply bytes plus the undecoded input.
+    fn set_read_buffered(&mut self, now: usize) {
+        if now >= self.read_buffered {
+            self.config.total_buffered.add(now - self.read_buffered);
+        } else {
+            self.config.total_buffered.sub(self.read_buffered - now);
+        }
+        self.read_buffered = now;
+    }
+
+    fn release_held(&mut self, held: usize) {
+        self.held_out -= held;
+        self.config.total_buffered.sub(held);
+    }
+
+    /// Enforces `max_buffered_bytes` on `queued` reply bytes plus the undecoded input plus the
+    /// OUT payload held by URBs in flight.
     fn check_buffered(&self, queued: usize) -> Result<(), End> {
-        let total = queued + self.read_buffered;
+        let total = queued + self.read_buffered + self.held_out;
         let limit = self.config.max_buffered_bytes;
         if total > limit {
             return Err(End::Violation(format!(
-                "max_buffered_bytes ({limit}) exceeded: {total} bytes buffered ({queued} of replies the client has not read)"
+                "max_buffered_bytes ({limit}) exceeded: {total} bytes buffered ({queued} of replies the client has not read, {} of OUT data the device holds)",
+                self.held_out
+            )));
+        }
+        let all = self.config.total_buffered.get();
+        let limit = self.config.max_total_buffered_bytes;
+        if all > limit {
+            return Err(End::Violation(format!(
+                "max_total_buffered_bytes ({limit}) exceeded: {all} bytes buffered for all clients, {total} of them for this one"
             )));
         }
         Ok(())

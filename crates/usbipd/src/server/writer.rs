@@ -23,19 +23,50 @@ enum Piece {
     Payload(Bytes),
 }
 
-/// Bytes of replies queued for the writer and not yet written: the session adds, the writer
-/// subtracts once a batch is on the wire.
+/// Bytes held for all connections of a server (see `ServerConfig::max_total_buffered_bytes`).
 #[derive(Debug, Clone, Default)]
-pub(super) struct Backlog(Arc<AtomicUsize>);
+pub struct TotalBuffered(Arc<AtomicUsize>);
+
+impl TotalBuffered {
+    pub(super) fn add(&self, n: usize) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn sub(&self, n: usize) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Bytes held now, across all connections.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes of replies queued for the writer and not yet written: the session adds, the writer
+/// subtracts once a batch is on the wire. Both also count in the server-wide total.
+#[derive(Debug, Clone)]
+pub(super) struct Backlog(Arc<AtomicUsize>, TotalBuffered);
 
 impl Backlog {
+    pub(super) fn new(total: TotalBuffered) -> Backlog {
+        Backlog(Arc::default(), total)
+    }
+
     /// Counts `n` more bytes queued; returns the new total.
     pub(super) fn add(&self, n: usize) -> usize {
+        self.1.add(n);
         self.0.fetch_add(n, Ordering::Relaxed) + n
     }
 
     fn written(&self, n: usize) {
         self.0.fetch_sub(n, Ordering::Relaxed);
+        self.1.sub(n);
+    }
+
+    /// Gives back whatever was never written (the writer is gone).
+    pub(super) fn discard(&self) {
+        let left = self.0.swap(0, Ordering::Relaxed);
+        self.1.sub(left);
     }
 
     pub(super) fn get(&self) -> usize {
