@@ -172,6 +172,20 @@ impl LimitsConfig {
                 }
             }
         }
+        // A zero byte budget would close every client at its first byte.
+        for (key, value) in [
+            ("max_buffered_bytes", self.max_buffered_bytes),
+            ("max_total_buffered_bytes", self.max_total_buffered_bytes),
+        ] {
+            if value == Some(0) {
+                return Err(ConfigError::Limit {
+                    path: path.to_owned(),
+                    key,
+                    value: 0,
+                    range: "at least 1".into(),
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -209,6 +223,10 @@ mod tests {
                 "max_connections_per_address",
             ),
             ("[limits]\nmax_in_flight = 0\n", "max_in_flight"),
+            (
+                "[limits]\nmax_total_buffered_bytes = 0\n",
+                "max_total_buffered_bytes",
+            ),
         ] {
             let path = dir.path().join("usbipd.toml");
             std::fs::write(&path, text).unwrap();
