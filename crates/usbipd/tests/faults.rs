@@ -11,39 +11,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::bot::{cbw, Bot, BLOCK, FAILED, PASSED};
 use common::process::free_port;
+use common::raw::{out_submit as bulk_out, raw_import};
 use common::{eventually, start_server, ScriptedDevice};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use usbip_client::{list_devices, Connection, Submit};
-use usbip_proto::{
-    errno, CmdSubmit, Command, Direction, ExportedDevice, Limits, OpReply, OpRequest, UrbHeader,
-};
+use usbip_proto::{errno, CmdSubmit, Command, Direction, ExportedDevice, UrbHeader};
 use usbipd::device::r#virtual::mass_storage::{self, MassStorage};
 use usbipd::device::r#virtual::BusPosition;
 use usbipd::device::{Completer, Device, DeviceSession, OpenError, Urb, UrbCompletion};
 use usbipd::server::ServerConfig;
-
-/// Imports `busid` on a raw socket; returns it with the devid.
-async fn raw_import(stream: &mut TcpStream, busid: &str) -> u32 {
-    let request = OpRequest::Import {
-        busid: busid.into(),
-    };
-    let mut out = Vec::new();
-    request.encode(&mut out);
-    stream.write_all(&out).await.unwrap();
-    let mut buf = Vec::new();
-    loop {
-        if let Some((OpReply::Import(Ok(rec)), _)) =
-            OpReply::decode(&request, &buf, &Limits::default()).unwrap()
-        {
-            return rec.devid();
-        }
-        let mut chunk = [0u8; 512];
-        let n = stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "import refused or connection closed");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
 
 fn bulk_in(seqnum: u32, devid: u32, ep: u32, length: u32) -> Vec<u8> {
     let mut out = Vec::new();
@@ -384,30 +361,6 @@ async fn writes_acknowledged_before_sync_survive_kill_9_of_the_server() {
             assert_eq!(after[at], *want, "byte {at} lost after kill -9");
         }
     }
-}
-
-fn bulk_out(seqnum: u32, devid: u32, ep: u32, setup: [u8; 8], data: Bytes) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + data.len());
-    Command::Submit {
-        cmd: CmdSubmit {
-            header: UrbHeader {
-                seqnum,
-                devid,
-                direction: Direction::Out,
-                ep,
-            },
-            transfer_flags: 0,
-            transfer_buffer_length: data.len() as u32,
-            start_frame: 0,
-            number_of_packets: 0,
-            interval: 0,
-            setup,
-        },
-        data,
-        iso: vec![],
-    }
-    .encode(&mut out);
-    out
 }
 
 /// `max_total_buffered_bytes` bounds what all clients together make the server hold: a client

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::raw::{out_submit as submit, raw_import};
 use common::start_server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use usbip_client::{Connection, Submit};
-use usbip_proto::{CmdSubmit, Command, Direction, Limits, OpReply, OpRequest, UrbHeader};
 use usbipd::device::r#virtual::{gadget_zero, BusPosition};
 use usbipd::device::Device;
 use usbipd::server::ServerConfig;
@@ -32,52 +32,6 @@ fn peak_rss() -> usize {
         .and_then(|v| v.parse().ok())
         .expect("VmHWM value in kB");
     kib * 1024
-}
-
-fn submit(seqnum: u32, devid: u32, ep: u32, setup: [u8; 8], data: Bytes) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + data.len());
-    Command::Submit {
-        cmd: CmdSubmit {
-            header: UrbHeader {
-                seqnum,
-                devid,
-                direction: Direction::Out,
-                ep,
-            },
-            transfer_flags: 0,
-            transfer_buffer_length: data.len() as u32,
-            start_frame: 0,
-            number_of_packets: 0,
-            interval: 0,
-            setup,
-        },
-        data,
-        iso: vec![],
-    }
-    .encode(&mut out);
-    out
-}
-
-/// Imports `busid` on a raw socket; returns the devid.
-async fn raw_import(stream: &mut TcpStream, busid: &str) -> u32 {
-    let request = OpRequest::Import {
-        busid: busid.into(),
-    };
-    let mut out = Vec::new();
-    request.encode(&mut out);
-    stream.write_all(&out).await.unwrap();
-    let mut buf = Vec::new();
-    loop {
-        if let Some((OpReply::Import(Ok(rec)), _)) =
-            OpReply::decode(&request, &buf, &Limits::default()).unwrap()
-        {
-            return rec.devid();
-        }
-        let mut chunk = [0u8; 512];
-        let n = stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "import refused or connection closed");
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 /// Gadget zero in its loopback configuration holds bulk OUT URBs once its small buffer is full.

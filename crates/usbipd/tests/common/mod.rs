@@ -3,6 +3,7 @@
 
 pub mod bot;
 pub mod process;
+pub mod raw;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
