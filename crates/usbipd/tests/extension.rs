@@ -527,33 +527,6 @@ async fn a_claim_registry_from_the_future_is_refused() {
     assert!(e.to_string().contains("version 7"), "{e}");
 }
 
-#[tokio::test]
-async fn peers_other_than_root_and_the_allowed_users_are_refused() {
-    if nix::unistd::geteuid().is_root() {
-        return; // root is always allowed, rightly; nothing to refuse here
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let bus = VirtualBus::new(VirtualBusSpec {
-        devices: vec![spec("1-2", Some("usbhid"), None)],
-    });
-    let nobody_but = PeerPolicy {
-        uids: vec![nix::unistd::geteuid().as_raw() + 1],
-        gids: vec![],
-        ..PeerPolicy::default()
-    };
-    let (_ext, socket, _ipc) = start_extension(bus.clone(), dir.path(), nobody_but).await;
-    let e = client::call(
-        &socket,
-        &Request::Bind {
-            busid: "1-2".into(),
-        },
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(e.code, ErrorCode::NotAuthorized);
-    assert_eq!(bus.kernel("1-2").unwrap().driver.as_deref(), Some("usbhid"));
-}
-
 /// The macOS signature rule through the real IPC server, with a stand-in for the Security
 /// framework: a signed extension refuses even root when the peer is not signed by its team.
 #[tokio::test]

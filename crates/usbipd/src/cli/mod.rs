@@ -63,26 +63,28 @@ pub struct StateArg {
 }
 
 impl StateArg {
-    pub fn dir(&self) -> PathBuf {
-        self.state_dir
-            .clone()
-            .unwrap_or_else(crate::persist::state_dir)
+    pub fn dir(&self) -> Result<PathBuf, crate::persist::NoUserDirectory> {
+        match &self.state_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => crate::persist::state_dir(),
+        }
     }
 
-    pub fn bindings_path(&self) -> PathBuf {
-        self.dir().join("bindings.json")
+    pub fn bindings_path(&self) -> Result<PathBuf, crate::persist::NoUserDirectory> {
+        Ok(self.dir()?.join("bindings.json"))
     }
 
     /// The activation state file (`activation.json`).
-    pub fn activation_path(&self) -> PathBuf {
-        self.dir().join("activation.json")
+    pub fn activation_path(&self) -> Result<PathBuf, crate::persist::NoUserDirectory> {
+        Ok(self.dir()?.join("activation.json"))
     }
 }
 
 impl ControlArg {
-    pub fn path(&self) -> PathBuf {
-        self.control
-            .clone()
-            .unwrap_or_else(crate::control::default_path)
+    pub fn path(&self) -> Result<PathBuf, crate::persist::NoUserDirectory> {
+        match &self.control {
+            Some(path) => Ok(path.clone()),
+            None => crate::control::default_path(),
+        }
     }
 }

@@ -103,7 +103,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         registry.add(device.clone());
     }
 
-    let control_path = args.control.path();
+    let control_path = args.control.path()?;
     let control_listener = control::bind(&control_path)?;
     info!(path = %control_path.display(), "control socket ready");
     // With the extension, host devices are its business; fallback sharing is for when it is
@@ -111,9 +111,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let host = if args.no_host || !fallback {
         None
     } else {
-        host_devices(&registry, &args.state).await
+        host_devices(&registry, args.state.bindings_path()?).await
     };
-    let socket = args.extension_socket.path();
+    let socket = args.extension_socket.path()?;
     let mut auto = None;
     let activation = if args.extension == "auto" {
         // Activation is a bonus on top of fallback mode: if it cannot even start, serve anyway.
@@ -173,20 +173,16 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 
 /// Shares the bound host devices and follows hotplug, where the platform has a host backend.
 #[cfg(any(target_os = "linux", target_os = "macos"))]
-async fn host_devices(registry: &Arc<Registry>, state: &StateArg) -> Option<Arc<HostExports>> {
+async fn host_devices(registry: &Arc<Registry>, bindings: PathBuf) -> Option<Arc<HostExports>> {
     use crate::device::host::NusbBackend;
-    let exports = HostExports::new(
-        Arc::new(NusbBackend),
-        registry.clone(),
-        state.bindings_path(),
-    );
+    let exports = HostExports::new(Arc::new(NusbBackend), registry.clone(), bindings);
     exports.refresh_logged().await;
     tokio::spawn(crate::host_exports::follow_hotplug(exports.clone()));
     Some(exports)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-async fn host_devices(_: &Arc<Registry>, _: &StateArg) -> Option<Arc<HostExports>> {
+async fn host_devices(_: &Arc<Registry>, _: PathBuf) -> Option<Arc<HostExports>> {
     None
 }
 
@@ -204,7 +200,7 @@ fn start_activation(
     let platform = Platform::detect()?;
     let as_installer: Arc<dyn embedded::Supervisor> = supervisor.clone();
     let installer = installer::for_platform(&platform, Some(as_installer));
-    let state_file = args.state.activation_path();
+    let state_file = args.state.activation_path()?;
     let activation = Activation::new(
         installer,
         StateFile::new(&state_file),
@@ -223,6 +219,10 @@ fn start_activation(
 /// How to run the extension as this daemon's child.
 fn child_spec(args: &ServerArgs, socket: &std::path::Path) -> anyhow::Result<ChildSpec> {
     let program = std::env::current_exe()?;
+    let state = match &args.extension_state {
+        Some(state) => state.clone(),
+        None => crate::extension::default_state()?,
+    };
     let mut child_args: Vec<std::ffi::OsString> = vec![
         "extension".into(),
         "run".into(),
@@ -231,10 +231,7 @@ fn child_spec(args: &ServerArgs, socket: &std::path::Path) -> anyhow::Result<Chi
         "--extension-socket".into(),
         socket.into(),
         "--state".into(),
-        args.extension_state
-            .clone()
-            .unwrap_or_else(crate::extension::default_state)
-            .into(),
+        state.into(),
     ];
     if let Some(spec) = &args.virtual_bus {
         child_args.push("--virtual-bus".into());

@@ -20,7 +20,12 @@ pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
     if get_option(fd, ffi::LOCAL_PEERPID, &mut pid).is_err() {
         pid = -1;
     }
-    Ok(PeerCred { pid, uid, gid })
+    Ok(PeerCred {
+        pid,
+        uid,
+        gid,
+        groups: Vec::new(),
+    })
 }
 
 /// The audit token of the peer.
