@@ -197,7 +197,13 @@ fn start_activation(
         tokio::runtime::Handle::current(),
         Duration::from_millis(args.extension_install_delay_ms),
     ));
-    let platform = Platform::detect()?;
+    let mut platform = Platform::detect()?;
+    // A virtual bus is the tests' stand-in for the host's USB: a service manager's unit would
+    // run the extension without it, so only the embedded installer (our child, given the same
+    // bus) can serve it, with or without systemd.
+    if args.virtual_bus.is_some() {
+        platform.systemd = false;
+    }
     let as_installer: Arc<dyn embedded::Supervisor> = supervisor.clone();
     let installer = installer::for_platform(&platform, Some(as_installer));
     let state_file = args.state.activation_path()?;
