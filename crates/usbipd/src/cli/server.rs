@@ -167,6 +167,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         s.shutdown().await;
     }
     let _ = std::fs::remove_file(&control_path);
+    built.flush_disks().await;
     drop(built);
     Ok(())
 }

@@ -35,11 +35,26 @@ pub fn audit_token(fd: BorrowedFd<'_>) -> io::Result<ffi::audit_token_t> {
     Ok(token)
 }
 
-/// A `SOL_LOCAL` option whose value is exactly a `T`.
-fn get_option<T>(fd: BorrowedFd<'_>, name: i32, value: &mut T) -> io::Result<()> {
+/// Plain old data: every bit pattern of the type's size is a valid value (integers, and
+/// `#[repr(C)]` structs and arrays of them without padding; no pointers, references, `bool`,
+/// enums or niches), so the kernel may fill one with whatever bytes an option has.
+///
+/// # Safety
+/// Implement only for types that are plain old data as above.
+unsafe trait PlainOldData: Sized {}
+
+// SAFETY: any 4 bytes are an i32.
+unsafe impl PlainOldData for i32 {}
+// SAFETY: #[repr(C)], eight u32 and nothing else (32 bytes, no padding: asserted in ffi.rs).
+unsafe impl PlainOldData for ffi::audit_token_t {}
+
+/// A `SOL_LOCAL` option whose value is exactly a `T`. Sound because `T` can only be plain old
+/// data: the bytes the kernel writes, whatever they are, make a valid `T`.
+fn get_option<T: PlainOldData>(fd: BorrowedFd<'_>, name: i32, value: &mut T) -> io::Result<()> {
     let size = std::mem::size_of::<T>() as u32;
     let mut len = size;
-    // SAFETY: value is an out-param of `len` bytes, valid for the call.
+    // SAFETY: value is an exclusive out-param of `len` bytes, valid for the call; the kernel
+    // writes at most `len` bytes, and any bytes are a valid `T` (PlainOldData).
     let rc = unsafe {
         ffi::getsockopt(
             fd.as_raw_fd(),
