@@ -24,6 +24,9 @@ use crate::server::{Allowlist, Server, ServerConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
+    /// The logging flags, given again to the extension child (set by `main`, not a flag).
+    #[arg(skip)]
+    pub log_args: Vec<std::ffi::OsString>,
     /// Address to listen on; repeat for several (IPv4 and IPv6) [default: 127.0.0.1:3240].
     /// To share on a network: --listen 0.0.0.0:3240 together with --allow CIDR
     #[arg(long, value_name = "ADDR:PORT")]
@@ -240,6 +243,7 @@ fn child_spec(args: &ServerArgs, socket: &std::path::Path) -> anyhow::Result<Chi
         "--state".into(),
         state.into(),
     ];
+    child_args.extend(args.log_args.iter().cloned());
     if let Some(spec) = &args.virtual_bus {
         child_args.push("--virtual-bus".into());
         child_args.push(spec.into());
