@@ -12,7 +12,8 @@
 # Produces in OUT_DIR:
 #   usbipd-VERSION-TARGET.tar.gz         bin/usbipd, lib/systemd/system/usbipd-extension.service
 #                                        (ExecStart=/usr/bin/usbipd), share/usbipd/
-#                                        dev.usbipd.extension.plist (/usr/local/bin/usbipd), docs
+#                                        dev.usbipd.extension.plist (/usr/local/bin/usbipd), docs,
+#                                        share/man/man1/*.1, bash/zsh/fish completions
 #   usbipd-VERSION-TARGET.tar.gz.sha256
 #   usbipd.rb                            Homebrew formula from packaging/homebrew/usbipd.rb.in
 set -euo pipefail
@@ -34,10 +35,17 @@ base_url="${BASE_URL:-https://example.invalid/usbipd/releases/download/v$version
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 dir="$stage/$name"
-mkdir -p "$dir/bin" "$dir/lib/systemd/system" "$dir/share/usbipd" "$dir/share/doc/usbipd"
+mkdir -p "$dir/bin" "$dir/lib/systemd/system" "$dir/share/usbipd" "$dir/share/doc/usbipd" \
+         "$dir/share/bash-completion/completions" "$dir/share/zsh/site-functions" \
+         "$dir/share/fish/vendor_completions.d"
 install -m 0755 "$bin" "$dir/bin/usbipd"
 "$bin" service-file systemd --exe /usr/bin/usbipd > "$dir/lib/systemd/system/usbipd-extension.service"
 "$bin" service-file launchd --exe /usr/local/bin/usbipd > "$dir/share/usbipd/dev.usbipd.extension.plist"
+# Man pages and completions come from the binary's own command-line definition.
+"$bin" manpages "$dir/share/man/man1" > /dev/null
+"$bin" completions bash > "$dir/share/bash-completion/completions/usbipd"
+"$bin" completions zsh > "$dir/share/zsh/site-functions/_usbipd"
+"$bin" completions fish > "$dir/share/fish/vendor_completions.d/usbipd.fish"
 for doc in README.md ARCHITECTURE.md LICENSE LICENSE-MIT LICENSE-APACHE; do
   [ -f "$root/$doc" ] && install -m 0644 "$root/$doc" "$dir/share/doc/usbipd/"
 done

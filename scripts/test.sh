@@ -10,6 +10,12 @@ section() { printf '\n==== %s\n' "$*"; }
 section "build"
 cargo build --release --workspace --bins
 
+section "cargo install, as the README shows it (into a temporary root; reuses the build above)"
+install_root="$(mktemp -d)"
+cargo install --quiet --locked --path crates/usbipd --root "$install_root" --target-dir target
+"$install_root/bin/usbipd" --version
+rm -rf "$install_root"
+
 section "unit and integration tests"
 cargo test --release --workspace
 

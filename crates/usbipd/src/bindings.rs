@@ -69,12 +69,18 @@ pub enum BindingsError {
 }
 
 impl Bindings {
-    pub fn default_path() -> PathBuf {
-        persist::state_dir().join("bindings.json")
-    }
-
     /// Loads the bindings; a missing file means none.
     pub fn load(path: &Path) -> Result<Bindings, BindingsError> {
+        // A file planted in a directory someone else controls is not our bindings.
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && d.exists())
+        {
+            persist::private_dir::check_dir(dir, false).map_err(|e| BindingsError::Read {
+                path: path.to_owned(),
+                source: e.into(),
+            })?;
+        }
         let text = match std::fs::read(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Bindings::default()),
@@ -125,9 +131,7 @@ impl Bindings {
             path: lock_path.clone(),
             source,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(lock_err)?;
-        }
+        persist::prepare_state_dir(path).map_err(|e| lock_err(e.into()))?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)

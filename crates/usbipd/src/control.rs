@@ -119,8 +119,8 @@ impl Response {
 }
 
 /// Where the control socket lives unless `--control` says otherwise.
-pub fn default_path() -> PathBuf {
-    crate::persist::runtime_dir().join("control.sock")
+pub fn default_path() -> Result<PathBuf, crate::persist::NoUserDirectory> {
+    Ok(crate::persist::runtime_dir()?.join("control.sock"))
 }
 
 /// What the control server can reach.
@@ -136,15 +136,10 @@ pub struct ControlContext {
 /// Binds the control socket, replacing a stale one.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
-    // A directory we create is ours alone; one that exists (say /tmp, for `--control
-    // /tmp/x.sock`) is not ours to change: the socket itself is made 0600 below.
-    if let Some(dir) = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-    {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
+    // A directory we create is made for the runtime (see `runtime_dir_mode`); one that exists
+    // (say /tmp, for `--control /tmp/x.sock`) is not ours to change, only to judge: the socket
+    // itself is made 0600 below.
+    crate::persist::private_dir::prepare_socket_path(path, crate::persist::runtime_dir_mode())?;
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::AddrInUse,
@@ -276,8 +271,23 @@ async fn answer(request: Request, ctx: &ControlContext) -> Response {
     }
 }
 
+/// Whether a [`request`] failed because the socket is someone else's, not because no server
+/// runs.
+pub fn is_untrusted(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::persist::UntrustedPath>().is_some()
+}
+
 /// Sends one request to a running server.
 pub async fn request(path: &Path, request: &Request) -> anyhow::Result<Response> {
+    match crate::persist::private_dir::check_socket(path) {
+        Ok(()) => {}
+        // Nothing there: not running, which connecting reports below.
+        Err(crate::persist::UntrustedPath::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound => {}
+        // Refused, not "not running": a caller that falls back when no server runs must not
+        // fall back here (see `is_untrusted`).
+        Err(e) => return Err(e.into()),
+    }
     let mut stream = UnixStream::connect(path).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot reach a running usbipd at {}: {e} (is `usbipd server` running? use --control to point at its socket)",
@@ -316,9 +326,11 @@ mod tests {
         );
         assert_eq!(mode(&socket), 0o600);
 
-        // A directory it creates is its own.
+        // A directory it creates is its own: private for a user, reachable but not writable by
+        // others for root (the extension's allowed users connect in the same directory).
         let own = shared.path().join("usbipd");
         let _listener = bind(&own.join("control.sock")).unwrap();
-        assert_eq!(mode(&own), 0o700);
+        assert_eq!(mode(&own), crate::persist::runtime_dir_mode());
+        assert_eq!(mode(&own) & 0o022, 0);
     }
 }

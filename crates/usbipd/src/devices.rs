@@ -7,12 +7,14 @@ use std::sync::Arc;
 use crate::config::{Config, DeviceConfig};
 use crate::control::TypeText;
 use anyhow::Context;
+use tracing::{info, warn};
 use usbip_proto::Speed;
 
+use crate::device::r#virtual::gadget_zero;
 use crate::device::r#virtual::keyboard::{Keyboard, KeyboardHandle};
+use crate::device::r#virtual::mass_storage::{self, MassStorage};
 use crate::device::r#virtual::serial::Serial;
 use crate::device::r#virtual::BusPosition;
-use crate::device::r#virtual::{gadget_zero, mass_storage};
 use crate::device::Device;
 
 /// The devices to export, and the handles the control socket needs.
@@ -22,6 +24,31 @@ pub struct BuiltDevices {
     pub keyboards: HashMap<String, Arc<dyn TypeText>>,
     /// Temporary files that must live as long as the server (the demo disk image).
     pub keep_alive: Vec<Box<dyn std::any::Any + Send>>,
+    /// The virtual disks, to flush when the server stops.
+    pub disks: Vec<Arc<MassStorage>>,
+}
+
+impl BuiltDevices {
+    /// Makes every write the disks acknowledged durable, for a server that stops with clients
+    /// still attached (a client that detached had its disk flushed then).
+    pub async fn flush_disks(&self) {
+        for disk in &self.disks {
+            let disk = disk.clone();
+            let flushed = tokio::task::spawn_blocking(move || {
+                let result = disk.flush();
+                (disk, result)
+            })
+            .await;
+            match flushed {
+                Ok((disk, Ok(true))) => info!(image = %disk.image_name(), "disk image flushed"),
+                Ok((_, Ok(false))) => {}
+                Ok((disk, Err(e))) => {
+                    warn!(image = %disk.image_name(), error = %e, "disk image flush failed")
+                }
+                Err(e) => warn!(error = %e, "disk image flush did not run"),
+            }
+        }
+    }
 }
 
 /// Size of the demo's temporary disk.
@@ -98,11 +125,10 @@ pub async fn build(config: &Config) -> anyhow::Result<BuiltDevices> {
                 } else {
                     image.clone()
                 };
-                Arc::new(
-                    mass_storage::new(&path, *read_only, position).with_context(|| {
-                        format!("virtual disk {busid} on image {}", path.display())
-                    })?,
-                )
+                let disk = mass_storage::new(&path, *read_only, position)
+                    .with_context(|| format!("virtual disk {busid}"))?;
+                built.disks.push(disk.function().clone());
+                Arc::new(disk)
             }
             DeviceConfig::Loopback { .. } => Arc::new(gadget_zero::new(position)),
         };

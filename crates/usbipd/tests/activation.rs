@@ -484,6 +484,13 @@ fn package_script_builds_the_tarball_and_formula_from_the_binary() {
         "bin/usbipd",
         "lib/systemd/system/usbipd-extension.service",
         "share/usbipd/dev.usbipd.extension.plist",
+        "share/man/man1/usbipd.1",
+        "share/man/man1/usbipd-bind.1",
+        "share/bash-completion/completions/usbipd",
+        "share/zsh/site-functions/_usbipd",
+        "share/fish/vendor_completions.d/usbipd.fish",
+        "share/doc/usbipd/LICENSE-MIT",
+        "share/doc/usbipd/LICENSE-APACHE",
     ] {
         assert!(listing.contains(&format!("{name}/{entry}")), "{listing}");
     }

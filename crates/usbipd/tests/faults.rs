@@ -1,6 +1,7 @@
 //! Faults on either side of a session: a client that vanishes without FIN, a device that goes
 //! away mid-transfer, a disk image that fails under the mass-storage device, a reply backlog
-//! past `max_buffered_bytes`, and `kill -9` of the real server binary during disk writes.
+//! past `max_buffered_bytes`, `kill -9` of the real server binary during disk writes, and a disk
+//! image that the real server flushes when it stops and refuses to serve twice.
 
 mod common;
 
@@ -267,6 +268,137 @@ impl Drop for Child {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A server configuration with one storage device per image in `images`, in `dir`.
+fn storage_config(dir: &std::path::Path, images: &[&std::path::Path]) -> std::path::PathBuf {
+    let config = dir.join("usbipd.toml");
+    let devices: String = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| {
+            format!(
+                "[[device]]\nkind = \"storage\"\nbusid = \"0-{}\"\nimage = {:?}\n",
+                i + 1,
+                image.display().to_string()
+            )
+        })
+        .collect();
+    std::fs::write(&config, devices).unwrap();
+    config
+}
+
+/// The real server on `config`, listening on `addr`, its log (at info) going to `log`.
+fn spawn_server(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    addr: SocketAddr,
+    log: &std::path::Path,
+) -> Child {
+    Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_usbipd"))
+            .arg("server")
+            .args(["--extension", "off"])
+            .arg("--config")
+            .arg(config)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--control")
+            .arg(dir.join("control.sock"))
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Waits up to 20 s for the child to exit.
+fn exit_status(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..400 {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("usbipd did not exit");
+}
+
+/// One image backs one disk: the real server refuses a configuration naming an image twice, and
+/// an image that another process serves, with an error naming the file.
+#[test]
+fn the_server_refuses_a_disk_image_that_is_already_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    std::fs::write(&image, vec![0u8; 64 * 1024]).unwrap();
+    let log = dir.path().join("usbipd.log");
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let refused = |child: &mut Child| {
+        let status = exit_status(child);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!status.success(), "usbipd served the image twice: {text}");
+        assert!(
+            text.contains(&format!("disk image {} is in use", image.display())),
+            "the error names the image: {text}"
+        );
+    };
+
+    let twice = storage_config(dir.path(), &[&image, &image]);
+    refused(&mut spawn_server(dir.path(), &twice, addr, &log));
+
+    // Here this test process is the other one that serves it.
+    let held = mass_storage::new(&image, false, BusPosition::virtual_port(1)).unwrap();
+    let once = storage_config(dir.path(), &[&image]);
+    refused(&mut spawn_server(dir.path(), &once, addr, &log));
+    drop(held);
+}
+
+/// A server stopped (SIGTERM) with a client attached flushes the disk image: writes the client
+/// saw acknowledged, without a SYNCHRONIZE CACHE, are synced before the server exits.
+#[tokio::test]
+async fn the_server_flushes_disk_images_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    std::fs::write(&image, vec![0u8; 64 * 1024]).unwrap();
+    let config = storage_config(dir.path(), &[&image]);
+    let log = dir.path().join("usbipd.log");
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut child = spawn_server(dir.path(), &config, addr, &log);
+    let mut up = false;
+    for _ in 0..400 {
+        if list_devices(addr).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(up, "usbipd did not start");
+    let mut bot = Bot::configure(Connection::import(addr, "0-1").await.unwrap()).await;
+    assert_eq!(bot.write10(5, &[0xa5; BLOCK]).await.status, PASSED);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = exit_status(&mut child);
+        (child, status)
+    })
+    .await
+    .unwrap()
+    .1;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("disk image flushed") && l.contains(&*image.to_string_lossy())),
+        "no flush of {} logged at stop: {text}",
+        image.display()
+    );
+    let after = std::fs::read(&image).unwrap();
+    assert_eq!(&after[5 * BLOCK..6 * BLOCK], &[0xa5; BLOCK][..]);
+    drop(bot);
 }
 
 /// `kill -9` of the real server binary in the middle of disk writes: every write the client saw

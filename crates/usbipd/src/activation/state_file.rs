@@ -56,12 +56,6 @@ impl StateFile {
     }
 }
 
-/// Where the daemon keeps its activation state: `activation.json` in the state directory,
-/// beside the bindings file (see `persist::state_dir`).
-pub fn default_path() -> PathBuf {
-    crate::persist::state_dir().join("activation.json")
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::state::{InstallStatus, Outcome};

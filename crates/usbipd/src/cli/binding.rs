@@ -58,7 +58,9 @@ async fn via_extension(
     socket: &ExtensionSocketArg,
     request: ipc::Request,
 ) -> Option<Result<ipc::Response, IpcError>> {
-    match ipc::client::call(&socket.path(), &request).await {
+    // No socket can even be named (no home directory): no extension to ask.
+    let path = socket.path().ok()?;
+    match ipc::client::call(&path, &request).await {
         Err(e) if e.code == ErrorCode::Unavailable => None,
         other => Some(other),
     }
@@ -94,7 +96,7 @@ fn is_busid(s: &str) -> bool {
 /// uses; on first use that starts installing the extension in the background. `None`: no
 /// such daemon, so the extension is used if it answers.
 async fn daemon_mode(control: &ControlArg) -> Option<Mode> {
-    control::request(&control.path(), &Request::BeginOperation)
+    control::request(&control.path().ok()?, &Request::BeginOperation)
         .await
         .ok()
         .and_then(|r| r.mode)
@@ -129,7 +131,7 @@ pub async fn bind(args: BindArgs) -> anyhow::Result<()> {
     if let Binding::Busid(busid) = &binding {
         ensure_present(busid)?;
     }
-    let path = args.state.bindings_path();
+    let path = args.state.bindings_path()?;
     let added = Bindings::update(&path, |bindings| {
         let added = bindings.add(binding.clone());
         (added, added)
@@ -172,7 +174,7 @@ pub async fn unbind(args: UnbindArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let path = args.state.bindings_path();
+    let path = args.state.bindings_path()?;
     let binding = if args.all {
         None
     } else {
@@ -218,7 +220,11 @@ fn ensure_present(_: &str) -> anyhow::Result<()> {
 
 /// Tells a running server to re-read the bindings; without one, they apply at its next start.
 async fn apply(control: &ControlArg) {
-    match control::request(&control.path(), &Request::Reload).await {
+    let answer = match control.path() {
+        Ok(path) => control::request(&path, &Request::Reload).await,
+        Err(e) => Err(e.into()),
+    };
+    match answer {
         Ok(r) if r.ok => println!("done; the running server applied it"),
         _ => println!("saved; it applies when `usbipd server` starts"),
     }

@@ -20,10 +20,11 @@ pub struct ExtensionSocketArg {
 }
 
 impl ExtensionSocketArg {
-    pub fn path(&self) -> PathBuf {
-        self.extension_socket
-            .clone()
-            .unwrap_or_else(extension::default_socket)
+    pub fn path(&self) -> Result<PathBuf, crate::persist::NoUserDirectory> {
+        match &self.extension_socket {
+            Some(path) => Ok(path.clone()),
+            None => extension::default_socket(),
+        }
     }
 }
 
@@ -105,7 +106,7 @@ pub async fn run(cmd: ExtensionCommand) -> anyhow::Result<()> {
     match cmd {
         ExtensionCommand::Install(args) => {
             let (installer, _) = installer()?;
-            let file = StateFile::new(args.state.activation_path());
+            let file = StateFile::new(args.state.activation_path()?);
             let result =
                 tokio::task::spawn_blocking(move || manual::install(installer.as_ref(), &file))
                     .await?;
@@ -127,7 +128,7 @@ pub async fn run(cmd: ExtensionCommand) -> anyhow::Result<()> {
         }
         ExtensionCommand::Uninstall(args) => {
             let (installer, _) = installer()?;
-            let file = StateFile::new(args.state.activation_path());
+            let file = StateFile::new(args.state.activation_path()?);
             tokio::task::spawn_blocking(move || manual::uninstall(installer.as_ref(), &file))
                 .await?
                 .map_err(|e| anyhow::anyhow!("uninstall failed: {e}"))?;
@@ -136,7 +137,7 @@ pub async fn run(cmd: ExtensionCommand) -> anyhow::Result<()> {
         }
         ExtensionCommand::Status(args) => {
             let answers =
-                crate::ipc::client::call(&args.socket.path(), &crate::ipc::Request::Status)
+                crate::ipc::client::call(&args.socket.path()?, &crate::ipc::Request::Status)
                     .await
                     .is_ok();
             let report =
@@ -150,8 +151,11 @@ pub async fn run(cmd: ExtensionCommand) -> anyhow::Result<()> {
         }
         ExtensionCommand::Run(args) => {
             extension::run(RunOptions {
-                socket: args.socket.path(),
-                state: args.state.unwrap_or_else(extension::default_state),
+                socket: args.socket.path()?,
+                state: match args.state {
+                    Some(state) => state,
+                    None => extension::default_state()?,
+                },
                 virtual_bus: args.virtual_bus,
                 allow_uids: args.allow_uid,
                 allow_gids: args.allow_gid,

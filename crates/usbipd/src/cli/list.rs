@@ -27,11 +27,12 @@ pub async fn run(args: ListArgs) -> anyhow::Result<()> {
 }
 
 async fn local(args: &ListArgs) -> anyhow::Result<()> {
-    let devices = match control::request(&args.control.path(), &Request::List).await {
+    let devices = match control::request(&args.control.path()?, &Request::List).await {
         Ok(response) => match response.error {
             Some(e) => anyhow::bail!(e),
             None => response.devices,
         },
+        Err(e) if control::is_untrusted(&e) => return Err(e),
         // No server running: the host's devices and what is bound.
         Err(_) => host_devices_offline(args)?,
     };
@@ -81,7 +82,7 @@ fn display_name(d: &DeviceEntry) -> String {
 fn host_devices_offline(args: &ListArgs) -> anyhow::Result<Vec<DeviceEntry>> {
     use crate::bindings::Bindings;
     use crate::device::host::{HostBackend, NusbBackend};
-    let bindings = Bindings::load(&args.state.bindings_path())?;
+    let bindings = Bindings::load(&args.state.bindings_path()?)?;
     let mut devices = Vec::new();
     let present = NusbBackend.list().unwrap_or_else(|e| {
         eprintln!("usbipd: cannot list host USB devices: {e}");

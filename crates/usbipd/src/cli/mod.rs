@@ -1,6 +1,7 @@
 //! The command line: one module per command; `main.rs` only parses and dispatches.
 
 pub mod binding;
+pub mod docs;
 pub mod extension;
 pub mod list;
 pub mod server;
@@ -21,6 +22,32 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// How much to log, and how: the same for every command (the server and the extension log
+/// the most). `RUST_LOG` still works, for per-module filters; `--log-level` wins over it.
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    /// Log level: error, warn, info, debug or trace [default: $RUST_LOG, else info]
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = ["error", "warn", "info", "debug", "trace"])]
+    pub log_level: Option<String>,
+    /// Log format: text for people, json (one object per line) for log collectors.
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl LogArgs {
+    /// The same flags, for a child process (the embedded extension).
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["--log-format".into(), (&self.log_format).into()];
+        if let Some(level) = &self.log_level {
+            args.extend(["--log-level".into(), level.into()]);
+        }
+        args
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +68,11 @@ pub enum Command {
     /// Control virtual devices of the running server.
     #[command(subcommand)]
     Virtual(virtual_device::VirtualCommand),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Write the man pages into a directory (for packaging).
+    #[command(hide = true)]
+    Manpages(docs::ManpagesArgs),
     /// Print the generated systemd unit or launchd plist (for packaging).
     #[command(hide = true)]
     ServiceFile(service_files::ServiceFileArgs),
@@ -63,26 +95,28 @@ pub struct StateArg {
 }
 
 impl StateArg {
-    pub fn dir(&self) -> PathBuf {
-        self.state_dir
-            .clone()
-            .unwrap_or_else(crate::persist::state_dir)
+    pub fn dir(&self) -> Result<PathBuf, crate::persist::NoUserDirectory> {
+        match &self.state_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => crate::persist::state_dir(),
+        }
     }
 
-    pub fn bindings_path(&self) -> PathBuf {
-        self.dir().join("bindings.json")
+    pub fn bindings_path(&self) -> Result<PathBuf, crate::persist::NoUserDirectory> {
+        Ok(self.dir()?.join("bindings.json"))
     }
 
     /// The activation state file (`activation.json`).
-    pub fn activation_path(&self) -> PathBuf {
-        self.dir().join("activation.json")
+    pub fn activation_path(&self) -> Result<PathBuf, crate::persist::NoUserDirectory> {
+        Ok(self.dir()?.join("activation.json"))
     }
 }
 
 impl ControlArg {
-    pub fn path(&self) -> PathBuf {
-        self.control
-            .clone()
-            .unwrap_or_else(crate::control::default_path)
+    pub fn path(&self) -> Result<PathBuf, crate::persist::NoUserDirectory> {
+        match &self.control {
+            Some(path) => Ok(path.clone()),
+            None => crate::control::default_path(),
+        }
     }
 }

@@ -24,6 +24,9 @@ use crate::server::{Allowlist, Server, ServerConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
+    /// The logging flags, given again to the extension child (set by `main`, not a flag).
+    #[arg(skip)]
+    pub log_args: Vec<std::ffi::OsString>,
     /// Address to listen on; repeat for several (IPv4 and IPv6) [default: 127.0.0.1:3240].
     /// To share on a network: --listen 0.0.0.0:3240 together with --allow CIDR
     #[arg(long, value_name = "ADDR:PORT")]
@@ -103,7 +106,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         registry.add(device.clone());
     }
 
-    let control_path = args.control.path();
+    let control_path = args.control.path()?;
     let control_listener = control::bind(&control_path)?;
     info!(path = %control_path.display(), "control socket ready");
     // With the extension, host devices are its business; fallback sharing is for when it is
@@ -111,9 +114,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let host = if args.no_host || !fallback {
         None
     } else {
-        host_devices(&registry, &args.state).await
+        host_devices(&registry, args.state.bindings_path()?).await
     };
-    let socket = args.extension_socket.path();
+    let socket = args.extension_socket.path()?;
     let mut auto = None;
     let activation = if args.extension == "auto" {
         // Activation is a bonus on top of fallback mode: if it cannot even start, serve anyway.
@@ -167,26 +170,23 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         s.shutdown().await;
     }
     let _ = std::fs::remove_file(&control_path);
+    built.flush_disks().await;
     drop(built);
     Ok(())
 }
 
 /// Shares the bound host devices and follows hotplug, where the platform has a host backend.
 #[cfg(any(target_os = "linux", target_os = "macos"))]
-async fn host_devices(registry: &Arc<Registry>, state: &StateArg) -> Option<Arc<HostExports>> {
+async fn host_devices(registry: &Arc<Registry>, bindings: PathBuf) -> Option<Arc<HostExports>> {
     use crate::device::host::NusbBackend;
-    let exports = HostExports::new(
-        Arc::new(NusbBackend),
-        registry.clone(),
-        state.bindings_path(),
-    );
+    let exports = HostExports::new(Arc::new(NusbBackend), registry.clone(), bindings);
     exports.refresh_logged().await;
     tokio::spawn(crate::host_exports::follow_hotplug(exports.clone()));
     Some(exports)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-async fn host_devices(_: &Arc<Registry>, _: &StateArg) -> Option<Arc<HostExports>> {
+async fn host_devices(_: &Arc<Registry>, _: PathBuf) -> Option<Arc<HostExports>> {
     None
 }
 
@@ -201,10 +201,16 @@ fn start_activation(
         tokio::runtime::Handle::current(),
         Duration::from_millis(args.extension_install_delay_ms),
     ));
-    let platform = Platform::detect()?;
+    let mut platform = Platform::detect()?;
+    // A virtual bus is the tests' stand-in for the host's USB: a service manager's unit would
+    // run the extension without it, so only the embedded installer (our child, given the same
+    // bus) can serve it, with or without systemd.
+    if args.virtual_bus.is_some() {
+        platform.systemd = false;
+    }
     let as_installer: Arc<dyn embedded::Supervisor> = supervisor.clone();
     let installer = installer::for_platform(&platform, Some(as_installer));
-    let state_file = args.state.activation_path();
+    let state_file = args.state.activation_path()?;
     let activation = Activation::new(
         installer,
         StateFile::new(&state_file),
@@ -223,6 +229,10 @@ fn start_activation(
 /// How to run the extension as this daemon's child.
 fn child_spec(args: &ServerArgs, socket: &std::path::Path) -> anyhow::Result<ChildSpec> {
     let program = std::env::current_exe()?;
+    let state = match &args.extension_state {
+        Some(state) => state.clone(),
+        None => crate::extension::default_state()?,
+    };
     let mut child_args: Vec<std::ffi::OsString> = vec![
         "extension".into(),
         "run".into(),
@@ -231,11 +241,9 @@ fn child_spec(args: &ServerArgs, socket: &std::path::Path) -> anyhow::Result<Chi
         "--extension-socket".into(),
         socket.into(),
         "--state".into(),
-        args.extension_state
-            .clone()
-            .unwrap_or_else(crate::extension::default_state)
-            .into(),
+        state.into(),
     ];
+    child_args.extend(args.log_args.iter().cloned());
     if let Some(spec) = &args.virtual_bus {
         child_args.push("--virtual-bus".into());
         child_args.push(spec.into());

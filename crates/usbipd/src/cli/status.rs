@@ -36,13 +36,19 @@ pub async fn activation_report(
     state: &StateArg,
     extension_answers: bool,
 ) -> anyhow::Result<activation_status::StatusReport> {
-    if let Ok(r) = control::request(&control.path(), &control::Request::Status).await {
+    let answer = match control.path() {
+        Ok(path) => control::request(&path, &control::Request::Status)
+            .await
+            .ok(),
+        Err(_) => None,
+    };
+    if let Some(r) = answer {
         if let Some(report) = r.activation {
             return Ok(report);
         }
     }
     let platform = Platform::detect()?;
-    let file = StateFile::new(state.activation_path());
+    let file = StateFile::new(state.activation_path()?);
     let installer = installer::for_platform(&platform, None);
     let mut snapshot = manual::offline_snapshot(installer.as_deref(), &file);
     if extension_answers && !snapshot.mode.is_extension() {
@@ -59,7 +65,7 @@ pub async fn activation_report(
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let path = args.socket.path();
+    let path = args.socket.path()?;
     let status = match client::call(&path, &Request::Status).await {
         Ok(Response::Status(s)) => Some(s),
         Ok(other) => anyhow::bail!("unexpected answer from the extension: {other:?}"),

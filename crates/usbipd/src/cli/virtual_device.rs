@@ -25,7 +25,7 @@ pub async fn run(cmd: VirtualCommand) -> anyhow::Result<()> {
             control,
         } => {
             let response =
-                control::request(&control.path(), &Request::Type { busid, text }).await?;
+                control::request(&control.path()?, &Request::Type { busid, text }).await?;
             match response.error {
                 Some(e) => anyhow::bail!(e),
                 None => Ok(()),

@@ -89,6 +89,30 @@ impl UrbCompletion {
             ..Default::default()
         }
     }
+
+    /// `urb` failed as a whole with `status`, nothing transferred. An isochronous URB still
+    /// gets one descriptor per packet (each with `status`, counted in `error_count`): vhci-hcd
+    /// takes `number_of_packets` from the RET_SUBMIT, so leaving them out would shrink the
+    /// client's URB. For any other URB this is [`UrbCompletion::error`].
+    pub fn failed(urb: &Urb, status: i32) -> UrbCompletion {
+        let iso: Vec<IsoPacket> = urb
+            .iso
+            .iter()
+            .map(|p| IsoPacket {
+                offset: p.offset,
+                length: p.length,
+                actual_length: 0,
+                status,
+            })
+            .collect();
+        UrbCompletion {
+            seqnum: urb.seqnum,
+            status,
+            error_count: iso.len() as u32,
+            iso,
+            ..Default::default()
+        }
+    }
 }
 
 /// Where a device session delivers completions. Cloneable so that device-side tasks can hold one.

@@ -4,8 +4,6 @@
 //!
 //! Versioned: a file from a future version is refused with a clear error, never guessed at.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -119,25 +117,8 @@ impl ClaimStore {
             claims: claims.to_vec(),
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| self.io(e.into()))?;
-        self.write_durably(&bytes).map_err(|e| self.io(e))
-    }
-
-    fn write_durably(&self, bytes: &[u8]) -> std::io::Result<()> {
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&dir)?;
-        // A unique temporary name: never one shared by two writers.
-        let mut tmp = tempfile::Builder::new()
-            .prefix(self.path.file_name().unwrap_or_default())
-            .suffix(".tmp")
-            .tempfile_in(&dir)?;
-        tmp.write_all(bytes)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&self.path).map_err(|e| e.error)?;
-        // The rename is durable only once the directory entry is.
-        File::open(&dir)?.sync_all()
+        // The one crash-safe write; 0600: the registry is the extension's own business.
+        crate::persist::write_atomically(&self.path, &bytes, 0o600).map_err(|e| self.io(e))
     }
 
     fn io(&self, source: std::io::Error) -> StoreError {

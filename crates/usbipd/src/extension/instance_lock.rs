@@ -30,10 +30,8 @@ impl InstanceLock {
     /// Takes the lock for the claims file `state`, or says who holds it.
     pub fn acquire(state: &Path) -> anyhow::Result<InstanceLock> {
         let path = lock_path(state);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| anyhow::anyhow!("state directory {}: {e}", dir.display()))?;
-        }
+        crate::persist::prepare_state_dir(&path)
+            .map_err(|e| anyhow::anyhow!("state directory: {e}"))?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)

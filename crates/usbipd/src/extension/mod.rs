@@ -33,13 +33,13 @@ use health::HealthState;
 use service::{Extension, ExtensionHandler};
 
 /// Where the extension listens unless told otherwise.
-pub fn default_socket() -> PathBuf {
-    crate::persist::runtime_dir().join("extension.sock")
+pub fn default_socket() -> Result<PathBuf, crate::persist::NoUserDirectory> {
+    Ok(crate::persist::runtime_dir()?.join("extension.sock"))
 }
 
 /// Where the claim registry lives unless told otherwise: beside the bindings.
-pub fn default_state() -> PathBuf {
-    crate::persist::state_dir().join("claims.json")
+pub fn default_state() -> Result<PathBuf, crate::persist::NoUserDirectory> {
+    Ok(crate::persist::state_dir()?.join("claims.json"))
 }
 
 /// How `usbipd extension run` was asked to run.

@@ -408,7 +408,9 @@ impl Extension {
         leftover: Vec<u8>,
         limits: Option<SessionLimits>,
     ) -> Result<(), IpcError> {
-        // The daemon's limits where it sent them (validated at parse), ours otherwise.
+        // The daemon's limits where it sent them (validated at parse), ours otherwise. Either
+        // way the count against the server-wide budget is `server_config`'s, one for every
+        // session this extension hosts.
         let config = match limits {
             Some(limits) => limits.apply(&self.server_config),
             None => self.server_config.clone(),

@@ -31,7 +31,16 @@ fn unavailable(path: &Path, e: impl std::fmt::Display) -> IpcError {
 }
 
 impl Client {
+    /// Connects to the extension at `path`, after checking that the socket and its directory
+    /// belong to us or root (see `persist::private_dir`).
     pub async fn connect(path: &Path) -> Result<Client, IpcError> {
+        match crate::persist::private_dir::check_socket(path) {
+            Ok(()) => {}
+            // Nothing there: not running, which connecting reports below.
+            Err(crate::persist::UntrustedPath::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(IpcError::new(ErrorCode::UntrustedSocket, e.to_string())),
+        }
         let sock = IpcSocket::connect(path)
             .await
             .map_err(|e| unavailable(path, e))?;
@@ -61,7 +70,14 @@ impl Client {
             .map_err(|e| std::io::Error::other(e.to_string()))
         };
         let exchange = async {
-            self.sock.send(&encode(self.nonce())?, fd).await?;
+            if let Err(e) = self.sock.send(&encode(self.nonce())?, fd).await {
+                // The extension refuses a peer it does not allow before reading anything, and
+                // closes: its reason is waiting to be read, and is the answer.
+                return match self.recv().await {
+                    Ok(refusal @ Response::Error(_)) => Ok(refusal),
+                    _ => Err(e),
+                };
+            }
             match self.recv().await? {
                 // Asked again, after the extension checked who we are: the same request with
                 // the nonce (once; a second challenge is an answer like any other).

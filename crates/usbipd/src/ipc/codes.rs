@@ -21,6 +21,9 @@ pub enum ErrorCode {
     NotAuthorized = 3,
     /// The peer's code is not signed by the extension's team (macOS, signed extension).
     UntrustedSignature = 4,
+    /// The extension's socket, or its directory, belongs to another user or is writable by
+    /// others: whoever listens there is not trusted with our requests.
+    UntrustedSocket = 5,
     /// The busid is not of the form `1-2` or `1-2.3`.
     InvalidBusid = 10,
     /// No device with this busid is plugged in.
@@ -49,11 +52,12 @@ pub enum ErrorCode {
     Internal = 99,
 }
 
-const ALL: [ErrorCode; 17] = [
+const ALL: [ErrorCode; 18] = [
     ErrorCode::InvalidRequest,
     ErrorCode::UnsupportedVersion,
     ErrorCode::NotAuthorized,
     ErrorCode::UntrustedSignature,
+    ErrorCode::UntrustedSocket,
     ErrorCode::InvalidBusid,
     ErrorCode::NoSuchDevice,
     ErrorCode::NotBound,
@@ -92,6 +96,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedVersion => "the extension runs a different version of usbipd; restart it (or the daemon) so both match",
             ErrorCode::NotAuthorized => "your user may not control the extension; run as root or as the configured daemon user/group (--allow-uid/--allow-gid)",
             ErrorCode::UntrustedSignature => "only programs signed by the same developer as the extension may control it; use the usbipd installed with it (`usbipd status` shows which one)",
+            ErrorCode::UntrustedSocket => "the extension's socket or its directory belongs to another user or is writable by others; remove it, or point --extension-socket at the real one",
             ErrorCode::InvalidBusid => "a busid looks like 1-2 or 1-2.3; see `usbipd status` for the devices",
             ErrorCode::NoSuchDevice => "no device with this busid is plugged in; check the busid and the cable",
             ErrorCode::NotBound => "the device is not bound; `usbipd bind --busid <busid>` first",
@@ -149,6 +154,7 @@ mod tests {
             (ErrorCode::UnsupportedVersion, 2),
             (ErrorCode::NotAuthorized, 3),
             (ErrorCode::UntrustedSignature, 4),
+            (ErrorCode::UntrustedSocket, 5),
             (ErrorCode::InvalidBusid, 10),
             (ErrorCode::NoSuchDevice, 11),
             (ErrorCode::NotBound, 12),

@@ -55,16 +55,35 @@ pub struct SessionLimits {
     pub max_iso_packets: u32,
     pub max_in_flight: u32,
     pub max_buffered_bytes: u64,
+    /// The daemon's server-wide budget: the extension counts all the sessions it hosts against
+    /// one budget, and closes the one whose bytes pass this. Absent from older daemons (the
+    /// default applies); left out when it is the default, so that an older extension, which
+    /// refuses unknown fields, still takes imports from a daemon that did not change it.
+    #[serde(
+        default = "default_total_buffered",
+        skip_serializing_if = "is_default_total_buffered"
+    )]
+    pub max_total_buffered_bytes: u64,
+}
+
+fn default_total_buffered() -> u64 {
+    ServerConfig::default().max_total_buffered_bytes as u64
+}
+
+fn is_default_total_buffered(value: &u64) -> bool {
+    *value == default_total_buffered()
 }
 
 impl SessionLimits {
     /// Ceilings: 64 MiB transfers (4x usbfs's default cap), 4096 iso packets (4x the kernel's
-    /// USBIP_MAX_ISO_PACKETS), 65536 URBs, 4 GiB buffered per connection.
+    /// USBIP_MAX_ISO_PACKETS), 65536 URBs, 4 GiB buffered per connection. The server-wide
+    /// budget only ever closes sessions sooner, so any value from 1 up is safe to take.
     const CEILING: SessionLimits = SessionLimits {
         max_transfer_length: 64 << 20,
         max_iso_packets: 4096,
         max_in_flight: 65536,
         max_buffered_bytes: 4 << 30,
+        max_total_buffered_bytes: usize::MAX as u64,
     };
 
     /// The limits of a configured server.
@@ -74,6 +93,7 @@ impl SessionLimits {
             max_iso_packets: config.limits.max_iso_packets,
             max_in_flight: u32::try_from(config.max_in_flight).unwrap_or(u32::MAX),
             max_buffered_bytes: config.max_buffered_bytes as u64,
+            max_total_buffered_bytes: config.max_total_buffered_bytes as u64,
         }
     }
 
@@ -100,6 +120,11 @@ impl SessionLimits {
                 self.max_buffered_bytes,
                 c.max_buffered_bytes,
             ),
+            (
+                "max_total_buffered_bytes",
+                self.max_total_buffered_bytes,
+                c.max_total_buffered_bytes,
+            ),
         ];
         for (name, value, ceiling) in fields {
             if value == 0 || value > ceiling {
@@ -112,13 +137,16 @@ impl SessionLimits {
         Ok(())
     }
 
-    /// `config` with these limits (validated) in place of its own.
+    /// `config` with these limits (validated) in place of its own. The count against the
+    /// server-wide budget stays `config`'s: every session applied to one config shares it.
     pub fn apply(&self, config: &ServerConfig) -> ServerConfig {
         let mut config = config.clone();
         config.limits.max_transfer_length = self.max_transfer_length;
         config.limits.max_iso_packets = self.max_iso_packets;
         config.max_in_flight = self.max_in_flight as usize;
         config.max_buffered_bytes = usize::try_from(self.max_buffered_bytes).unwrap_or(usize::MAX);
+        config.max_total_buffered_bytes =
+            usize::try_from(self.max_total_buffered_bytes).unwrap_or(usize::MAX);
         config
     }
 }
@@ -380,6 +408,41 @@ mod tests {
             Request::Import { limits, .. } => assert_eq!(limits, None),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_server_wide_budget_rides_with_the_limits_and_defaults_when_absent() {
+        let config = ServerConfig {
+            max_total_buffered_bytes: 8 << 20,
+            ..ServerConfig::default()
+        };
+        let limits = SessionLimits::of(&config);
+        assert_eq!(limits.max_total_buffered_bytes, 8 << 20);
+        let json = serde_json::to_string(&limits).unwrap();
+        let back: SessionLimits = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, limits);
+
+        // Applied over the extension's config: the daemon's budget, the extension's one count.
+        let host = ServerConfig::default();
+        let applied = back.apply(&host);
+        assert_eq!(applied.max_total_buffered_bytes, 8 << 20);
+        assert!(applied.total_buffered.same_count(&host.total_buffered));
+
+        // An older daemon's limits have no budget: the default applies.
+        let older = r#"{"max_transfer_length":1048576,"max_iso_packets":1024,"max_in_flight":4096,"max_buffered_bytes":134217728}"#;
+        let older: SessionLimits = serde_json::from_str(older).unwrap();
+        let default = ServerConfig::default().max_total_buffered_bytes as u64;
+        assert_eq!(older.max_total_buffered_bytes, default);
+        assert_eq!(older.validate(), Ok(()));
+        // A daemon at the default leaves the field out, for an older extension to take.
+        let json = serde_json::to_string(&older).unwrap();
+        assert!(!json.contains("max_total_buffered_bytes"), "{json}");
+
+        let zero = SessionLimits {
+            max_total_buffered_bytes: 0,
+            ..limits
+        };
+        assert_eq!(zero.validate().unwrap_err().code, ErrorCode::InvalidRequest);
     }
 
     #[test]

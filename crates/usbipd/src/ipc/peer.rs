@@ -11,7 +11,8 @@ use std::os::fd::BorrowedFd;
 use super::signature::SignaturePolicy;
 use super::socket::PeerCred;
 
-/// Linux: SO_PEERCRED, the credentials of the process that connected.
+/// Linux: SO_PEERCRED, the credentials of the process that connected, and SO_PEERGROUPS, its
+/// supplementary groups.
 #[cfg(target_os = "linux")]
 pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
@@ -20,7 +21,43 @@ pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
         pid: c.pid(),
         uid: c.uid(),
         gid: c.gid(),
+        groups: peer_groups(fd)?,
     })
+}
+
+/// SO_PEERGROUPS (Linux 4.13): the peer's supplementary groups when it connected. The kernel
+/// says how much room it needs (ERANGE) when the buffer is too small.
+#[cfg(target_os = "linux")]
+fn peer_groups(fd: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    use std::os::fd::AsRawFd;
+    /// From asm-generic/socket.h (x86_64 and aarch64 alike); the libc crate does not export it.
+    const SO_PEERGROUPS: nix::libc::c_int = 59;
+    let mut groups: Vec<nix::libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len =
+            (groups.len() * std::mem::size_of::<nix::libc::gid_t>()) as nix::libc::socklen_t;
+        // SAFETY: fd is a valid socket for the borrow; `groups` has room for `len` bytes.
+        let rc = unsafe {
+            nix::libc::getsockopt(
+                fd.as_raw_fd(),
+                nix::libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let count = len as usize / std::mem::size_of::<nix::libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(count);
+            return Ok(groups);
+        }
+        let e = io::Error::last_os_error();
+        // NGROUPS_MAX is 65536: a bigger demand is not a group list.
+        if e.raw_os_error() != Some(nix::libc::ERANGE) || count <= groups.len() || count > 65536 {
+            return Err(e);
+        }
+        groups.resize(count, 0);
+    }
 }
 
 #[cfg(target_os = "macos")]
@@ -47,7 +84,10 @@ impl PeerPolicy {
     }
 
     pub fn permits(&self, peer: &PeerCred) -> bool {
-        peer.uid == 0 || self.uids.contains(&peer.uid) || self.gids.contains(&peer.gid)
+        peer.uid == 0
+            || self.uids.contains(&peer.uid)
+            || self.gids.contains(&peer.gid)
+            || peer.groups.iter().any(|g| self.gids.contains(g))
     }
 }
 
@@ -56,7 +96,12 @@ mod tests {
     use super::*;
 
     fn cred(uid: u32, gid: u32) -> PeerCred {
-        PeerCred { pid: 1, uid, gid }
+        PeerCred {
+            pid: 1,
+            uid,
+            gid,
+            groups: vec![],
+        }
     }
 
     #[test]
@@ -71,5 +116,16 @@ mod tests {
         assert!(p.permits(&cred(1234, 977)));
         assert!(!p.permits(&cred(1234, 1234)));
         assert!(!PeerPolicy::default().permits(&cred(1000, 1000)));
+        // A supplementary group counts as much as the primary one.
+        let member = PeerCred {
+            groups: vec![100, 977],
+            ..cred(1234, 1234)
+        };
+        assert!(p.permits(&member));
+        let other = PeerCred {
+            groups: vec![100],
+            ..cred(1234, 1234)
+        };
+        assert!(!p.permits(&other));
     }
 }

@@ -26,11 +26,14 @@ use tracing::debug;
 const HEADER: usize = 5;
 
 /// What the kernel says about the process at the other end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerCred {
     pub pid: i32,
     pub uid: u32,
+    /// The primary group.
     pub gid: u32,
+    /// The supplementary groups, as the kernel recorded them when the peer connected.
+    pub groups: Vec<u32>,
 }
 
 /// One received message.
@@ -288,9 +291,7 @@ impl IpcListener {
     /// credentials, which a file mode could not express (root plus a configured user or group).
     pub fn bind(path: &Path) -> io::Result<IpcListener> {
         use std::os::unix::fs::PermissionsExt;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
+        crate::persist::private_dir::prepare_socket_path(path, crate::persist::runtime_dir_mode())?;
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
@@ -331,8 +332,16 @@ mod tests {
         assert!(b.recv(1 << 20).await.unwrap().is_none());
     }
 
-    fn open_descriptors() -> usize {
-        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    /// How many of this process's descriptors refer to `file`: exact whatever other tests of
+    /// this binary open meanwhile, since none of them can open this anonymous file.
+    fn descriptors_of(file: &std::fs::File) -> usize {
+        use std::os::unix::fs::MetadataExt;
+        let me = file.metadata().unwrap();
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|entry| std::fs::metadata(entry.ok()?.path()).ok())
+            .filter(|m| m.dev() == me.dev() && m.ino() == me.ino())
+            .count()
     }
 
     /// Sends one frame of `msg` announcing no descriptor, with `fds` attached anyway.
@@ -352,8 +361,6 @@ mod tests {
         assert_eq!(sent, frame.len());
     }
 
-    // Other tests of this binary open files meanwhile, hence a margin far below the 600
-    // descriptors that accumulated before.
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn descriptors_no_frame_announces_are_closed_not_kept() {
@@ -362,7 +369,6 @@ mod tests {
         let b = IpcSocket::new(UnixStream::from_std(b).unwrap());
         let file = tempfile::tempfile().unwrap();
         let raw = file.as_raw_fd();
-        let before = open_descriptors();
         for i in 0..200u32 {
             send_unannounced(&a, &i.to_be_bytes(), &[raw, raw, raw]);
             let got = b.recv(1024).await.unwrap().unwrap();
@@ -371,10 +377,10 @@ mod tests {
                 (i.to_be_bytes().to_vec(), false)
             );
         }
-        let after = open_descriptors();
-        assert!(
-            after < before + 50,
-            "{before} descriptors open before 200 messages with 3 unannounced each, {after} after"
+        assert_eq!(
+            descriptors_of(&file),
+            1,
+            "after 200 messages with 3 unannounced descriptors each (600 accumulated before)"
         );
     }
 
@@ -383,7 +389,6 @@ mod tests {
     async fn more_descriptors_than_the_buffer_holds_end_the_connection_and_are_closed() {
         let file = tempfile::tempfile().unwrap();
         let raw = [file.as_raw_fd(); 16];
-        let before = open_descriptors();
         let mut kept = Vec::new();
         for _ in 0..100 {
             let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -406,11 +411,11 @@ mod tests {
             // Kept open: the descriptors would be held as long as the connection.
             kept.push((a, b));
         }
-        let after = open_descriptors();
-        // 200 for the socket pairs; 400 more were kept before.
-        assert!(
-            after < before + 200 + 50,
-            "{before} descriptors open before 100 truncated messages, {after} after"
+        // Only our own: the truncated messages' descriptors (400 were kept before) are closed.
+        assert_eq!(
+            descriptors_of(&file),
+            1,
+            "after 100 truncated messages of 16 descriptors each"
         );
     }
 

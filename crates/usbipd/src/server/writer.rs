@@ -40,6 +40,11 @@ impl TotalBuffered {
     pub fn get(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Whether `other` is the same count (a clone), not another one.
+    pub fn same_count(&self, other: &TotalBuffered) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// Bytes of replies queued for the writer and not yet written: the session adds, the writer

@@ -161,7 +161,7 @@ impl Worker {
             for urb in self.recycled.drain(..).chain(self.held.drain(..)) {
                 // What the Linux core gives URBs of an endpoint that is disabled.
                 self.completer
-                    .complete(UrbCompletion::error(urb.seqnum, errno::ESHUTDOWN));
+                    .complete(UrbCompletion::failed(&urb, errno::ESHUTDOWN));
             }
             for w in self.halt_waiters.drain(..) {
                 let _ = w.send(Ok(()));
@@ -190,7 +190,7 @@ impl Worker {
         let mps = self.desc.max_packet_size;
         if mps == 0 {
             self.completer
-                .complete(UrbCompletion::error(urb.seqnum, errno::EINVAL));
+                .complete(UrbCompletion::failed(&urb, errno::EINVAL));
             return;
         }
         let mut zlp = false;

@@ -127,16 +127,17 @@ impl DeviceSession for HostSession {
                 self.ep0.send(Ep0Cmd::Submit(urb))
             {
                 self.completer
-                    .complete(UrbCompletion::error(urb.seqnum, errno::ESHUTDOWN));
+                    .complete(UrbCompletion::failed(&urb, errno::ESHUTDOWN));
             }
             return;
         }
         let address = urb.endpoint_address();
         let mut routes = lock(&self.routes);
-        let status = match routes.endpoints.get_mut(&address) {
+        // Every failure here carries the URB's packet descriptors if it is isochronous.
+        let (urb, status) = match routes.endpoints.get_mut(&address) {
             Some(Route::Queue { tx, .. }) => match tx.send(EpCmd::Submit(urb)) {
                 Ok(()) => return,
-                Err(mpsc::error::SendError(EpCmd::Submit(urb))) => (urb.seqnum, errno::ESHUTDOWN),
+                Err(mpsc::error::SendError(EpCmd::Submit(urb))) => (urb, errno::ESHUTDOWN),
                 Err(_) => return,
             },
             Some(Route::Unsupported { kind, warned, .. }) => {
@@ -148,7 +149,7 @@ impl DeviceSession for HostSession {
                         "transfers of this type are not supported on host devices; failing them with ENOSYS"
                     );
                 }
-                (urb.seqnum, errno::ENOSYS)
+                (urb, errno::ENOSYS)
             }
             None => {
                 // Not in the current configuration or alternate setting, or being rebuilt:
@@ -157,12 +158,11 @@ impl DeviceSession for HostSession {
                     endpoint = address,
                     "URB for an endpoint that is not enabled"
                 );
-                (urb.seqnum, errno::ESHUTDOWN)
+                (urb, errno::ESHUTDOWN)
             }
         };
         drop(routes);
-        self.completer
-            .complete(UrbCompletion::error(status.0, status.1));
+        self.completer.complete(UrbCompletion::failed(&urb, status));
     }
 
     fn cancel(&mut self, seqnum: u32) {

@@ -5,7 +5,7 @@ use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use usbip_proto::{errno, transfer_flags, InterfaceRecord, Speed};
+use usbip_proto::{errno, transfer_flags, InterfaceRecord, IsoPacket, Speed};
 
 use super::backend::{HostDeviceInfo, TransferDone, TransferRequest};
 use super::double::Double;
@@ -546,12 +546,58 @@ async fn set_interface_closes_the_old_queues_first_and_opens_the_new() {
     assert!(!double.calls().contains(&"set_alt_setting 0 7".to_string()));
 }
 
+/// An isochronous URB of `packets` packets of 192 bytes on endpoint 0x84.
+fn iso_urb(host: &mut TestHost, packets: u32) -> crate::device::Urb {
+    let mut urb = host.urb(0x84, 192 * packets, &[]);
+    urb.iso = (0..packets)
+        .map(|i| IsoPacket {
+            offset: 192 * i,
+            length: 192,
+            actual_length: 0,
+            status: 0,
+        })
+        .collect();
+    urb
+}
+
+/// Every packet of a failed isochronous URB keeps its descriptor with the URB's status (vhci-hcd
+/// takes `number_of_packets` from the RET_SUBMIT).
+fn assert_failed_per_packet(c: &UrbCompletion, status: i32, packets: u32) {
+    assert_eq!(c.status, status);
+    assert_eq!(c.actual_length, 0);
+    assert_eq!(c.error_count, packets);
+    assert_eq!(c.iso.len(), packets as usize, "one descriptor per packet");
+    for (i, p) in c.iso.iter().enumerate() {
+        assert_eq!((p.offset, p.length), (192 * i as u32, 192));
+        assert_eq!((p.actual_length, p.status), (0, status));
+    }
+}
+
 #[tokio::test]
-async fn isochronous_urbs_fail_at_once_with_enosys() {
+async fn isochronous_urbs_fail_at_once_with_enosys_and_every_packet_descriptor() {
     let (_, device) = setup();
     let mut host = TestHost::open(&device).unwrap();
-    let a = send(&mut host, 0x84, 192, &[]);
-    assert_eq!(expect(&mut host, a).await.status, errno::ENOSYS);
+    let urb = iso_urb(&mut host, 3);
+    let a = host.submit(urb);
+    assert_failed_per_packet(&expect(&mut host, a).await, errno::ENOSYS, 3);
+}
+
+#[tokio::test]
+async fn isochronous_urb_on_a_disabled_endpoint_keeps_its_packet_descriptors() {
+    let (_, device) = setup();
+    let mut host = TestHost::open(&device).unwrap();
+    // Configuration 2 has no endpoint 0x84.
+    let set_config = SetupPacket {
+        request_type: 0x00,
+        request: 0x09,
+        value: 2,
+        index: 0,
+        length: 0,
+    };
+    assert_eq!(host.control(set_config, &[]).await.unwrap().status, 0);
+    let urb = iso_urb(&mut host, 2);
+    let a = host.submit(urb);
+    assert_failed_per_packet(&expect(&mut host, a).await, errno::ESHUTDOWN, 2);
 }
 
 #[tokio::test]

@@ -20,10 +20,27 @@ use core_foundation_sys::uuid::{CFUUIDBytes, CFUUIDRef};
 
 /// `SOL_LOCAL`: the level of Unix-domain socket options.
 pub const SOL_LOCAL: c_int = 0;
+/// `LOCAL_PEERCRED`: the peer's credentials as a `struct xucred`.
+pub const LOCAL_PEERCRED: c_int = 0x001;
 /// `LOCAL_PEERPID`: the pid of the peer process.
 pub const LOCAL_PEERPID: c_int = 0x002;
 /// `LOCAL_PEERTOKEN`: the audit token of the peer.
 pub const LOCAL_PEERTOKEN: c_int = 0x006;
+
+/// `struct xucred` (sys/ucred.h): `cr_version` (XUCRED_VERSION, 0), the effective uid, and the
+/// first `NGROUPS` (16) groups, the effective gid first. The C struct has two bytes of padding
+/// after `cr_ngroups`, named here so that every byte belongs to a field.
+#[repr(C)]
+#[derive(Default)]
+pub struct xucred {
+    pub cr_version: u32,
+    pub cr_uid: u32,
+    pub cr_ngroups: i16,
+    pub _padding: u16,
+    pub cr_groups: [u32; 16],
+}
+
+const _: () = assert!(std::mem::size_of::<xucred>() == 76);
 
 /// `audit_token_t`: eight 32-bit words naming one process image (pid and its version).
 #[repr(C)]

@@ -231,11 +231,13 @@ impl Session {
             _ => self.iso_out.as_mut(),
         };
         let Some(pacer) = pacer.filter(|_| active) else {
-            return self.completer.complete(packets::failed(&urb, errno::EPIPE));
+            return self
+                .completer
+                .complete(UrbCompletion::failed(&urb, errno::EPIPE));
         };
         let endpoint = *pacer.endpoint();
         if let Err(status) = packets::check(&urb, &endpoint) {
-            return self.completer.complete(packets::failed(&urb, status));
+            return self.completer.complete(UrbCompletion::failed(&urb, status));
         }
         let answer = match urb.direction {
             Direction::In => iso_source(self.pattern, &urb, &endpoint),

@@ -126,26 +126,3 @@ pub fn answer_out(urb: &Urb, mut sink: impl FnMut(&[u8]) -> Result<(), i32>) -> 
         ..Default::default()
     }
 }
-
-/// The URB failed as a whole with `status`. Every packet still gets its descriptor (status
-/// too, nothing moved): vhci-hcd takes `number_of_packets` from the RET_SUBMIT, so leaving
-/// them out would shrink the client's URB.
-pub fn failed(urb: &Urb, status: i32) -> UrbCompletion {
-    let iso: Vec<IsoPacket> = urb
-        .iso
-        .iter()
-        .map(|p| IsoPacket {
-            offset: p.offset,
-            length: p.length,
-            actual_length: 0,
-            status,
-        })
-        .collect();
-    UrbCompletion {
-        seqnum: urb.seqnum,
-        status,
-        error_count: iso.len() as u32,
-        iso,
-        ..Default::default()
-    }
-}

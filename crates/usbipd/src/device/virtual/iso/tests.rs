@@ -196,7 +196,7 @@ fn out_packets_each_reach_the_sink_and_a_refused_one_counts_as_an_error() {
 
 #[test]
 fn a_failed_urb_keeps_one_descriptor_per_packet() {
-    let done = packets::failed(&urb(9, Direction::In, 4096, packets(4)), errno::EPIPE);
+    let done = UrbCompletion::failed(&urb(9, Direction::In, 4096, packets(4)), errno::EPIPE);
     assert_eq!(
         (done.status, done.actual_length, done.error_count),
         (errno::EPIPE, 0, 4)

@@ -108,6 +108,17 @@ impl MassStorage {
         self.image.read_only()
     }
 
+    /// Makes every acknowledged write durable (fdatasync if anything was written since the
+    /// last sync); says whether there was anything to sync. Blocks: for the server's stop.
+    pub fn flush(&self) -> io::Result<bool> {
+        self.image.flush()
+    }
+
+    /// The image's path, for messages.
+    pub fn image_name(&self) -> &str {
+        self.image.name()
+    }
+
     fn identity(&self) -> Identity {
         Identity {
             vendor: "usbipd".to_string(),

@@ -70,13 +70,40 @@ fn pump(state: &Arc<Mutex<State>>, image: &Arc<Image>) {
     }
 }
 
-/// Runs `job` off the async threads, then feeds its outcome back into the state machine.
+/// Runs `job` off the async threads, then feeds its outcome back into the state machine. The
+/// last I/O of a session that ended meanwhile flushes the image (see `Session::drop`).
 fn spawn_io(state: Arc<Mutex<State>>, image: Arc<Image>, job: Job, epoch: u64) {
-    let work = move || {
+    run_blocking(move || {
         let outcome = job.run(&image);
-        lock(&state).io_done(epoch, outcome);
-        pump(&state, &image);
-    };
+        let closed = {
+            let mut st = lock(&state);
+            st.io_done(epoch, outcome);
+            st.closed
+        };
+        if closed {
+            flush(&image);
+        } else {
+            pump(&state, &image);
+        }
+    });
+}
+
+/// Makes what the ended session wrote durable: the client saw its writes acknowledged and may
+/// be gone for good before the next sync. Blocks.
+fn flush(image: &Image) {
+    match image.flush() {
+        Ok(true) => {
+            tracing::debug!(image = %image.name(), "disk image flushed after the client detached")
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(image = %image.name(), error = %e, "disk image flush failed after the client detached")
+        }
+    }
+}
+
+/// Runs blocking `work` on the runtime's blocking pool, or on a thread of its own outside one.
+fn run_blocking(work: impl FnOnce() + Send + 'static) {
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
             runtime.spawn_blocking(work);
@@ -194,10 +221,18 @@ impl FunctionSession for Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        let mut st = self.lock();
-        st.closed = true;
-        st.in_queue.clear();
-        st.out_queue.clear();
+        let io_running = {
+            let mut st = self.lock();
+            st.closed = true;
+            st.in_queue.clear();
+            st.out_queue.clear();
+            st.io_running
+        };
+        // I/O still running flushes when it ends (`spawn_io`), after its write.
+        if !io_running {
+            let image = self.image.clone();
+            run_blocking(move || flush(&image));
+        }
     }
 }
 

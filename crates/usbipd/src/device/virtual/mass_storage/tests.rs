@@ -236,7 +236,8 @@ async fn descriptors_say_high_speed_bulk_only_scsi() {
     let serial = String::from_utf16(&units).unwrap();
     assert!(serial.len() >= 12 && serial.chars().all(|c| c.is_ascii_hexdigit()));
 
-    let device = new(d.file.path(), false, BusPosition::virtual_port(3)).unwrap();
+    let other = temporary_image(SIZE).unwrap();
+    let device = new(other.path(), false, BusPosition::virtual_port(3)).unwrap();
     let record = device.describe();
     assert_eq!(record.record.speed, Speed::High);
     assert_eq!(
@@ -652,4 +653,58 @@ async fn set_feature_halt_stalls_parked_urbs_until_cleared() {
     assert_eq!(d.endpoint_request(0x01, EP_IN).await.status, 0);
     let (inq, csw) = d.command_in(&[0x12, 0, 0, 0, 36, 0], 36).await;
     assert_eq!((inq.len(), csw.status), (36, PASSED));
+}
+
+/// An acknowledged write without SYNCHRONIZE CACHE is flushed once the client detaches, so that
+/// a host crash after the client is gone cannot lose it.
+#[tokio::test]
+async fn an_acknowledged_write_is_flushed_when_the_client_detaches() {
+    let file = temporary_image(SIZE).unwrap();
+    let device = new(file.path(), false, BusPosition::virtual_port(1)).unwrap();
+    let image = device.function().image.clone();
+    let mut d = attach(&device, file);
+    let csw = d.command_out(&write10(3, 1), &[7; 512]).await;
+    assert_eq!(csw.status, PASSED);
+    assert_eq!(image.syncs(), 0, "nothing asked for a flush yet");
+    drop(d.host); // the client detaches
+    for _ in 0..400 {
+        if image.syncs() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        image.syncs(),
+        1,
+        "the image is flushed once after the detach"
+    );
+
+    // A client that only reads leaves nothing to flush.
+    let mut d = attach(&device, d.file);
+    let (_, csw) = d.command_in(&read10(3, 1), 512).await;
+    assert_eq!(csw.status, PASSED);
+    drop(d.host);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(image.syncs(), 1);
+}
+
+/// One image, one virtual disk: a second configuration of the same file (read-write or
+/// read-only) is refused with an error naming it, until the first lets go.
+#[test]
+fn a_second_configuration_of_the_same_image_is_refused_naming_it() {
+    let file = temporary_image(SIZE).unwrap();
+    let first = new(file.path(), false, BusPosition::virtual_port(1)).unwrap();
+    for read_only in [false, true] {
+        let Err(e) = new(file.path(), read_only, BusPosition::virtual_port(2)) else {
+            panic!("a second open of the image (read_only {read_only}) was allowed");
+        };
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+        let message = e.to_string();
+        assert!(
+            message.contains(&file.path().display().to_string()) && message.contains("in use"),
+            "{message}"
+        );
+    }
+    drop(first);
+    new(file.path(), true, BusPosition::virtual_port(2)).unwrap();
 }
