@@ -40,6 +40,10 @@ pub enum Request {
     /// An operation that wants a device (`usbipd bind`) begins: starts installing the
     /// extension on first use, and answers the mode this operation uses.
     BeginOperation,
+    /// Server-side detach: end the client session of `busid` (of every device when `None`).
+    Detach {
+        busid: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -94,6 +98,9 @@ pub struct Response {
     /// with `--extension off|embedded|external`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<crate::activation::Mode>,
+    /// `Detach`: the sessions it ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detached: Vec<crate::ipc::DetachedSession>,
 }
 
 impl Response {
@@ -104,6 +111,7 @@ impl Response {
             devices: Vec::new(),
             activation: None,
             mode: None,
+            detached: Vec::new(),
         }
     }
 
@@ -111,9 +119,7 @@ impl Response {
         Response {
             ok: false,
             error: Some(e.into()),
-            devices: Vec::new(),
-            activation: None,
-            mode: None,
+            ..Response::ok()
         }
     }
 }
@@ -261,6 +267,26 @@ async fn answer(request: Request, ctx: &ControlContext) -> Response {
             mode: ctx.activation.as_ref().map(|(a, _)| a.begin_operation()),
             ..Response::ok()
         },
+        Request::Detach { busid } => {
+            let ended = match &busid {
+                Some(b) => ctx
+                    .registry
+                    .detach(b)
+                    .map(|c| vec![(b.clone(), c)])
+                    .unwrap_or_default(),
+                None => ctx.registry.detach_all(),
+            };
+            for (busid, client) in &ended {
+                tracing::info!(%busid, %client, "client detached on request");
+            }
+            Response {
+                detached: ended
+                    .into_iter()
+                    .map(|(b, c)| crate::ipc::DetachedSession::new(b, c))
+                    .collect(),
+                ..Response::ok()
+            }
+        }
         Request::Type { busid, text } => match ctx.keyboards.get(&busid) {
             Some(kb) => match kb.type_text(&text) {
                 Ok(()) => Response::ok(),

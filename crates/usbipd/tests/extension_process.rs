@@ -371,3 +371,63 @@ async fn a_second_extension_on_the_same_state_refuses_and_leaves_the_claims_alon
         Ok(Response::Status(_))
     ));
 }
+
+/// `usbipd detach` from the server side: a host device's session, hosted by the extension,
+/// ends; the claim stays and the device can be imported again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detach_ends_the_extensions_session_and_keeps_the_claim() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let _reaper = Reaper(dir.to_path_buf());
+    spec().save(&dir.join("bus.json")).unwrap();
+    let daemon = start_daemon(dir, free_port());
+    daemon.ready(None).await;
+    assert!(cli(dir, &["bind", "--busid", "1-2"]).status.success());
+
+    let conn = import_loopback(daemon.addr()).await;
+    loop_once(&conn).await;
+    let out = cli(
+        dir,
+        &[
+            "detach",
+            "--busid",
+            "1-2",
+            "--control",
+            "/nonexistent/c.sock",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("detached 1-2 from 127.0.0.1:"), "{stdout}");
+    let after = tokio::time::timeout(
+        Duration::from_secs(5),
+        conn.submit(Submit::bulk_out(1, &b"late"[..])),
+    )
+    .await
+    .expect("the session did not end");
+    assert!(after.is_err(), "a URB went through after the detach");
+
+    let status = daemon.status().await.unwrap();
+    let claim = status.claims.iter().find(|c| c.busid == "1-2").unwrap();
+    assert_eq!(claim.state, "claimed", "{claim:?}");
+    let again = import_loopback(daemon.addr()).await;
+    loop_once(&again).await;
+
+    // Nothing attached to 1-3: said so, as a failure.
+    let out = cli(
+        dir,
+        &[
+            "detach",
+            "--busid",
+            "1-3",
+            "--control",
+            "/nonexistent/c.sock",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no client has 1-3 attached"));
+}

@@ -1,6 +1,7 @@
 //! The command line: one module per command; `main.rs` only parses and dispatches.
 
 pub mod binding;
+pub mod detach;
 pub mod docs;
 pub mod extension;
 pub mod list;
@@ -60,6 +61,8 @@ pub enum Command {
     Bind(binding::BindArgs),
     /// Stop sharing host devices.
     Unbind(binding::UnbindArgs),
+    /// End a client's session from the server side; the device stays shared.
+    Detach(detach::DetachArgs),
     /// The extension's health, claimed devices and recent errors.
     Status(status::StatusArgs),
     /// The privileged extension process.

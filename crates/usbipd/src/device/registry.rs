@@ -75,6 +75,28 @@ impl Registry {
     }
 
     /// Busids exported now.
+    /// Ends the session of whoever imported `busid` (server-side detach); the device stays
+    /// exported and can be imported again at once. Returns the client's address, or `None`
+    /// when nobody had it imported.
+    pub fn detach(&self, busid: &str) -> Option<SocketAddr> {
+        let mut entries = self.lock();
+        let entry = entries.get_mut(busid)?;
+        let client = entry.user?;
+        // The session watches the sender it was given; the next import gets a fresh one.
+        let old = std::mem::replace(&mut entry.revoked, watch::Sender::new(false));
+        old.send_replace(true);
+        Some(client)
+    }
+
+    /// [`Registry::detach`] for every imported device: `(busid, client)` of each.
+    pub fn detach_all(&self) -> Vec<(String, SocketAddr)> {
+        let busids = self.busids();
+        busids
+            .into_iter()
+            .filter_map(|b| self.detach(&b).map(|c| (b, c)))
+            .collect()
+    }
+
     pub fn busids(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
     }

@@ -516,6 +516,26 @@ impl Extension {
             .collect()
     }
 
+    /// Server-side detach: ends the client session of `busid` (of every device when `None`);
+    /// the claims stay.
+    pub fn detach(&self, busid: Option<&str>) -> Vec<crate::ipc::DetachedSession> {
+        let ended = match busid {
+            Some(b) => self
+                .exports
+                .detach(b)
+                .map(|c| vec![(b.to_string(), c)])
+                .unwrap_or_default(),
+            None => self.exports.detach_all(),
+        };
+        for (busid, client) in &ended {
+            info!(%busid, %client, "client detached on request");
+        }
+        ended
+            .into_iter()
+            .map(|(b, c)| crate::ipc::DetachedSession::new(b, c))
+            .collect()
+    }
+
     /// The exported devices as an encoded OP_REP_DEVLIST.
     pub fn exported(&self) -> Vec<u8> {
         let devices = self
@@ -573,6 +593,9 @@ impl Handler for ExtensionHandler {
                 Request::Bind { busid } => ext.bind(&busid).await.map(Response::Bound),
                 Request::Unbind { busid } => ext.unbind(&busid).await.map(|()| Response::Unbound {
                     busids: vec![busid],
+                }),
+                Request::Detach { busid } => Ok(Response::Detached {
+                    sessions: ext.detach(busid.as_deref()),
                 }),
                 Request::UnbindAll => ext
                     .unbind_all()

@@ -181,6 +181,11 @@ pub enum Request {
     },
     /// Turns this connection into a stream of [`Event`]s.
     Subscribe,
+    /// Ends the client session of `busid` (of every imported device when `None`); the devices
+    /// stay bound and claimed.
+    Detach {
+        busid: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -204,9 +209,29 @@ pub enum Response {
     },
     /// The import was handed over; the client has been (or is being) answered.
     Accepted,
+    /// The sessions ended by a detach: busid and client address of each.
+    Detached {
+        sessions: Vec<DetachedSession>,
+    },
     Subscribed,
     Event(Event),
     Error(IpcError),
+}
+
+/// One client session that a detach ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetachedSession {
+    pub busid: String,
+    pub client: String,
+}
+
+impl DetachedSession {
+    pub fn new(busid: impl Into<String>, client: std::net::SocketAddr) -> DetachedSession {
+        DetachedSession {
+            busid: busid.into(),
+            client: client.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]

@@ -182,6 +182,7 @@ pub fn parse(data: &[u8], has_fd: bool) -> Result<(Request, Option<String>), Ipc
         .map_err(|e| IpcError::new(ErrorCode::InvalidRequest, format!("bad request: {e}")))?;
     match &request {
         Request::Bind { busid } | Request::Unbind { busid } => validate_busid(busid)?,
+        Request::Detach { busid: Some(busid) } => validate_busid(busid)?,
         Request::Import {
             busid,
             peer,

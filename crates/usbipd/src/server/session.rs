@@ -55,7 +55,7 @@ impl fmt::Display for End {
             End::Protocol(e) => write!(f, "malformed packet: {e}"),
             End::Violation(why) => write!(f, "{why}"),
             End::WriterGone => write!(f, "could not write to client"),
-            End::Revoked => write!(f, "device unplugged or unbound"),
+            End::Revoked => write!(f, "device unplugged, unbound or detached by the server"),
             End::DeviceGone => write!(f, "the device went away"),
         }
     }
