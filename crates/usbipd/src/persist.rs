@@ -40,11 +40,14 @@ pub fn state_dir() -> PathBuf {
     }
 }
 
+/// root's runtime directory: the systemd unit's `RuntimeDirectory=` (service_files::systemd).
+pub const ROOT_RUNTIME_DIR: &str = "/run/usbipd";
+
 /// Where usbipd puts its sockets: `/run/usbipd` for root, else `$XDG_RUNTIME_DIR/usbipd`, else
 /// `usbipd-<uid>` in the temporary directory.
 pub fn runtime_dir() -> PathBuf {
     if nix::unistd::geteuid().is_root() {
-        return PathBuf::from("/run/usbipd");
+        return PathBuf::from(ROOT_RUNTIME_DIR);
     }
     if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
         return PathBuf::from(dir).join("usbipd");

@@ -1,6 +1,7 @@
 //! The systemd installer: writes the generated unit to /etc/systemd/system, reloads, and
 //! `enable --now`s it. `systemctl` waits for the unit's READY=1 (Type=notify), so a successful
-//! install means the extension is ready.
+//! install means the extension is ready. It restarts a running extension only when the unit
+//! file changed (a repair), never right after starting it.
 //!
 //! It never asks for a password: when not root it answers "needs approval" with the exact
 //! sudo command.
@@ -41,6 +42,13 @@ impl SystemdInstaller {
         self.unit_dir.join(SYSTEMD_UNIT)
     }
 
+    fn is_active(&self) -> bool {
+        self.runner
+            .run("systemctl", &["is-active", "--quiet", SYSTEMD_UNIT])
+            .map(|o| o.success())
+            .unwrap_or(false)
+    }
+
     fn systemctl(&self, args: &[&str]) -> Result<(), InstallError> {
         let out = self
             .runner
@@ -75,12 +83,9 @@ impl Installer for SystemdInstaller {
         if !self.unit_path().exists() {
             return Probe::NotInstalled;
         }
-        let running = self
-            .runner
-            .run("systemctl", &["is-active", "--quiet", SYSTEMD_UNIT])
-            .map(|o| o.success())
-            .unwrap_or(false);
-        Probe::Installed { running }
+        Probe::Installed {
+            running: self.is_active(),
+        }
     }
 
     fn install(&self, _prompt: Prompt) -> Result<Installed, InstallError> {
@@ -88,12 +93,26 @@ impl Installer for SystemdInstaller {
             return Err(InstallError::NeedsApproval(sudo_install_command(&self.exe)));
         }
         let path = self.unit_path();
-        crate::persist::write_atomically(&path, unit(&self.exe).as_bytes(), 0o644)
-            .map_err(|e| InstallError::Failed(format!("cannot write {}: {e}", path.display())))?;
-        self.systemctl(&["daemon-reload"])?;
-        self.systemctl(&["enable", "--now", SYSTEMD_UNIT])?;
-        // A repair of an installed unit: make sure it runs the unit just written.
-        self.systemctl(&["try-restart", SYSTEMD_UNIT])?;
+        let text = unit(&self.exe);
+        let on_disk = std::fs::read(&path).ok();
+        if on_disk.as_deref() == Some(text.as_bytes()) {
+            // Nothing changed: start it if it is not running (a no-op if it is).
+            self.systemctl(&["enable", "--now", SYSTEMD_UNIT])?;
+        } else {
+            // A repair of a running unit must run the unit just written: restart it, once. A
+            // new unit, or one that is not running, is started by `enable --now` alone.
+            let running = on_disk.is_some() && self.is_active();
+            crate::persist::write_atomically(&path, text.as_bytes(), 0o644).map_err(|e| {
+                InstallError::Failed(format!("cannot write {}: {e}", path.display()))
+            })?;
+            self.systemctl(&["daemon-reload"])?;
+            if running {
+                self.systemctl(&["enable", SYSTEMD_UNIT])?;
+                self.systemctl(&["restart", SYSTEMD_UNIT])?;
+            } else {
+                self.systemctl(&["enable", "--now", SYSTEMD_UNIT])?;
+            }
+        }
         Ok(Installed {
             location: self.location(),
             signed: None,
@@ -180,12 +199,70 @@ mod tests {
             [
                 "systemctl daemon-reload",
                 "systemctl enable --now usbipd-extension.service",
-                "systemctl try-restart usbipd-extension.service",
             ]
         );
         assert_eq!(i.probe(), Probe::Installed { running: true });
         i.uninstall().unwrap();
         assert!(!dir.path().join(SYSTEMD_UNIT).exists());
+    }
+
+    /// Installs over a unit file holding `old` while the unit is (or is not) active; returns
+    /// the commands run and the file afterwards.
+    fn install_over(old: &str, active: bool) -> (Vec<String>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SYSTEMD_UNIT), old).unwrap();
+        let script = Arc::new(Script {
+            fail: (!active).then_some("systemctl is-active"),
+            ..Default::default()
+        });
+        let i = SystemdInstaller::new("/usr/bin/usbipd".into(), true, script.clone())
+            .with_unit_dir(dir.path().into());
+        i.install(Prompt::Allowed).unwrap();
+        let calls = script.calls.lock().unwrap().clone();
+        (
+            calls,
+            std::fs::read_to_string(dir.path().join(SYSTEMD_UNIT)).unwrap(),
+        )
+    }
+
+    #[test]
+    fn an_unchanged_unit_is_only_started_never_restarted() {
+        let current = unit(std::path::Path::new("/usr/bin/usbipd"));
+        for active in [true, false] {
+            let (calls, after) = install_over(&current, active);
+            assert_eq!(calls, ["systemctl enable --now usbipd-extension.service"]);
+            assert_eq!(after, current);
+        }
+    }
+
+    #[test]
+    fn a_changed_unit_restarts_a_running_extension_once() {
+        let (calls, after) = install_over("[Service]\nExecStart=/old/usbipd extension run\n", true);
+        assert_eq!(
+            calls,
+            [
+                "systemctl is-active --quiet usbipd-extension.service",
+                "systemctl daemon-reload",
+                "systemctl enable usbipd-extension.service",
+                "systemctl restart usbipd-extension.service",
+            ]
+        );
+        assert_eq!(after, unit(std::path::Path::new("/usr/bin/usbipd")));
+    }
+
+    #[test]
+    fn a_changed_unit_that_is_not_running_is_started_not_restarted() {
+        let (calls, after) =
+            install_over("[Service]\nExecStart=/old/usbipd extension run\n", false);
+        assert_eq!(
+            calls,
+            [
+                "systemctl is-active --quiet usbipd-extension.service",
+                "systemctl daemon-reload",
+                "systemctl enable --now usbipd-extension.service",
+            ]
+        );
+        assert_eq!(after, unit(std::path::Path::new("/usr/bin/usbipd")));
     }
 
     #[test]
