@@ -43,3 +43,6 @@ bash tests/e2e/run.sh "$PWD/target/release/usbipd"
 
 section "end-to-end: host passthrough on QEMU-emulated USB hardware"
 bash tests/e2e/run-host.sh "$PWD/target/release/usbipd"
+
+section "end-to-end: the systemd service in a Debian 12 guest whose PID 1 is systemd"
+bash tests/e2e/run-systemd.sh "$PWD/target/release/usbipd"
