@@ -37,4 +37,4 @@ if [ ! -f "$E2E/initramfs-systemd.cpio.gz" ] || [ "$(cat "$E2E/initramfs-systemd
   echo "$stamp" > "$E2E/initramfs-systemd.stamp"
 fi
 # one QEMU guest at a time on this machine
-exec flock /tmp/usbipd-qemu.lock timeout 300 python3 -B "$HERE/systemd_guest.py" --cache "$E2E" --root "$IMG" "$@"
+exec flock /tmp/usbipd-qemu.lock timeout 330 python3 -B "$HERE/systemd_guest.py" --cache "$E2E" --root "$IMG" "$@"

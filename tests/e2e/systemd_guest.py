@@ -99,7 +99,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", required=True, help="directory prepared by setup.sh and run-systemd.sh")
     ap.add_argument("--root", required=True, help="the Debian root image (build-systemd-image.sh)")
-    ap.add_argument("--timeout", type=float, default=200, help="seconds for the whole run")
+    ap.add_argument("--timeout", type=float, default=270, help="seconds for the whole run")
     ap.add_argument("-v", "--verbose", action="store_true", help="echo the guest console")
     sys.exit(Suite(ap.parse_args()).main())
 
