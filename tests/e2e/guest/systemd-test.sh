@@ -90,6 +90,10 @@ if waitfor 300 active; then
 else
   fail server-installs-unit "$(cat /tmp/status.txt | head -5) $(tail -5 /tmp/server.log)"
 fi
+# the installation alone (write, enable, one daemon-reload, start until READY), from the daemon's log
+logms() { date -d "$(grep -m1 "$1" /tmp/server.log | cut -d' ' -f1)" +%s%3N 2>/dev/null; }
+a=$(logms "installing the extension") b=$(logms "extension installed")
+[ -n "$a" ] && [ -n "$b" ] && echo "E2E TIME install $((b - a))"
 check unit-enabled-active "enabled '$(systemctl is-enabled $UNIT)' active '$(systemctl is-active $UNIT)'" \
   eval '[ "$(systemctl is-enabled $UNIT)" = enabled ] && [ "$(systemctl is-active $UNIT)" = active ]'
 MAINPID=$(prop MainPID)
