@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as a newcomer and CI run it: unit and integration tests, then the
-# end-to-end suite with the real Linux kernel client (vhci-hcd) in a QEMU guest.
+# end-to-end suites with the real Linux kernel client (vhci-hcd) in QEMU guests (virtual devices,
+# host passthrough, and the systemd service in a guest whose PID 1 is systemd).
 # Installs what the end-to-end suite needs (Debian packages, a Debian kernel) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,3 +50,6 @@ bash tests/e2e/run.sh "$PWD/target/release/usbipd"
 
 section "end-to-end: host passthrough on QEMU-emulated USB hardware"
 bash tests/e2e/run-host.sh "$PWD/target/release/usbipd"
+
+section "end-to-end: the systemd service in a Debian 12 guest whose PID 1 is systemd"
+bash tests/e2e/run-systemd.sh "$PWD/target/release/usbipd"

@@ -9,6 +9,11 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+/// root's runtime directory on Linux: also the systemd unit's `RuntimeDirectory=`
+/// (`activation::service_files::systemd`), so the unit creates it and it holds under
+/// `ProtectSystem=strict` by design.
+pub const ROOT_RUNTIME_DIR: &str = "/run/usbipd";
+
 /// The platforms whose conventions differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Platform {
@@ -67,7 +72,7 @@ pub fn locations(
     let (state, runtime) = match (platform, root) {
         (Platform::Linux, true) => (
             PathBuf::from("/var/lib/usbipd"),
-            PathBuf::from("/run/usbipd"),
+            PathBuf::from(ROOT_RUNTIME_DIR),
         ),
         (Platform::MacOs, true) => (
             PathBuf::from("/Library/Application Support/usbipd"),

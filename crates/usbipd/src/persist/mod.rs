@@ -8,7 +8,7 @@ pub mod private_dir;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use locations::{Locations, NoUserDirectory, Platform};
+pub use locations::{Locations, NoUserDirectory, Platform, ROOT_RUNTIME_DIR};
 pub use private_dir::UntrustedPath;
 
 /// Writes `bytes` to `path` atomically with permissions `mode`: a temporary file in the same

@@ -1,6 +1,8 @@
 //! The systemd installer: writes the generated unit to /etc/systemd/system, reloads, and
 //! `enable --now`s it. `systemctl` waits for the unit's READY=1 (Type=notify), so a successful
-//! install means the extension is ready.
+//! install means the extension is ready. It restarts a running extension only when the unit
+//! file changed (a repair), never right after starting it, and reloads systemd once per change
+//! (none when the unit is as it should be).
 //!
 //! It never asks for a password: when not root it answers "needs approval" with the exact
 //! sudo command.
@@ -41,6 +43,20 @@ impl SystemdInstaller {
         self.unit_dir.join(SYSTEMD_UNIT)
     }
 
+    fn installed(&self) -> Installed {
+        Installed {
+            location: self.location(),
+            signed: None,
+        }
+    }
+
+    fn is_active(&self) -> bool {
+        self.runner
+            .run("systemctl", &["is-active", "--quiet", SYSTEMD_UNIT])
+            .map(|o| o.success())
+            .unwrap_or(false)
+    }
+
     fn systemctl(&self, args: &[&str]) -> Result<(), InstallError> {
         let out = self
             .runner
@@ -75,12 +91,9 @@ impl Installer for SystemdInstaller {
         if !self.unit_path().exists() {
             return Probe::NotInstalled;
         }
-        let running = self
-            .runner
-            .run("systemctl", &["is-active", "--quiet", SYSTEMD_UNIT])
-            .map(|o| o.success())
-            .unwrap_or(false);
-        Probe::Installed { running }
+        Probe::Installed {
+            running: self.is_active(),
+        }
     }
 
     fn install(&self, _prompt: Prompt) -> Result<Installed, InstallError> {
@@ -88,16 +101,28 @@ impl Installer for SystemdInstaller {
             return Err(InstallError::NeedsApproval(sudo_install_command(&self.exe)));
         }
         let path = self.unit_path();
-        crate::persist::write_atomically(&path, unit(&self.exe).as_bytes(), 0o644)
+        let text = unit(&self.exe);
+        let on_disk = std::fs::read(&path).ok();
+        if on_disk.as_deref() == Some(text.as_bytes()) {
+            // Nothing changed: start it if it is not running (a no-op if it is). systemd knows
+            // this file already, so no reload (each costs the whole manager a re-read).
+            self.systemctl(&["enable", "--now", "--no-reload", SYSTEMD_UNIT])?;
+            return Ok(self.installed());
+        }
+        crate::persist::write_atomically(&path, text.as_bytes(), 0o644)
             .map_err(|e| InstallError::Failed(format!("cannot write {}: {e}", path.display())))?;
+        // One reload, after the symlinks too (a plain `enable` would reload once more).
+        self.systemctl(&["enable", "--no-reload", SYSTEMD_UNIT])?;
         self.systemctl(&["daemon-reload"])?;
-        self.systemctl(&["enable", "--now", SYSTEMD_UNIT])?;
-        // A repair of an installed unit: make sure it runs the unit just written.
-        self.systemctl(&["try-restart", SYSTEMD_UNIT])?;
-        Ok(Installed {
-            location: self.location(),
-            signed: None,
-        })
+        // A new unit is started; a repaired one must run the unit just written: `restart`
+        // stops it once if it runs, and starts it either way.
+        let action = if on_disk.is_some() {
+            "restart"
+        } else {
+            "start"
+        };
+        self.systemctl(&[action, SYSTEMD_UNIT])?;
+        Ok(self.installed())
     }
 
     fn uninstall(&self) -> Result<(), InstallError> {
@@ -109,7 +134,7 @@ impl Installer for SystemdInstaller {
         }
         let path = self.unit_path();
         if path.exists() {
-            self.systemctl(&["disable", "--now", SYSTEMD_UNIT])?;
+            self.systemctl(&["disable", "--now", "--no-reload", SYSTEMD_UNIT])?;
             std::fs::remove_file(&path).map_err(|e| {
                 InstallError::Failed(format!("cannot remove {}: {e}", path.display()))
             })?;
@@ -178,14 +203,62 @@ mod tests {
         assert_eq!(
             *script.calls.lock().unwrap(),
             [
+                "systemctl enable --no-reload usbipd-extension.service",
                 "systemctl daemon-reload",
-                "systemctl enable --now usbipd-extension.service",
-                "systemctl try-restart usbipd-extension.service",
+                "systemctl start usbipd-extension.service",
             ]
         );
         assert_eq!(i.probe(), Probe::Installed { running: true });
+        script.calls.lock().unwrap().clear();
         i.uninstall().unwrap();
         assert!(!dir.path().join(SYSTEMD_UNIT).exists());
+        assert_eq!(
+            *script.calls.lock().unwrap(),
+            [
+                "systemctl disable --now --no-reload usbipd-extension.service",
+                "systemctl daemon-reload",
+            ]
+        );
+    }
+
+    /// Installs over a unit file holding `old`; returns the commands run and the file afterwards.
+    fn install_over(old: &str) -> (Vec<String>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SYSTEMD_UNIT), old).unwrap();
+        let script = Arc::new(Script::default());
+        let i = SystemdInstaller::new("/usr/bin/usbipd".into(), true, script.clone())
+            .with_unit_dir(dir.path().into());
+        i.install(Prompt::Allowed).unwrap();
+        let calls = script.calls.lock().unwrap().clone();
+        (
+            calls,
+            std::fs::read_to_string(dir.path().join(SYSTEMD_UNIT)).unwrap(),
+        )
+    }
+
+    #[test]
+    fn an_unchanged_unit_is_only_started_never_restarted_or_reloaded() {
+        let current = unit(std::path::Path::new("/usr/bin/usbipd"));
+        let (calls, after) = install_over(&current);
+        assert_eq!(
+            calls,
+            ["systemctl enable --now --no-reload usbipd-extension.service"]
+        );
+        assert_eq!(after, current);
+    }
+
+    #[test]
+    fn a_changed_unit_is_reloaded_once_and_restarted_once() {
+        let (calls, after) = install_over("[Service]\nExecStart=/old/usbipd extension run\n");
+        assert_eq!(
+            calls,
+            [
+                "systemctl enable --no-reload usbipd-extension.service",
+                "systemctl daemon-reload",
+                "systemctl restart usbipd-extension.service",
+            ]
+        );
+        assert_eq!(after, unit(std::path::Path::new("/usr/bin/usbipd")));
     }
 
     #[test]
