@@ -131,16 +131,12 @@ impl Bindings {
             path: lock_path.clone(),
             source,
         };
-        persist::prepare_state_dir(path).map_err(|e| lock_err(e.into()))?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(lock_err)?;
         // Held until `_lock` drops at the end of this function: load, change and save are one step.
-        let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, errno)| lock_err(std::io::Error::from(errno)))?;
+        let _lock = persist::lock::lock_exclusive(&lock_path, true).map_err(|e| match e {
+            persist::lock::LockError::Io(e) => lock_err(e),
+            // Only a non-waiting lock reports a holder.
+            persist::lock::LockError::Held(_) => lock_err(std::io::ErrorKind::WouldBlock.into()),
+        })?;
         let mut bindings = Bindings::load(path)?;
         let (changed, result) = change(&mut bindings);
         if changed {

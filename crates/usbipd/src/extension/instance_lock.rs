@@ -3,12 +3,13 @@
 //! the life of the process (the kernel drops it when the process dies, even by SIGKILL, so a
 //! restarted extension is never locked out by a dead one).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
+
+use crate::persist::lock::{lock_exclusive, LockError};
 
 /// The held lock; dropping it releases it.
 #[derive(Debug)]
@@ -30,18 +31,9 @@ impl InstanceLock {
     /// Takes the lock for the claims file `state`, or says who holds it.
     pub fn acquire(state: &Path) -> anyhow::Result<InstanceLock> {
         let path = lock_path(state);
-        crate::persist::prepare_state_dir(&path)
-            .map_err(|e| anyhow::anyhow!("state directory: {e}"))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| anyhow::anyhow!("lock file {}: {e}", path.display()))?;
-        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        let mut file = match lock_exclusive(&path, false) {
             Ok(f) => f,
-            Err((mut file, Errno::EWOULDBLOCK)) => {
+            Err(LockError::Held(mut file)) => {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
                 let holder = match holder.trim().parse::<u32>() {
@@ -54,7 +46,7 @@ impl InstanceLock {
                     path.display()
                 );
             }
-            Err((_, e)) => anyhow::bail!("lock file {}: {e}", path.display()),
+            Err(LockError::Io(e)) => anyhow::bail!("lock file {}: {e}", path.display()),
         };
         // The holder's pid, for the message of a second instance (advice only: the lock is
         // the flock, not the content).

@@ -1,8 +1,9 @@
 //! What usbipd keeps on disk: the one crash-safe write (a reader sees the old content or the
-//! new, never a torn mix), where state and sockets live (`locations`), and the trust checks on
-//! those directories (`private_dir`).
+//! new, never a torn mix), where state and sockets live (`locations`), the trust checks on
+//! those directories (`private_dir`), and exclusive lock files (`lock`).
 
 pub mod locations;
+pub mod lock;
 pub mod private_dir;
 
 use std::io::Write;
