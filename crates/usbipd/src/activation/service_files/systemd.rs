@@ -170,10 +170,8 @@ mod tests {
             nix::unistd::geteuid().is_root(),
             "the test suite runs as root"
         );
-        assert_eq!(
-            crate::extension::default_socket().parent(),
-            Some(Path::new(ROOT_RUNTIME_DIR))
-        );
+        let socket = crate::extension::default_socket().unwrap();
+        assert_eq!(socket.parent(), Some(Path::new(ROOT_RUNTIME_DIR)));
         // Others reach the 0666 socket through it; it outlives a stop or restart of the unit,
         // because the daemon's control socket is in it too.
         assert_eq!(get(&p, "Service", "RuntimeDirectoryMode"), ["0755"]);
