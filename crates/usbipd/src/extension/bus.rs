@@ -111,6 +111,11 @@ pub trait Claimed: Send + Sync {
     fn departed(&self) -> bool {
         false
     }
+
+    /// The device left (an unplug event, or [`BusEvent::Departed`]): close it, giving nothing
+    /// back. Unlike a drop, this never keeps the handle for a device that still seems present
+    /// (the kernel's remove event precedes the removal of the device's sysfs directory).
+    fn unplugged(self: Box<Self>) {}
 }
 
 /// The host's USB bus. Calls may block for a few milliseconds (usbfs ioctls, IOKit): the

@@ -427,6 +427,10 @@ impl Claimed for HostClaim {
     fn departed(&self) -> bool {
         self.departed.load(Ordering::SeqCst)
     }
+
+    fn unplugged(self: Box<Self>) {
+        self.departed.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Drop for HostClaim {

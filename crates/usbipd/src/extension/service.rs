@@ -383,7 +383,7 @@ impl Extension {
         };
         self.exports.remove(busid);
         end_sessions(sessions).await;
-        drop(handle); // the device is gone: nothing to give back
+        handle.unplugged(); // the device is gone: nothing to give back
         warn!(busid, vid_pid = %vid_pid(&record), transition = "claimed -> released", "{why}; claim released, waiting for it to return");
         self.emit(EventKind::Gone, &record);
     }

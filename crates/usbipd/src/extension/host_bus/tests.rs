@@ -353,6 +353,40 @@ fn dropping_a_claim_of_an_unplugged_device_closes_it_without_a_release() {
     assert_eq!(double.calls(), ["open", "claim"]);
 }
 
+/// The kernel's remove event comes before the device's sysfs directory goes: an unplugged claim
+/// is closed even so, while a claim dropped on a stop keeps a present device's handle.
+#[test]
+fn an_unplugged_claim_is_closed_even_while_its_sysfs_directory_lingers() {
+    let dir = tempfile::tempdir().unwrap();
+    let device_dir = dir.path().join("1-2.3");
+    std::fs::create_dir_all(&device_dir).unwrap();
+    std::fs::write(device_dir.join("devnum"), "7\n").unwrap();
+    let mut i = info();
+    i.path = device_dir.to_string_lossy().into_owned();
+    let double = Double::new(i, vec![config()], 1);
+    let bus = UsbHostBus::new(
+        Arc::new(double.clone()),
+        Some(dir.path().to_path_buf()),
+        "usbfs",
+    );
+    let handles = || Arc::strong_count(&double.state);
+    let idle = handles();
+
+    let claim = bus.claim("1-2.3").unwrap();
+    assert_eq!(handles(), idle + 1);
+    drop(claim); // a stop: the present device stays held until the process exits
+    assert_eq!(handles(), idle + 1);
+
+    let claim = bus.claim("1-2.3").unwrap();
+    assert_eq!(handles(), idle + 2);
+    claim.unplugged();
+    assert_eq!(
+        handles(),
+        idle + 1,
+        "the unplugged device's handle was kept"
+    );
+}
+
 #[tokio::test]
 async fn hotplug_events_reach_every_subscriber_with_busids() {
     let dir = tempfile::tempdir().unwrap();
