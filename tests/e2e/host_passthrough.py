@@ -48,7 +48,14 @@ KERNEL = (["kernel-bind-storage", "kernel-bind-keyboard", "kernel-server-start",
            "kernel-imported-disk", "kernel-file", "kernel-raw", "kernel-head", "kernel-attach-keyboard",
            "kernel-imported-keyboard", "kernel-keys", "kernel-unlink", "kernel-after-unlink", "kernel-detach", "kernel-storage-returned",
            "kernel-keyboard-returned"])
-EXPECTED = LOCAL + OURS + EXTENSION + KERNEL + ["list-compare", "bench"]
+HOTPLUG = [f"hp-{mode}-{c}" for mode in ("noudev", "udev") for c in (
+    "hotplug-source", "list-before", "bind", "list-bound", "attach", "list-attached", "session-ended",
+    "claim-released", "list-unplugged", "reclaimed", "not-left-to-usb-storage", "list-reclaimed",
+    "reattach", "reattach-raw", "detach", "unbind", "list-unbound", "storage-returned")] + ["hp-udevd-running"]
+EXPECTED = LOCAL + OURS + EXTENSION + HOTPLUG + KERNEL + ["list-compare", "bench"]
+# QEMU monitor commands that pull the disk's cable and plug it back in (same port, same backend)
+UNPLUG = "device_del stickdev"
+REPLUG = "device_add usb-storage,bus=xhci.0,port=2,drive=stick,id=stickdev"
 
 # record fields compared between the servers, and what a difference means
 FIELDS = ["busid", "vid", "pid", "busnum", "devnum", "speed_code", "bcd_device", "class",
@@ -105,9 +112,11 @@ class Suite:
                   f"RUST_LOG={os.environ.get('USBIPD_E2E_LOG', 'info')}")
         cmd = qemu_command(a.cache, "initramfs-host.cpio.gz", append, a.timeout, [
                "-monitor", f"unix:{self.monitor},server=on,wait=off",
-               "-device", "qemu-xhci,id=xhci", "-device", "usb-kbd,bus=xhci.0",
-               "-drive", f"if=none,id=stick,format=raw,file={self.image}",
-               "-device", "usb-storage,bus=xhci.0,drive=stick"])
+               "-device", "qemu-xhci,id=xhci", "-device", "usb-kbd,bus=xhci.0,port=1",
+               # a -blockdev (unlike a -drive) outlives device_del, so device_add can reuse it
+               "-blockdev", f"driver=file,filename={self.image},node-name=stickfile",
+               "-blockdev", "driver=raw,file=stickfile,node-name=stick",
+               "-device", "usb-storage,bus=xhci.0,port=2,drive=stick,id=stickdev"])
         self.guest = Guest(cmd, self.console_path, self.args.verbose)
 
     def tell_guest(self, word):
@@ -124,6 +133,35 @@ class Suite:
                     time.sleep(0.3)
         except OSError as e:
             print(f"NOTE cannot press keys through the QEMU monitor: {e}", flush=True)
+
+    def monitor_command(self, command):
+        """Runs one QEMU human-monitor command; returns its output ('' when it printed nothing)."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(self.monitor)
+            out = b""
+            while b"(qemu)" not in out:
+                out += s.recv(4096) or b"(qemu)"
+            s.sendall(command.encode() + b"\n")
+            out = b""
+            while out.count(b"(qemu)") < 1:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                out += chunk
+        text = out.decode(errors="replace").replace("\r", "")
+        # the echo of the command, then its output, then the next prompt
+        return "\n".join(l for l in text.split("\n")[1:] if "(qemu)" not in l).strip()
+
+    def hotplug(self, word):
+        """The guest asks to pull (unplug-x) or plug back (replug-x) the disk."""
+        command = UNPLUG if word.startswith("unplug-") else REPLUG
+        try:
+            out = self.monitor_command(command)
+        except OSError as e:
+            out = f"monitor unreachable: {e}"
+        if out:
+            self.record(f"{word}-monitor", False, f"{command}: {out}")
 
     def follow(self):
         self.guest.follow(self.args.timeout, self.t0, self.on_line, self.record)
@@ -156,6 +194,8 @@ class Suite:
             if m.group(1).startswith("keys-"):
                 time.sleep(0.3)
                 self.press_keys()
+            elif m.group(1).startswith(("unplug-", "replug-")):
+                self.hotplug(m.group(1))
             self.tell_guest(m.group(1))
             return True
         return "E2E DONE" not in line
@@ -235,7 +275,7 @@ class Suite:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", required=True, help="directory prepared by setup.sh and run-host.sh")
-    ap.add_argument("--timeout", type=float, default=220, help="seconds for the whole run")
+    ap.add_argument("--timeout", type=float, default=420, help="seconds for the whole run")
     ap.add_argument("-v", "--verbose", action="store_true", help="echo the guest console")
     sys.exit(Suite(ap.parse_args()).main())
 

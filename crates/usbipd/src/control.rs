@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 use crate::activation::status::{self, Facts};
 use crate::activation::Activation;
 use crate::device::registry::Registry;
+use crate::extension::link::ExtensionLink;
 use crate::host_exports::HostExports;
 
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -137,6 +138,8 @@ pub struct ControlContext {
     pub host: Option<Arc<HostExports>>,
     /// `--extension auto`: the activation controller and what its status needs.
     pub activation: Option<(Activation, Facts)>,
+    /// The extension, whose claims `usbipd list` shows (any mode but `--extension off`).
+    pub extension: Option<Arc<ExtensionLink>>,
 }
 
 /// Binds the control socket, replacing a stale one.
@@ -202,54 +205,14 @@ async fn answer(request: Request, ctx: &ControlContext) -> Response {
             Response::ok()
         }
         Request::List => {
-            let host_busids: Vec<String> = ctx
-                .host
-                .iter()
-                .flat_map(|h| h.listing())
-                .map(|l| l.info.busid)
-                .collect();
-            let mut devices: Vec<DeviceEntry> = ctx
-                .registry
-                .states()
-                .into_iter()
-                .map(|s| {
-                    let r = &s.device.record;
-                    DeviceEntry {
-                        busid: r.busid.clone(),
-                        vid: r.id_vendor,
-                        pid: r.id_product,
-                        speed: r.speed.as_mbps().to_string(),
-                        manufacturer: s.names.manufacturer.clone(),
-                        product: s.names.product.clone(),
-                        interfaces: s
-                            .device
-                            .interfaces
-                            .iter()
-                            .map(|i| [i.class, i.subclass, i.protocol])
-                            .collect(),
-                        state: if s.user.is_some() {
-                            "attached"
-                        } else {
-                            "shared"
-                        }
-                        .into(),
-                        kind: if host_busids.contains(&r.busid) {
-                            "host"
-                        } else {
-                            "virtual"
-                        }
-                        .into(),
-                        client: s.user.map(|a| a.to_string()),
-                    }
-                })
-                .collect();
-            // Host devices that are not shared are listed too, so a user sees what to bind.
-            for listing in ctx.host.iter().flat_map(|h| h.listing()) {
-                if !listing.bound {
-                    devices.push(DeviceEntry::unshared_host(&listing.info));
+            let host: Vec<_> = ctx.host.iter().flat_map(|h| h.listing()).collect();
+            let mut devices = crate::listing::own_rows(&ctx.registry, &host);
+            // Extension mode: what it claimed is shared (or attached), not "not shared".
+            if let Some(link) = &ctx.extension {
+                if let Some(view) = link.view().await {
+                    crate::listing::merge(&mut devices, &view);
                 }
             }
-            devices.sort_by(|a, b| a.busid.cmp(&b.busid));
             Response {
                 devices,
                 ..Response::ok()

@@ -106,11 +106,9 @@ impl HostExports {
 pub async fn follow_hotplug(exports: Arc<HostExports>) {
     let watch = match tokio::task::spawn_blocking(crate::device::host::HotplugWatch::new).await {
         Ok(Ok(w)) => w,
-        Ok(Err(e)) => {
-            warn!(error = %e, "no hotplug events: devices plugged in later need a restart or `usbipd bind`");
-            return;
-        }
-        Err(_) => return,
+        // Without a source (logged by the watch): devices plugged in later need a restart or
+        // `usbipd bind`.
+        Ok(Err(_)) | Err(_) => return,
     };
     let mut watch = watch;
     while watch.next().await.is_some() {

@@ -10,6 +10,7 @@ pub mod devices;
 pub mod extension;
 pub mod host_exports;
 pub mod ipc;
+pub mod listing;
 pub mod persist;
 pub mod platform;
 pub mod server;

@@ -372,6 +372,123 @@ async fn a_second_extension_on_the_same_state_refuses_and_leaves_the_claims_alon
     ));
 }
 
+/// `usbipd list` as the user sees it: the state of 1-2 and its client, from the daemon's control
+/// socket (which asks the extension).
+fn listed(dir: &Path, busid: &str) -> (String, Option<String>) {
+    let out = Command::new(BIN)
+        .args(["list", "--json", "--control"])
+        .arg(dir.join("control.sock"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["busid"] == busid)
+        .unwrap_or_else(|| panic!("{busid} not listed: {rows}"));
+    (
+        row["state"].as_str().unwrap().to_string(),
+        row["client"].as_str().map(str::to_string),
+    )
+}
+
+async fn until_listed(dir: &Path, busid: &str, state: &str) {
+    for _ in 0..500 {
+        if listed(dir, busid).0 == state {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{busid} never listed {state:?}: {:?}", listed(dir, busid));
+}
+
+/// Extension mode: `usbipd list` shows a bound device as shared and an imported one as attached
+/// (not "not shared"), and an unplug nobody hears (no udevd, no hotplug source) is noticed by
+/// the device's ENODEV: the session ends, the claim waits, and the device is claimed again and
+/// can be imported when it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_follows_bind_import_an_unheard_unplug_replug_and_unbind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let _reaper = Reaper(dir.to_path_buf());
+    let mut bus = VirtualBusSpec {
+        devices: vec![VirtualDeviceSpec {
+            driver: Some("usbhid".into()),
+            unplug_unheard: true,
+            ..VirtualDeviceSpec::new("1-2")
+        }],
+    };
+    bus.save(&dir.join("bus.json")).unwrap();
+    let daemon = start_daemon(dir, free_port());
+    daemon.ready(None).await;
+
+    assert_eq!(listed(dir, "1-2"), ("not shared".into(), None));
+    assert!(cli(dir, &["bind", "--busid", "1-2"]).status.success());
+    assert_eq!(listed(dir, "1-2"), ("shared".into(), None));
+
+    let conn = import_loopback(daemon.addr()).await;
+    loop_once(&conn).await;
+    let (state, client) = listed(dir, "1-2");
+    assert_eq!(state, "attached");
+    assert!(client.is_some_and(|c| c.starts_with("127.0.0.1:")));
+
+    // Unplugged, unheard: the next transfer fails with ENODEV, which ends the session.
+    bus.devices[0].plugged = false;
+    bus.save(&dir.join("bus.json")).unwrap();
+    let mut ended = false;
+    for _ in 0..500 {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            conn.submit(Submit::bulk_out(1, &b"ping"[..])),
+        )
+        .await
+        .expect("a transfer on an unplugged device hangs")
+        {
+            Ok(c) if c.status == 0 => tokio::time::sleep(Duration::from_millis(10)).await,
+            Ok(_) | Err(_) => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    assert!(ended, "the unplugged device kept answering");
+    let mut closed = false;
+    for _ in 0..500 {
+        if conn
+            .submit(Submit::bulk_out(1, &b"ping"[..]))
+            .await
+            .is_err()
+        {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(closed, "the session of the departed device did not end");
+    until_listed(dir, "1-2", "shared (unplugged; waiting for it to return)").await;
+    let st = daemon.status().await.unwrap();
+    assert_eq!(st.claims[0].state, "absent");
+
+    // Back: claimed again without a bind, and importable.
+    bus.devices[0].plugged = true;
+    bus.save(&dir.join("bus.json")).unwrap();
+    until_listed(dir, "1-2", "shared").await;
+    let conn = import_loopback(daemon.addr()).await;
+    loop_once(&conn).await;
+    assert_eq!(listed(dir, "1-2").0, "attached");
+    drop(conn);
+    until_listed(dir, "1-2", "shared").await;
+
+    assert!(cli(dir, &["unbind", "--busid", "1-2"]).status.success());
+    assert_eq!(listed(dir, "1-2"), ("not shared".into(), None));
+}
+
 /// `usbipd detach` from the server side: a host device's session, hosted by the extension,
 /// ends; the claim stays and the device can be imported again at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,6 +108,8 @@ unlink() {
   # the first report: no modifier, usage 0x04 ('a')
   check $1-after-unlink "$(tail -1 /tmp/hid.out)" grep -q "^report 00 00 04" /tmp/hid.out
 }
+# proc_named NAME: a process whose command name is NAME runs (busybox here has no pgrep)
+proc_named() { for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = "$1" ] && return 0; done; return 1; }
 ports() { usbip port 2>/dev/null | sed -n 's/^Port \([0-9]*\):.*/\1/p'; }
 detach_all() {
   local p ok=0
@@ -340,7 +342,7 @@ fi
 check ext-keyboard-returned "driver '$(drv $(intf0 $KD))'" eval 'waitfor 100 bound_to $(intf0 $KD) usbhid && waitfor 50 has_input $KD'
 check ext-unbind-unclaimed "status: no claim left" eval '[ -z "$(claim_state $SB)$(claim_state $KB)" ] && [ -n "$(ext_pid)" ]'
 kill $XPID; waitfor 50 eval '! kill -0 $XPID 2>/dev/null'
-check ext-server-stopped "daemon and its extension child gone" waitfor 50 eval '! pgrep -f "extension run" >/dev/null'
+check ext-server-stopped "daemon and its extension child gone" waitfor 50 eval '! proc_named usbipd'
 echo "=== extension-mode server log: $(wc -l < /tmp/ext-server.log) lines; warnings and errors:"
 grep -E "WARN|ERROR" /tmp/ext-server.log | tail -20
 # the one expected warning: the supervisor seeing its child killed
@@ -385,6 +387,80 @@ for b in $SB $KB; do tmo 20 usbip unbind -b $b; done
 check kernel-storage-returned "driver '$(drv $(intf0 $SD))'" eval 'waitfor 100 bound_to $(intf0 $SD) usb-storage && waitfor 150 has_disk $SD'
 check kernel-keyboard-returned "driver '$(drv $(intf0 $KD))'" waitfor 100 bound_to $(intf0 $KD) usbhid
 kill $KPID
+
+# ---- unplug and replug in extension mode (the host answers "unplug-x"/"replug-x" with QEMU monitor
+# device_del/device_add of the disk): `usbipd list` follows bind, import, unplug, replug and unbind;
+# the unplugged device's session ends (the vhci port is freed), its claim waits, and the returning
+# device is claimed again (not left to usb-storage) and can be imported. First without udevd (this
+# guest has none: only the kernel's uevents), then with udevd running ----------------------------------
+hlist() { out=$(tmo 20 usbipd list $XC 2>&1); echo "$out" | grep "^$SB " | tr -s ' '; }
+hlists() { out=$(tmo 20 usbipd list $XC 2>&1); echo "$out" | grep -Eq "^$SB +$STOID .*$1"; }
+hotplug() {
+  local n=hp-$1 hpid o rc s got
+  t "hotplug $1"
+  mkdir -p /run/$n /tmp/state-$n
+  X="--extension-socket /run/$n/ext.sock" XC="--control /run/$n/control.sock --state-dir /tmp/state-$n"
+  RUST_LOG=${RUST_LOG:-info} usbipd server --listen 127.0.0.1:3240 --config /tmp/usbipd.toml --extension embedded \
+    $X --extension-state /run/$n/claims.json $XC > /tmp/$n.log 2>&1 & hpid=$!
+  waitfor 150 eval '[ -n "$(ext_pid)" ]' && waitfor 50 [ -S /run/$n/control.sock ]
+  check $n-hotplug-source "$(grep -o "hotplug: following [a-z' ]*" /tmp/$n.log | head -1)" \
+    grep -q "hotplug: following the kernel's uevents" /tmp/$n.log
+  check $n-list-before "$(hlist)" hlists "not shared\$"
+  o=$(tmo 20 usbipd bind --busid $SB $X $XC 2>&1); rc=$?
+  check $n-bind "rc=$rc $(echo $o)" eval '[ $rc = 0 ] && claim_is $SB claimed'
+  check $n-list-bound "$(hlist)" hlists " shared\$"
+  if import $n-attach $SB $STOID; then
+    waitfor 150 has_disk $(find_dev $STOID vhci)
+    check $n-list-attached "$(hlist)" hlists "attached to 127\.0\.0\.1:"
+  fi
+  wait_host unplug-$1 || fail $n-unplugged "the host never answered"
+  s=$(uptime_cs)
+  # (the bug: more than 10 s, and never without udevd; 8 s leaves room for a loaded TCG guest)
+  if waitfor 80 eval '[ -z "$(ports)" ] && gone $STOID'; then
+    pass $n-session-ended "vhci port freed $(( ($(uptime_cs) - s) * 10 )) ms after device_del"
+  else
+    fail $n-session-ended "ports '$(ports)' after 8 s; $(grep -E 'WARN|ERROR' /tmp/$n.log | tail -2)"
+  fi
+  check $n-claim-released "status '$(claim_state $SB)'" waitfor 50 claim_is $SB absent
+  check $n-list-unplugged "$(hlist)" hlists "shared \(unplugged"
+  wait_host replug-$1 || fail $n-replugged "the host never answered"
+  s=$(uptime_cs)
+  if waitfor 150 claim_is $SB claimed; then
+    pass $n-reclaimed "$(( ($(uptime_cs) - s) * 10 )) ms after device_add, no second bind"
+  else
+    fail $n-reclaimed "status '$(claim_state $SB)' $(grep -E 'WARN|ERROR' /tmp/$n.log | tail -2)"
+  fi
+  check $n-not-left-to-usb-storage "local $SB:1.0 driver '$(drv $(intf0 $SD))'" \
+    eval 'bound_to $(intf0 $SD) usbfs && ! has_disk $SD'
+  check $n-list-reclaimed "$(hlist)" hlists " shared\$"
+  if import $n-reattach $SB $STOID; then
+    VD=$(find_dev $STOID vhci)
+    if waitfor 150 has_disk $VD; then
+      got=$(tmo 30 dd if=/dev/$(disk_of $VD) bs=65536 skip=$RAW_BLK count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+      check $n-reattach-raw "1 MiB at block $RAW_BLK md5 $got want $RAWMD5" [ "$got" = "$RAWMD5" ]
+    else
+      fail $n-reattach-raw "no block device (driver '$(drv $(intf0 $VD))')"
+    fi
+  fi
+  check $n-detach "every port detached" detach_all
+  o=$(tmo 20 usbipd unbind --busid $SB $X $XC 2>&1); rc=$?
+  check $n-unbind "rc=$rc $(echo $o)" [ $rc = 0 ]
+  check $n-list-unbound "$(hlist)" hlists "not shared\$"
+  check $n-storage-returned "driver '$(drv $(intf0 $SD))'" \
+    eval 'waitfor 100 bound_to $(intf0 $SD) usb-storage && waitfor 150 has_disk $SD'
+  kill $hpid; waitfor 50 eval '! kill -0 $hpid 2>/dev/null'; waitfor 50 eval '! proc_named usbipd'
+  echo "=== $n server log: hotplug and claims"
+  grep -E "hotplug|unplugged|gone|is back|claimed|released" /tmp/$n.log | tail -12
+}
+waitfor 50 eval '! kill -0 $KPID 2>/dev/null'  # the kernel's usbipd leaves port 3240
+hotplug noudev
+# udevd from Debian's udev package, without rules: it re-broadcasts the kernel's events to its own
+# netlink group (the one libudev and nusb's watcher listen to), as on a desktop
+mkdir -p /run/udev /etc/udev/rules.d; ln -sf /usr/bin/udevadm /usr/bin/systemd-udevd
+systemd-udevd --daemon > /tmp/udevd.log 2>&1
+check hp-udevd-running "$(cat /tmp/udevd.log)" waitfor 50 proc_named systemd-udevd
+hotplug udev
+udevadm control --exit 2>/dev/null
 
 if [ $FAILED != 0 ]; then echo "=== our server log"; tail -60 /tmp/server.log; echo "=== guest dmesg (tail)"; dmesg | tail -60; fi
 t "done"

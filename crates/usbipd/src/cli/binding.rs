@@ -13,7 +13,10 @@ use crate::ipc::{self, ErrorCode, IpcError};
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["busid", "hardware_id"])))]
 pub struct BindArgs {
-    /// The device's port, as `usbipd list` shows it (e.g. 1-2.3)
+    /// The device's port, as `usbipd list` shows it (e.g. 1-2.3). With the extension the
+    /// device is remembered by VID:PID and serial number: one with a serial number stays bound
+    /// when plugged into another port (listed under its new busid); one without stays bound to
+    /// this port. An unplugged device stays bound and is shared again when it returns
     #[arg(long, short = 'b')]
     pub busid: Option<String>,
     /// Every device with this VID:PID, wherever it is plugged in (e.g. 0525:a4a0)
@@ -242,5 +245,18 @@ mod tests {
         assert!(!is_busid("0-1a"));
         assert!(!is_busid("../1-1"));
         assert!(!is_busid("1-2..3"));
+    }
+
+    #[test]
+    fn bind_help_says_a_busid_binding_follows_the_serial_number_to_another_port() {
+        use clap::CommandFactory;
+        let mut cli = crate::cli::Cli::command();
+        let help = cli
+            .find_subcommand_mut("bind")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("serial number"), "{help}");
+        assert!(help.contains("another port"), "{help}");
     }
 }

@@ -138,6 +138,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         keyboards: built.keyboards.clone(),
         host,
         activation,
+        extension: (args.extension != "off").then(|| Arc::new(ExtensionLink::new(socket.clone()))),
     });
     tokio::spawn(control::serve(control_listener, ctx));
 

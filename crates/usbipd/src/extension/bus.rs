@@ -33,7 +33,16 @@ impl BusDevice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusEvent {
     Arrived(BusDevice),
-    Left { busid: String },
+    Left {
+        busid: String,
+    },
+    /// A claimed device's transfers failed because it is gone (ENODEV/ESHUTDOWN), and it is no
+    /// longer on the bus: the unplug as the claim saw it, which may be the only sign of it
+    /// (no hotplug source). Applies to the claim only if [`Claimed::departed`] says so, so a
+    /// late report never releases the claim of a device that has returned since.
+    Departed {
+        busid: String,
+    },
 }
 
 /// Why a claim or release failed: a stable code and the OS error behind it.
@@ -97,6 +106,16 @@ pub trait Claimed: Send + Sync {
 
     /// Closes the device and lets its kernel driver have it again.
     fn release(self: Box<Self>) -> Result<(), ClaimError>;
+
+    /// The device of this claim was seen to leave (see [`BusEvent::Departed`]).
+    fn departed(&self) -> bool {
+        false
+    }
+
+    /// The device left (an unplug event, or [`BusEvent::Departed`]): close it, giving nothing
+    /// back. Unlike a drop, this never keeps the handle for a device that still seems present
+    /// (the kernel's remove event precedes the removal of the device's sysfs directory).
+    fn unplugged(self: Box<Self>) {}
 }
 
 /// The host's USB bus. Calls may block for a few milliseconds (usbfs ioctls, IOKit): the

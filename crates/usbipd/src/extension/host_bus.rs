@@ -6,8 +6,9 @@
 //! bound devices.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -29,8 +30,16 @@ const SESSION_RETURN: Duration = Duration::from_secs(5);
 /// The same on a stop: the sessions were just ended.
 const STOP_RETURN: Duration = Duration::from_millis(500);
 
+/// After a transfer failed with `Disconnected`: how long the device may take to leave the
+/// bus's list (the kernel removes it from sysfs a moment after failing its transfers), and how
+/// often to look.
+const DEPARTURE_CHECK: Duration = Duration::from_secs(2);
+const DEPARTURE_POLL: Duration = Duration::from_millis(50);
+
 /// The host's bus as the extension sees it.
 pub struct UsbHostBus {
+    /// Itself, for the departure checks its claims start.
+    me: Weak<UsbHostBus>,
     backend: Arc<dyn HostBackend>,
     /// `/sys/bus/usb/devices` on Linux; `None` where drivers cannot be read.
     sysfs: Option<PathBuf>,
@@ -58,7 +67,8 @@ impl UsbHostBus {
         kind: &'static str,
         own_reenumerations: Option<Arc<OwnReenumerations>>,
     ) -> Arc<UsbHostBus> {
-        Arc::new(UsbHostBus {
+        Arc::new_cyclic(|me| UsbHostBus {
+            me: me.clone(),
             backend,
             sysfs,
             kind,
@@ -81,10 +91,8 @@ impl UsbHostBus {
         let bus = Self::system_backend(sysfs, kind);
         let mut watch = match host::HotplugWatch::new() {
             Ok(w) => w,
-            Err(e) => {
-                warn!(error = %e, "no host USB hotplug: plug and unplug are not followed");
-                return bus;
-            }
+            // No source (the watch logged it): unplugs are noticed by failed transfers only.
+            Err(_) => return bus,
         };
         let weak = Arc::downgrade(&bus);
         tokio::spawn(async move {
@@ -135,8 +143,70 @@ impl UsbHostBus {
                 return;
             }
         };
+        self.publish(event);
+    }
+
+    fn publish(&self, event: BusEvent) {
         let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
         subscribers.retain(|s| s.send(event.clone()).is_ok());
+    }
+
+    /// The hook a claim calls when its device's transfers fail with `Disconnected`: checks (on
+    /// a thread of its own, one check at a time) that the device really left the bus, then
+    /// marks the claim departed and publishes [`BusEvent::Departed`].
+    fn departure_hook(
+        &self,
+        info: &HostDeviceInfo,
+        departed: Arc<AtomicBool>,
+    ) -> host::claimed::OnDisconnect {
+        let bus = self.me.clone();
+        let checking = Arc::new(AtomicBool::new(false));
+        let (busid, devnum) = (info.busid.clone(), info.devnum);
+        Arc::new(move || {
+            if departed.load(Ordering::SeqCst) || checking.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            let (bus, busid, departed, checking) = (
+                bus.clone(),
+                busid.clone(),
+                departed.clone(),
+                checking.clone(),
+            );
+            let spawned = std::thread::Builder::new()
+                .name("usb-departure".into())
+                .spawn(move || {
+                    let Some(bus) = bus.upgrade() else { return };
+                    if bus.left_the_bus(&busid, devnum) {
+                        departed.store(true, Ordering::SeqCst);
+                        bus.publish(BusEvent::Departed { busid });
+                    } else {
+                        debug!(%busid, "a transfer failed as disconnected, but the device is still there");
+                        checking.store(false, Ordering::SeqCst);
+                    }
+                });
+            if let Err(e) = spawned {
+                warn!(error = %e, "departure check not started");
+            }
+        })
+    }
+
+    /// Whether the device `busid` with address `devnum` is gone from the bus (gone, or another
+    /// device at its port), waiting up to [`DEPARTURE_CHECK`] for the OS to remove it.
+    fn left_the_bus(&self, busid: &str, devnum: u32) -> bool {
+        let deadline = Instant::now() + DEPARTURE_CHECK;
+        loop {
+            let still = match self.backend.list() {
+                Ok(list) => list.iter().any(|d| d.busid == busid && d.devnum == devnum),
+                Err(_) => true,
+            };
+            if !still {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(DEPARTURE_POLL);
+        }
     }
 
     fn bus_device(&self, info: &HostDeviceInfo) -> BusDevice {
@@ -272,10 +342,16 @@ impl HostBus for UsbHostBus {
             return Err(claim_error(&e, Stage::Claim));
         }
         let sysfs_dir = self.sysfs.as_ref().map(|_| PathBuf::from(&info.path));
+        let departed = Arc::new(AtomicBool::new(false));
+        let devnum = info.devnum;
+        let device = Arc::new(ClaimedHostDevice::new(info, ops));
+        device.on_disconnect(self.departure_hook(device.info(), departed.clone()));
         Ok(Box::new(HostClaim {
-            device: Arc::new(ClaimedHostDevice::new(info, ops)),
+            device,
             detached: driver,
             sysfs_dir,
+            devnum,
+            departed,
         }))
     }
 
@@ -304,6 +380,27 @@ struct HostClaim {
     detached: Option<String>,
     /// The device's sysfs directory (Linux), to tell a stop from an unplug on drop.
     sysfs_dir: Option<PathBuf>,
+    /// Its address: a device at the same port with another one is another device.
+    devnum: u32,
+    /// Its transfers failed as disconnected and it left the bus.
+    departed: Arc<AtomicBool>,
+}
+
+impl HostClaim {
+    /// The claimed device is still plugged in (Linux: its sysfs directory is there with its
+    /// address; where unreadable, assumed present).
+    fn present(&self) -> bool {
+        if self.departed.load(Ordering::SeqCst) {
+            return false;
+        }
+        let Some(dir) = self.sysfs_dir.as_ref().filter(|d| d.exists()) else {
+            return false;
+        };
+        match std::fs::read_to_string(dir.join("devnum")) {
+            Ok(n) => n.trim().parse::<u32>().map_or(true, |n| n == self.devnum),
+            Err(_) => true,
+        }
+    }
 }
 
 impl Claimed for HostClaim {
@@ -326,6 +423,14 @@ impl Claimed for HostClaim {
         drop(ops);
         attached.map_err(|e| host_error(&e, Stage::Release))
     }
+
+    fn departed(&self) -> bool {
+        self.departed.load(Ordering::SeqCst)
+    }
+
+    fn unplugged(self: Box<Self>) {
+        self.departed.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Drop for HostClaim {
@@ -335,8 +440,7 @@ impl Drop for HostClaim {
         // at unbind (the next start claims it again). A gone device is simply closed.
         // (The unplug event can precede the removal of the sysfs directory by a moment: such a
         // handle is kept open too, a small leak on a rare race, never a device given back.)
-        let present = self.sysfs_dir.as_ref().is_some_and(|d| d.exists());
-        if present {
+        if self.present() {
             if let Some(ops) = self.device.take(STOP_RETURN) {
                 std::mem::forget(ops);
             }

@@ -15,8 +15,20 @@ use tracing::{debug, info, warn};
 use usbip_proto::{ExportedDevice, Limits, OpReply, OpRequest};
 
 use crate::ipc::client::{self, Client};
-use crate::ipc::{from_hex, to_hex, EventKind, Request, Response, SessionLimits, MAX_LEFTOVER};
+use crate::ipc::{
+    from_hex, to_hex, ClaimInfo, EventKind, HostDeviceInfo, Request, Response, SessionLimits,
+    MAX_LEFTOVER,
+};
 use crate::server::{BoxFuture, External, ServerConfig};
+
+/// What the extension says of its devices: the exported records, its claims and the host's
+/// devices as it sees them.
+#[derive(Debug, Clone, Default)]
+pub struct ExtensionView {
+    pub exported: Vec<ExportedDevice>,
+    pub claims: Vec<ClaimInfo>,
+    pub host: Vec<HostDeviceInfo>,
+}
 
 pub struct ExtensionLink {
     socket: PathBuf,
@@ -55,6 +67,24 @@ impl ExtensionLink {
             Ok(Some((OpReply::DevList(devices), _))) => devices,
             _ => Vec::new(),
         }
+    }
+
+    /// The extension's claims, exported devices and host devices, for `usbipd list`; `None`
+    /// when it does not answer.
+    pub async fn view(&self) -> Option<ExtensionView> {
+        let claims = match client::call(&self.socket, &Request::Status).await {
+            Ok(Response::Status(status)) => status.claims,
+            _ => return None,
+        };
+        let host = match client::call(&self.socket, &Request::HostDevices).await {
+            Ok(Response::HostDevices(devices)) => devices,
+            _ => Vec::new(),
+        };
+        Some(ExtensionView {
+            exported: self.list_devices().await,
+            claims,
+            host,
+        })
     }
 
     async fn hand_over(

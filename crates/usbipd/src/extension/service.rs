@@ -344,30 +344,48 @@ impl Extension {
     async fn on_bus_event(&self, event: BusEvent) {
         let _op = self.ops.lock().await;
         match event {
-            BusEvent::Left { busid } => {
-                let taken = {
-                    let mut slots = self.slots();
-                    slots.get_mut(&busid).and_then(|slot| {
-                        let handle = slot.handle.take()?;
-                        slot.state = SlotState::Absent;
-                        Some((
-                            handle,
-                            std::mem::take(&mut slot.sessions),
-                            slot.record.clone(),
-                        ))
-                    })
-                };
-                let Some((handle, sessions, record)) = taken else {
-                    return;
-                };
-                self.exports.remove(&busid);
-                end_sessions(sessions).await;
-                drop(handle); // the device is gone: nothing to give back
-                warn!(busid = %busid, vid_pid = %vid_pid(&record), transition = "claimed -> released", "device unplugged; claim released, waiting for it to return");
-                self.emit(EventKind::Gone, &record);
+            BusEvent::Left { busid } => self.left(&busid, "device unplugged").await,
+            BusEvent::Departed { busid } => {
+                let departed = self
+                    .slots()
+                    .get(&busid)
+                    .and_then(|s| s.handle.as_ref())
+                    .is_some_and(|h| h.departed());
+                if departed {
+                    self.left(
+                        &busid,
+                        "device gone (its transfers failed with ENODEV/ESHUTDOWN)",
+                    )
+                    .await;
+                }
             }
             BusEvent::Arrived(dev) => self.arrived(dev).await,
         }
+    }
+
+    /// The device of `busid` left: its sessions end and its claim is released; the slot waits
+    /// for the device to return (and claims it again then).
+    async fn left(&self, busid: &str, why: &str) {
+        let taken = {
+            let mut slots = self.slots();
+            slots.get_mut(busid).and_then(|slot| {
+                let handle = slot.handle.take()?;
+                slot.state = SlotState::Absent;
+                Some((
+                    handle,
+                    std::mem::take(&mut slot.sessions),
+                    slot.record.clone(),
+                ))
+            })
+        };
+        let Some((handle, sessions, record)) = taken else {
+            return;
+        };
+        self.exports.remove(busid);
+        end_sessions(sessions).await;
+        handle.unplugged(); // the device is gone: nothing to give back
+        warn!(busid, vid_pid = %vid_pid(&record), transition = "claimed -> released", "{why}; claim released, waiting for it to return");
+        self.emit(EventKind::Gone, &record);
     }
 
     async fn arrived(&self, dev: BusDevice) {

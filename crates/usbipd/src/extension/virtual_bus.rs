@@ -48,6 +48,10 @@ pub struct VirtualDeviceSpec {
     /// The process aborts while giving the device back (a crash in the middle of an unbind).
     #[serde(default)]
     pub crash_on_release: bool,
+    /// No hotplug source hears this device leave: its unplug sends no `Left`, and a claim
+    /// learns of it only when its transfers fail with ENODEV (then `Departed`).
+    #[serde(default)]
+    pub unplug_unheard: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +92,7 @@ impl VirtualDeviceSpec {
             fail_claim: None,
             held_by_program: false,
             crash_on_release: false,
+            unplug_unheard: false,
         }
     }
 }
@@ -304,7 +309,16 @@ fn plug_locked(state: &mut State, busid: &str, notify: bool) {
         vid: spec.vid,
         pid: spec.pid,
         present: Arc::new(AtomicBool::new(true)),
+        departed: Arc::new(Departure {
+            busid: busid.to_string(),
+            reported: AtomicBool::new(false),
+            subscribers: std::sync::Mutex::new(Vec::new()),
+        }),
     });
+    // A claim of this device reports its departure (seen as ENODEV) to today's subscribers.
+    if let Ok(mut subscribers) = device.departed.subscribers.lock() {
+        *subscribers = state.subscribers.clone();
+    }
     state.live.insert(busid.to_string(), device);
     // A device restored from the kernel file keeps its state; a new plug gets its driver.
     if notify || !state.kernel.devices.contains_key(busid) {
@@ -325,12 +339,17 @@ fn plug_locked(state: &mut State, busid: &str, notify: bool) {
 }
 
 fn unplug_locked(state: &mut State, busid: &str) {
+    let mut heard = true;
     if let Some(s) = state.specs.get_mut(busid) {
         s.plugged = false;
+        heard = !s.unplug_unheard;
     }
     if let Some(old) = state.live.remove(busid) {
         old.present.store(false, Ordering::SeqCst);
         state.kernel.devices.remove(busid);
+        if !heard {
+            return;
+        }
         let busid = busid.to_string();
         state.subscribers.retain(|s| {
             s.send(BusEvent::Left {
@@ -445,7 +464,13 @@ impl HostBus for VirtualBus {
 
     fn subscribe(&self) -> mpsc::UnboundedReceiver<BusEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.lock().subscribers.push(tx);
+        let mut state = self.lock();
+        for device in state.live.values() {
+            if let Ok(mut subscribers) = device.departed.subscribers.lock() {
+                subscribers.push(tx.clone());
+            }
+        }
+        state.subscribers.push(tx);
         rx
     }
 }
@@ -490,6 +515,10 @@ impl Claimed for VirtualClaim {
         self.detached.clone()
     }
 
+    fn departed(&self) -> bool {
+        self.device.departed.reported.load(Ordering::SeqCst)
+    }
+
     fn release(self: Box<Self>) -> Result<(), ClaimError> {
         if self.crash_on_release {
             // The injected fault: die as a crash would, with no cleanup at all.
@@ -512,6 +541,33 @@ pub struct HostLikeDevice {
     vid: u16,
     pid: u16,
     present: Arc<AtomicBool>,
+    departed: Arc<Departure>,
+}
+
+/// What a host claim does when its device's transfers fail with ENODEV after an unplug:
+/// publish `Departed` once (see `UsbHostBus`).
+struct Departure {
+    busid: String,
+    reported: AtomicBool,
+    subscribers: std::sync::Mutex<Vec<mpsc::UnboundedSender<BusEvent>>>,
+}
+
+impl Departure {
+    fn report(&self) {
+        if self.reported.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let subscribers = self
+            .subscribers
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        for s in subscribers {
+            let _ = s.send(BusEvent::Departed {
+                busid: self.busid.clone(),
+            });
+        }
+    }
 }
 
 impl Device for HostLikeDevice {
@@ -531,6 +587,7 @@ impl Device for HostLikeDevice {
             inner: self.inner.open(completer.clone())?,
             completer,
             present: self.present.clone(),
+            departed: self.departed.clone(),
         }))
     }
 }
@@ -539,6 +596,7 @@ struct HostLikeSession {
     inner: Box<dyn DeviceSession>,
     completer: Completer,
     present: Arc<AtomicBool>,
+    departed: Arc<Departure>,
 }
 
 impl DeviceSession for HostLikeSession {
@@ -546,6 +604,7 @@ impl DeviceSession for HostLikeSession {
         if !self.present.load(Ordering::SeqCst) {
             self.completer
                 .complete(UrbCompletion::error(urb.seqnum, errno::ENODEV));
+            self.departed.report();
             return;
         }
         self.inner.submit(urb);

@@ -3,5 +3,7 @@
 
 #[cfg(target_os = "linux")]
 pub mod linux;
+#[cfg(target_os = "linux")]
+pub mod linux_uevent;
 #[cfg(any(target_os = "macos", usbipd_check_macos))]
 pub mod macos;

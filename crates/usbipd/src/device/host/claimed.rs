@@ -3,24 +3,34 @@
 //! never gets the device between two clients.
 //!
 //! It never claims or releases per session (that is [`super::HostDevice`], fallback mode), and
-//! never lets two sessions hold the handle at once.
+//! never lets two sessions hold the handle at once. A transfer or call that fails because the
+//! device is gone (ENODEV, ESHUTDOWN: `Disconnected`) is reported to whoever keeps the claim
+//! ([`ClaimedHostDevice::on_disconnect`]), which may be the only sign of an unplug there is.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use usbip_proto::ExportedDevice;
 
-use super::backend::{EndpointDesc, EndpointQueue, HostDeviceInfo, HostDeviceOps};
-use super::errors::{ClaimError, HostError, XferError};
+use super::backend::{
+    BoxFuture, EndpointDesc, EndpointQueue, HostDeviceInfo, HostDeviceOps, TransferDone,
+    TransferRequest,
+};
+use super::errors::{ClaimError, HostError, HostErrorKind, XferError};
 use super::session::HostSession;
 use super::HostDevice;
 use crate::device::{Completer, Device, DeviceSession, OpenError, SetupPacket};
+
+/// Told that an operation on the device failed with `Disconnected` (maybe many times).
+pub type OnDisconnect = Arc<dyn Fn() + Send + Sync>;
 
 /// Where the claimed handle waits between sessions.
 struct Slot {
     ops: Mutex<Option<Box<dyn HostDeviceOps>>>,
     returned: Condvar,
+    on_disconnect: Mutex<Option<OnDisconnect>>,
 }
 
 impl Slot {
@@ -32,6 +42,25 @@ impl Slot {
     fn put(&self, ops: Box<dyn HostDeviceOps>) {
         *self.lock() = Some(ops);
         self.returned.notify_all();
+    }
+
+    fn disconnected(&self) {
+        let hook = self
+            .on_disconnect
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+
+    /// Passes `result` on, reporting a `Disconnected` failure first.
+    fn watch<T>(&self, result: Result<T, HostError>) -> Result<T, HostError> {
+        if matches!(&result, Err(e) if e.kind == HostErrorKind::Disconnected) {
+            self.disconnected();
+        }
+        result
     }
 }
 
@@ -49,8 +78,19 @@ impl ClaimedHostDevice {
             slot: Arc::new(Slot {
                 ops: Mutex::new(Some(ops)),
                 returned: Condvar::new(),
+                on_disconnect: Mutex::new(None),
             }),
         }
+    }
+
+    /// Calls `hook` whenever a transfer or call on the device fails with `Disconnected`
+    /// (from any thread; it must not block).
+    pub fn on_disconnect(&self, hook: OnDisconnect) {
+        *self
+            .slot
+            .on_disconnect
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
     pub fn info(&self) -> &HostDeviceInfo {
@@ -144,7 +184,11 @@ impl HostDeviceOps for Lent {
     }
 
     fn claim_interfaces(&mut self) -> Result<(), ClaimError> {
-        self.ops_mut().claim_interfaces()
+        let result = self.ops_mut().claim_interfaces();
+        if matches!(&result, Err(e) if e.error.kind == HostErrorKind::Disconnected) {
+            self.slot.disconnected();
+        }
+        result
     }
 
     fn release_interfaces(&mut self) {
@@ -155,26 +199,74 @@ impl HostDeviceOps for Lent {
         &mut self,
         endpoint: &EndpointDesc,
     ) -> Result<Box<dyn EndpointQueue>, HostError> {
-        self.ops_mut().open_endpoint(endpoint)
+        let queue = self.ops_mut().open_endpoint(endpoint);
+        let queue = self.slot.watch(queue)?;
+        Ok(Box::new(WatchedQueue {
+            queue,
+            slot: self.slot.clone(),
+        }))
     }
 
     fn control(&mut self, setup: &SetupPacket, data: &[u8]) -> Result<Vec<u8>, XferError> {
-        self.ops_mut().control(setup, data)
+        let result = self.ops_mut().control(setup, data);
+        if result == Err(XferError::Disconnected) {
+            self.slot.disconnected();
+        }
+        result
     }
 
     fn set_configuration(&mut self, value: u8) -> Result<(), HostError> {
-        self.ops_mut().set_configuration(value)
+        let result = self.ops_mut().set_configuration(value);
+        self.slot.watch(result)
     }
 
     fn set_alt_setting(&mut self, interface: u8, alt: u8) -> Result<(), HostError> {
-        self.ops_mut().set_alt_setting(interface, alt)
+        let result = self.ops_mut().set_alt_setting(interface, alt);
+        self.slot.watch(result)
     }
 
     fn reset(&mut self) -> Result<(), HostError> {
-        self.ops_mut().reset()
+        let result = self.ops_mut().reset();
+        self.slot.watch(result)
     }
 
     fn attach_kernel_drivers(&mut self) -> Result<(), HostError> {
         self.ops_mut().attach_kernel_drivers()
+    }
+}
+
+/// An endpoint queue of a claimed device whose `Disconnected` completions are reported.
+struct WatchedQueue {
+    queue: Box<dyn EndpointQueue>,
+    slot: Arc<Slot>,
+}
+
+impl EndpointQueue for WatchedQueue {
+    fn submit(&mut self, request: TransferRequest) {
+        self.queue.submit(request)
+    }
+
+    fn poll_next_complete(&mut self, cx: &mut Context<'_>) -> Poll<TransferDone> {
+        let done = self.queue.poll_next_complete(cx);
+        if let Poll::Ready(TransferDone {
+            status: Err(XferError::Disconnected),
+            ..
+        }) = &done
+        {
+            self.slot.disconnected();
+        }
+        done
+    }
+
+    fn pending(&self) -> usize {
+        self.queue.pending()
+    }
+
+    fn cancel_all(&mut self) {
+        self.queue.cancel_all()
+    }
+
+    fn clear_halt(&mut self) -> BoxFuture<Result<(), HostError>> {
+        self.queue.clear_halt()
     }
 }

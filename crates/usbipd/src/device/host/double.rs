@@ -69,6 +69,8 @@ pub(crate) struct DeviceState {
     /// Opening fails with this (the usbfs node cannot be opened).
     pub open_error: Option<HostError>,
     pub control: ControlFn,
+    /// Unplugged: no longer listed.
+    pub gone: bool,
 }
 
 #[derive(Clone)]
@@ -90,6 +92,7 @@ impl Double {
                 claim_error: None,
                 open_error: None,
                 control: Box::new(|_, _| Ok(Vec::new())),
+                gone: false,
             })),
             info,
         }
@@ -133,6 +136,9 @@ impl Double {
 
 impl HostBackend for Double {
     fn list(&self) -> Result<Vec<HostDeviceInfo>, HostError> {
+        if self.state().gone {
+            return Ok(Vec::new());
+        }
         Ok(vec![self.info.clone()])
     }
 

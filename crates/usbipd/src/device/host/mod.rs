@@ -13,6 +13,8 @@ pub mod capture;
 pub mod claimed;
 mod endpoint;
 pub mod errors;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+mod hotplug;
 pub mod intercept;
 #[cfg(target_os = "linux")]
 mod linux;
@@ -36,7 +38,9 @@ pub use backend::{HostBackend, HostDeviceInfo, HostDeviceOps, HotplugEvent};
 pub use claimed::ClaimedHostDevice;
 pub use errors::{ClaimError, ClaimReason, HostError, HostErrorKind};
 #[cfg(any(target_os = "linux", target_os = "macos"))]
-pub use nusb_backend::{HotplugWatch, NusbBackend};
+pub use hotplug::HotplugWatch;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+pub use nusb_backend::NusbBackend;
 
 use super::{Completer, Device, DeviceNames, DeviceSession, OpenError};
 use session::HostSession;

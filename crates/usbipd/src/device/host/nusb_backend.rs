@@ -450,23 +450,23 @@ where
     }
 }
 
-/// Arrivals and departures of host devices, from nusb's watcher.
-pub struct HotplugWatch {
+/// Arrivals and departures of host devices, from nusb's watcher (udevd's events on Linux).
+pub struct NusbHotplugWatch {
     events: nusb::hotplug::HotplugWatch,
     /// Busids of the devices seen, so that a departure can name its busid.
     known: HashMap<nusb::DeviceId, String>,
 }
 
-impl HotplugWatch {
+impl NusbHotplugWatch {
     /// Starts watching. Blocks briefly: it lists the present devices.
-    pub fn new() -> Result<HotplugWatch, HostError> {
+    pub fn new() -> Result<NusbHotplugWatch, HostError> {
         let events = nusb::watch_devices().map_err(host_error)?;
         let known = nusb::list_devices()
             .wait()
             .map_err(host_error)?
             .filter_map(|d| Some((d.id(), Current::busid(&d)?)))
             .collect();
-        Ok(HotplugWatch { events, known })
+        Ok(NusbHotplugWatch { events, known })
     }
 
     /// The next arrival or departure of a device that has a busid (root hubs are skipped).

@@ -9,7 +9,9 @@ use std::time::Duration;
 use usbip_proto::{InterfaceRecord, Speed};
 
 use super::*;
+use crate::device::host::backend::TransferDone;
 use crate::device::host::double::Double;
+use crate::device::host::errors::XferError;
 use crate::device::host::{HostError, HostErrorKind};
 use crate::device::r#virtual::descriptors::transfer_type::BULK;
 use crate::device::r#virtual::ConfigBuilder;
@@ -209,6 +211,62 @@ async fn a_claim_is_kept_across_sessions_and_released_to_the_kernel_driver() {
     assert!(TestHost::open(device.as_ref()).is_err());
 }
 
+/// Without a hotplug source, a transfer failing with ENODEV/ESHUTDOWN is the only sign of an
+/// unplug: it is reported once the device has really left the bus, and not while it is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_transfers_fail_as_disconnected_reports_its_departure_once_it_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let (double, bus) = bus(dir.path());
+    let mut events = bus.subscribe();
+    let claim = bus.claim("1-2.3").unwrap();
+    let device = claim.device();
+    let mut host = TestHost::open(device.as_ref()).unwrap();
+    let get_status = SetupPacket {
+        request_type: 0x80,
+        request: 0x00,
+        value: 0,
+        index: 0,
+        length: 2,
+    };
+    double.state().control = Box::new(|_, _| Err(XferError::Disconnected));
+
+    // Still listed (an ESHUTDOWN of an endpoint being disabled, say): not a departure.
+    let done = host.control(get_status, &[]).await.unwrap();
+    assert_eq!(done.status, usbip_proto::errno::ESHUTDOWN);
+    tokio::time::sleep(DEPARTURE_CHECK + Duration::from_millis(300)).await;
+    assert!(events.try_recv().is_err(), "departed while still listed");
+    assert!(!claim.departed());
+
+    // Gone from the bus: a bulk transfer failing as disconnected reports it.
+    double.state().gone = true;
+    let urb = host.urb(0x81, 64, &[]);
+    host.submit(urb);
+    until("bulk IN queued", || double.pending(0x81).len() == 1).await;
+    double.finish(
+        0x81,
+        TransferDone {
+            data: Default::default(),
+            actual_length: 0,
+            status: Err(XferError::Disconnected),
+        },
+    );
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
+    assert_eq!(
+        event.unwrap(),
+        Some(BusEvent::Departed {
+            busid: "1-2.3".into()
+        })
+    );
+    assert!(claim.departed());
+    // Reported once, however many transfers fail after.
+    assert_eq!(
+        host.control(get_status, &[]).await.unwrap().status,
+        usbip_proto::errno::ESHUTDOWN
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(events.try_recv().is_err());
+}
+
 #[tokio::test]
 async fn release_waits_for_a_session_that_is_ending() {
     let dir = tempfile::tempdir().unwrap();
@@ -293,6 +351,40 @@ fn dropping_a_claim_of_an_unplugged_device_closes_it_without_a_release() {
     let claim = bus.claim("1-2.3").unwrap();
     drop(claim); // its sysfs directory does not exist: the device is gone
     assert_eq!(double.calls(), ["open", "claim"]);
+}
+
+/// The kernel's remove event comes before the device's sysfs directory goes: an unplugged claim
+/// is closed even so, while a claim dropped on a stop keeps a present device's handle.
+#[test]
+fn an_unplugged_claim_is_closed_even_while_its_sysfs_directory_lingers() {
+    let dir = tempfile::tempdir().unwrap();
+    let device_dir = dir.path().join("1-2.3");
+    std::fs::create_dir_all(&device_dir).unwrap();
+    std::fs::write(device_dir.join("devnum"), "7\n").unwrap();
+    let mut i = info();
+    i.path = device_dir.to_string_lossy().into_owned();
+    let double = Double::new(i, vec![config()], 1);
+    let bus = UsbHostBus::new(
+        Arc::new(double.clone()),
+        Some(dir.path().to_path_buf()),
+        "usbfs",
+    );
+    let handles = || Arc::strong_count(&double.state);
+    let idle = handles();
+
+    let claim = bus.claim("1-2.3").unwrap();
+    assert_eq!(handles(), idle + 1);
+    drop(claim); // a stop: the present device stays held until the process exits
+    assert_eq!(handles(), idle + 1);
+
+    let claim = bus.claim("1-2.3").unwrap();
+    assert_eq!(handles(), idle + 2);
+    claim.unplugged();
+    assert_eq!(
+        handles(),
+        idle + 1,
+        "the unplugged device's handle was kept"
+    );
 }
 
 #[tokio::test]
