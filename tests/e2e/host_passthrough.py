@@ -41,7 +41,7 @@ EXTENSION = (["ext-server-start", "ext-bind-storage", "ext-claimed-at-bind-stora
               "ext-status-in-use", "ext-imported-disk", "ext-file", "ext-raw", "ext-head",
               "ext-second-attach-refused", "ext-attach-keyboard", "ext-imported-keyboard", "ext-keys",
               "ext-detach", "ext-claim-kept", "ext-restart-restores", "ext-reattach-storage",
-              "ext-reattach-raw", "ext-detach-again", "ext-unbind-storage", "ext-unbind-keyboard",
+              "ext-reattach-raw", "ext-server-detach", "ext-detach-again", "ext-unbind-storage", "ext-unbind-keyboard",
               "ext-storage-returned", "ext-keyboard-returned", "ext-unbind-unclaimed", "ext-server-stopped",
               "ext-server-log-clean"])
 KERNEL = (["kernel-bind-storage", "kernel-bind-keyboard", "kernel-server-start", "kernel-attach-storage",
