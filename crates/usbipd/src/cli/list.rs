@@ -36,12 +36,16 @@ async fn local(args: &ListArgs) -> anyhow::Result<()> {
         // No server running: the host's devices and what is bound.
         Err(_) => host_devices_offline(args)?,
     };
+    if devices.is_empty() && !args.json {
+        println!("no devices: no usbipd server is running and no host USB device was found");
+        return Ok(());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&devices)?);
         return Ok(());
     }
     println!(
-        "{:<10} {:<10} {:<9} {:<40} STATE",
+        "{:<10} {:<10} {:<11} {:<40} STATE",
         "BUSID", "VID:PID", "SPEED", "DEVICE"
     );
     for d in devices {
@@ -52,11 +56,25 @@ async fn local(args: &ListArgs) -> anyhow::Result<()> {
         };
         let name = display_name(&d);
         println!(
-            "{:<10} {:04x}:{:04x}  {:<9} {:<40} {state}",
-            d.busid, d.vid, d.pid, d.speed, name
+            "{:<10} {:04x}:{:04x}  {:<11} {:<40} {state}",
+            d.busid,
+            d.vid,
+            d.pid,
+            speed_label(&d.speed),
+            name
         );
     }
     Ok(())
+}
+
+/// A speed in Mbit/s as the protocol names it ("480", "5000") with its unit, for people:
+/// "480 Mbit/s", "5 Gbit/s". The JSON output keeps the plain number.
+fn speed_label(mbps: &str) -> String {
+    match mbps.parse::<u32>() {
+        Ok(n) if n >= 1000 && n % 1000 == 0 => format!("{} Gbit/s", n / 1000),
+        _ if mbps.is_empty() || mbps == "unknown" => "-".to_string(),
+        _ => format!("{mbps} Mbit/s"),
+    }
 }
 
 /// What the device says of itself, else the names the usb.ids database has for its VID:PID.
@@ -71,6 +89,8 @@ fn display_name(d: &DeviceEntry) -> String {
         .clone()
         .or_else(|| usb_ids::Device::from_vid_pid(d.vid, d.pid).map(|p| p.name().to_string()));
     match (vendor, product) {
+        // "usbipd" + "usbipd virtual keyboard": the product already names its maker.
+        (Some(m), Some(p)) if p.to_lowercase().starts_with(&m.to_lowercase()) => p,
         (Some(m), Some(p)) => format!("{m} {p}"),
         (None, Some(p)) => p,
         (Some(m), None) => m,
@@ -84,10 +104,12 @@ fn host_devices_offline(args: &ListArgs) -> anyhow::Result<Vec<DeviceEntry>> {
     use crate::device::host::{HostBackend, NusbBackend};
     let bindings = Bindings::load(&args.state.bindings_path()?)?;
     let mut devices = Vec::new();
-    let present = NusbBackend.list().unwrap_or_else(|e| {
-        eprintln!("usbipd: cannot list host USB devices: {e}");
-        Vec::new()
-    });
+    // One clear line, not a table header followed by an error.
+    let present = NusbBackend.list().map_err(|e| {
+        anyhow::anyhow!(
+            "no usbipd server is running, and host USB devices cannot be listed here: {e}"
+        )
+    })?;
     for info in present {
         let mut entry = DeviceEntry::unshared_host(&info);
         if bindings.is_bound(&info) {
@@ -147,11 +169,11 @@ async fn remote(host: &str, json: bool) -> anyhow::Result<()> {
     for d in devices {
         let r = &d.record;
         println!(
-            "  {:<10} {:04x}:{:04x}  {} Mbit/s  class {:02x}/{:02x}/{:02x}  {}",
+            "  {:<10} {:04x}:{:04x}  {}  class {:02x}/{:02x}/{:02x}  {}",
             r.busid,
             r.id_vendor,
             r.id_product,
-            r.speed.as_mbps(),
+            speed_label(r.speed.as_mbps()),
             r.device_class,
             r.device_subclass,
             r.device_protocol,
@@ -204,5 +226,35 @@ mod tests {
         assert!(from_db.contains("Netchip"), "{from_db}");
         assert!(from_db.contains("Gadget Zero"), "{from_db}");
         assert_eq!(display_name(&entry(0xfffe, 0xfffe, None, None)), "");
+        // A product that already names its maker is not prefixed again.
+        assert_eq!(
+            display_name(&entry(
+                1,
+                2,
+                Some("usbipd"),
+                Some("usbipd virtual keyboard")
+            )),
+            "usbipd virtual keyboard"
+        );
+    }
+
+    #[test]
+    fn speeds_carry_their_unit() {
+        let labels: Vec<String> = ["1.5", "12", "480", "5000", "10000", "53.3-480", "unknown"]
+            .iter()
+            .map(|s| speed_label(s))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "1.5 Mbit/s",
+                "12 Mbit/s",
+                "480 Mbit/s",
+                "5 Gbit/s",
+                "10 Gbit/s",
+                "53.3-480 Mbit/s",
+                "-"
+            ]
+        );
     }
 }
