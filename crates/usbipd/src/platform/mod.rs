@@ -3,5 +3,5 @@
 
 #[cfg(target_os = "linux")]
 pub mod linux;
-#[cfg(any(target_os = "macos", usbipd_check_macos))]
+#[cfg(target_os = "macos")]
 pub mod macos;

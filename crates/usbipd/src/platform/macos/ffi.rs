@@ -2,9 +2,7 @@
 //! it, in one place so each can be compared with its header. Core Foundation comes from
 //! `core-foundation(-sys)`; IOKit's USB user-client interface and the Security framework's
 //! code-signing calls have no maintained binding that covers them (security-framework lacks the
-//! signing-information call and builds only for Apple targets, which we cannot check here).
-//!
-//! The `link` attributes apply on macOS only, so the Linux type-check never links.
+//! signing-information call).
 
 #![allow(non_snake_case, non_upper_case_globals, non_camel_case_types)]
 #![allow(clippy::upper_case_acronyms)] // the SDK's names, to compare with its headers
@@ -102,7 +100,7 @@ pub const kIOUSBDeviceInterfaceID650: [u8; 16] = [
     0x4a, 0xac, 0x1b, 0x2e, 0x24, 0xc2, 0x47, 0x6a, 0x96, 0x4d, 0x91, 0x33, 0x35, 0x34, 0xf2, 0xcc,
 ];
 
-#[cfg_attr(target_os = "macos", link(name = "IOKit", kind = "framework"))]
+#[link(name = "IOKit", kind = "framework")]
 unsafe extern "C" {
     pub fn IOServiceMatching(name: *const c_char) -> CFMutableDictionaryRef;
     /// Consumes one reference to `matching`.
@@ -167,7 +165,7 @@ pub struct IOUSBDeviceInterface {
     pub USBDeviceReEnumerate: unsafe extern "C" fn(this: *mut c_void, options: u32) -> IOReturn,
 }
 
-// The slots this layout depends on, checked wherever it compiles (the Linux type-check too).
+// The slots this layout depends on, checked wherever it compiles (the Apple type-check too).
 const SLOT: usize = std::mem::size_of::<*const c_void>();
 const _: () = {
     use std::mem::offset_of;
@@ -195,7 +193,7 @@ pub const errSecCSUnsigned: OSStatus = -67062;
 /// The code does not satisfy the requirement.
 pub const errSecCSReqFailed: OSStatus = -67050;
 
-#[cfg_attr(target_os = "macos", link(name = "Security", kind = "framework"))]
+#[link(name = "Security", kind = "framework")]
 unsafe extern "C" {
     pub static kSecCodeInfoTeamIdentifier: CFStringRef;
     pub static kSecGuestAttributeAudit: CFStringRef;
