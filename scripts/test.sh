@@ -16,6 +16,9 @@ cargo test --release --workspace
 section "type-check and lint for the Apple targets (checked, not linked: no macOS SDK here)"
 scripts/check-apple.sh
 
+section "lint of the CI workflow (.github/workflows, actionlint)"
+scripts/lint-workflows.sh
+
 section "benchmark smoke run (quick mode; numbers are not checked)"
 target/release/usbipd-bench --quick --usbipd target/release/usbipd > target/bench-quick.md
 tail -n 30 target/bench-quick.md
