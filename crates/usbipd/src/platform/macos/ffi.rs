@@ -1,6 +1,6 @@
 //! The C declarations the macOS leaves call, each written from Apple's SDK header named beside
 //! it, in one place so each can be compared with its header. Core Foundation comes from
-//! `core-foundation(-sys)`; IOKit's USB user-client interface and the Security framework's
+//! `core-foundation(-sys)`, the socket calls of `peer` from nix and libc; IOKit's USB user-client interface and the Security framework's
 //! code-signing calls have no maintained binding that covers them (security-framework lacks the
 //! signing-information call).
 
@@ -14,50 +14,15 @@ use core_foundation_sys::dictionary::{CFDictionaryRef, CFMutableDictionaryRef};
 use core_foundation_sys::string::CFStringRef;
 use core_foundation_sys::uuid::{CFUUIDBytes, CFUUIDRef};
 
-// ---- sys/un.h, unistd.h, bsm/audit.h --------------------------------------------------------
+// ---- mach/message.h -------------------------------------------------------------------------
+// (The socket calls, `getpeereid`, `LOCAL_PEER*` and `struct xucred` come from nix and libc.)
 
-/// `SOL_LOCAL`: the level of Unix-domain socket options.
-pub const SOL_LOCAL: c_int = 0;
-/// `LOCAL_PEERCRED`: the peer's credentials as a `struct xucred`.
-pub const LOCAL_PEERCRED: c_int = 0x001;
-/// `LOCAL_PEERPID`: the pid of the peer process.
-pub const LOCAL_PEERPID: c_int = 0x002;
-/// `LOCAL_PEERTOKEN`: the audit token of the peer.
-pub const LOCAL_PEERTOKEN: c_int = 0x006;
-
-/// `struct xucred` (sys/ucred.h): `cr_version` (XUCRED_VERSION, 0), the effective uid, and the
-/// first `NGROUPS` (16) groups, the effective gid first. The C struct has two bytes of padding
-/// after `cr_ngroups`, named here so that every byte belongs to a field.
-#[repr(C)]
-#[derive(Default)]
-pub struct xucred {
-    pub cr_version: u32,
-    pub cr_uid: u32,
-    pub cr_ngroups: i16,
-    pub _padding: u16,
-    pub cr_groups: [u32; 16],
-}
-
-const _: () = assert!(std::mem::size_of::<xucred>() == 76);
-
-/// `audit_token_t`: eight 32-bit words naming one process image (pid and its version).
+/// `audit_token_t` (mach/message.h; libc does not declare it): eight 32-bit words naming one
+/// process image (pid and its version).
 #[repr(C)]
 #[derive(Default)]
 pub struct audit_token_t {
     pub val: [u32; 8],
-}
-
-unsafe extern "C" {
-    /// unistd.h
-    pub fn getpeereid(socket: c_int, euid: *mut u32, egid: *mut u32) -> c_int;
-    /// sys/socket.h (socklen_t is u32)
-    pub fn getsockopt(
-        socket: c_int,
-        level: c_int,
-        name: c_int,
-        value: *mut c_void,
-        len: *mut u32,
-    ) -> c_int;
 }
 
 // ---- IOKit: IOKitLib.h, IOCFPlugIn.h, IOUSBLib.h, USB.h -------------------------------------
