@@ -1,16 +1,17 @@
-//! The C declarations the macOS leaves call, each written from Apple's SDK header named beside
-//! it, in one place so each can be compared with its header. Core Foundation comes from
-//! `core-foundation(-sys)`, the socket calls of `peer` from nix and libc; IOKit's USB user-client interface and the Security framework's
-//! code-signing calls have no maintained binding that covers them (security-framework lacks the
-//! signing-information call).
+//! The C declarations the macOS leaves call, in one place: what maintained crates declare is
+//! re-exported from them (IOKitLib.h from io-kit-sys; Core Foundation from core-foundation-sys;
+//! the socket calls of `peer` come from nix and libc), and the rest is written from Apple's SDK
+//! header named beside it, to compare with that header: IOKit's plug-in and USB user-client
+//! interface (IOCFPlugIn.h, IOUSBLib.h, USB.h) and the Security framework's code-signing calls,
+//! which no maintained binding covers (security-framework lacks the signing-information call).
 
 #![allow(non_snake_case, non_upper_case_globals, non_camel_case_types)]
 #![allow(clippy::upper_case_acronyms)] // the SDK's names, to compare with its headers
 
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::c_void;
 
-use core_foundation_sys::base::{CFAllocatorRef, CFTypeRef, OSStatus};
-use core_foundation_sys::dictionary::{CFDictionaryRef, CFMutableDictionaryRef};
+use core_foundation_sys::base::OSStatus;
+use core_foundation_sys::dictionary::CFDictionaryRef;
 use core_foundation_sys::string::CFStringRef;
 use core_foundation_sys::uuid::{CFUUIDBytes, CFUUIDRef};
 
@@ -25,21 +26,28 @@ pub struct audit_token_t {
     pub val: [u32; 8],
 }
 
-// ---- IOKit: IOKitLib.h, IOCFPlugIn.h, IOUSBLib.h, USB.h -------------------------------------
+// ---- IOKit: IOKitLib.h and IOReturn.h from io-kit-sys ----------------------------------------
 
-pub type kern_return_t = c_int;
-pub type IOReturn = kern_return_t;
-pub type mach_port_t = u32;
-pub type io_object_t = mach_port_t;
-pub type io_service_t = io_object_t;
-pub type io_iterator_t = io_object_t;
+pub use io_kit_sys::ret::{kIOReturnSuccess, IOReturn};
+pub use io_kit_sys::types::{io_iterator_t, io_object_t, io_service_t};
+pub use io_kit_sys::usb::lib::kIOUSBDeviceClassName;
+pub use io_kit_sys::{
+    IOIteratorNext, IOObjectRelease, IORegistryEntryCreateCFProperty, IOServiceGetMatchingServices,
+    IOServiceMatching,
+};
+
+/// mach/port.h (what io-kit-sys's `IOServiceGetMatchingServices` takes).
+pub type mach_port_t = io_object_t;
+/// mach/kern_return.h
+pub type kern_return_t = IOReturn;
+
+// ---- IOKit: IOCFPlugIn.h, IOUSBLib.h, USB.h (no maintained binding declares them) ----------
 /// CFPlugInCOM.h
 pub type HRESULT = i32;
 pub type ULONG = u32;
 
-/// `kIOMainPortDefault`.
+/// `kIOMainPortDefault` (IOKitLib.h): MACH_PORT_NULL, which asks for the default main port.
 pub const MAIN_PORT_DEFAULT: mach_port_t = 0;
-pub const kIOReturnSuccess: IOReturn = 0;
 
 /// USB.h: re-enumerate the device captured: no driver matches it until it is re-enumerated
 /// again without this bit. Needs root (or the com.apple.vm.device-access entitlement); with it
@@ -48,9 +56,6 @@ pub const kIOReturnSuccess: IOReturn = 0;
 pub const kUSBReEnumerateCaptureDeviceMask: u32 = 1 << 30;
 /// USB.h: re-enumerate a captured device released, so its drivers match it again.
 pub const kUSBReEnumerateReleaseDeviceMask: u32 = 1 << 29;
-
-/// IOUSBLib.h: the registry class of USB devices (what nusb enumerates).
-pub const kIOUSBDeviceClassName: &CStr = c"IOUSBDevice";
 
 /// `kIOUSBDeviceUserClientTypeID` 9DC7B780-9EC0-11D4-A54F-000A27052861.
 pub const kIOUSBDeviceUserClientTypeID: [u8; 16] = [
@@ -67,21 +72,7 @@ pub const kIOUSBDeviceInterfaceID650: [u8; 16] = [
 
 #[link(name = "IOKit", kind = "framework")]
 unsafe extern "C" {
-    pub fn IOServiceMatching(name: *const c_char) -> CFMutableDictionaryRef;
-    /// Consumes one reference to `matching`.
-    pub fn IOServiceGetMatchingServices(
-        main_port: mach_port_t,
-        matching: CFDictionaryRef,
-        existing: *mut io_iterator_t,
-    ) -> kern_return_t;
-    pub fn IOIteratorNext(iterator: io_iterator_t) -> io_object_t;
-    pub fn IOObjectRelease(object: io_object_t) -> kern_return_t;
-    pub fn IORegistryEntryCreateCFProperty(
-        entry: io_object_t,
-        key: CFStringRef,
-        allocator: CFAllocatorRef,
-        options: u32,
-    ) -> CFTypeRef;
+    /// IOCFPlugIn.h
     pub fn IOCreatePlugInInterfaceForService(
         service: io_service_t,
         plugin_type: CFUUIDRef,
