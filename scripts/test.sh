@@ -20,8 +20,11 @@ rm -rf "$install_root"
 section "unit and integration tests"
 cargo test --release --workspace
 
-section "type-check of the macOS leaves (no Apple target builds here)"
-scripts/check-macos.sh
+section "type-check and lint for the Apple targets (checked, not linked: no macOS SDK here)"
+scripts/check-apple.sh
+
+section "lint of the CI workflow (.github/workflows, actionlint)"
+scripts/lint-workflows.sh
 
 section "benchmark smoke run (quick mode; numbers are not checked)"
 target/release/usbipd-bench --quick --usbipd target/release/usbipd > target/bench-quick.md

@@ -3,6 +3,10 @@
 //! runs on a virtual host bus) starts in compatibility mode, installs the extension in the
 //! background, and switches to it; `usbipd status` shows each step, binds before the switch go
 //! to the fallback bindings and binds after it to the extension.
+//!
+//! Linux only: the child runs under a simulated systemd in a mount namespace (unshare).
+
+#![cfg(target_os = "linux")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -29,19 +29,28 @@ fn root_only() {
     );
 }
 
+/// setgroups(2) through libc: nix offers it on Linux only (macOS's takes an int count; the
+/// tests pass a handful of groups). Async-signal-safe: no allocation.
+fn set_groups(groups: &[nix::libc::gid_t]) -> std::io::Result<()> {
+    // SAFETY: the pointer and count describe `groups`, which outlives the call.
+    let rc = unsafe { nix::libc::setgroups(groups.len() as _, groups.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// `usbipd <args>` as uid/gid 65534 with exactly `groups` as supplementary groups, in an
 /// environment without a home directory.
 fn as_nobody(args: &[&str], groups: &[u32]) -> Output {
-    let groups: Vec<nix::unistd::Gid> = groups
-        .iter()
-        .map(|g| nix::unistd::Gid::from_raw(*g))
-        .collect();
+    let groups = groups.to_vec();
     let mut cmd = Command::new(BIN);
     cmd.args(args).env_clear().env("PATH", "/usr/bin:/bin");
     // SAFETY: only async-signal-safe system calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            nix::unistd::setgroups(&groups)?;
+            set_groups(&groups)?;
             nix::unistd::setgid(nix::unistd::Gid::from_raw(NOBODY))?;
             nix::unistd::setuid(nix::unistd::Uid::from_raw(NOBODY))?;
             Ok(())

@@ -19,19 +19,19 @@ use usbipd::server::ServerConfig;
 const MIB: usize = 1024 * 1024;
 const LIMIT: usize = 16 * MIB;
 
-/// The process's peak resident set size, in bytes.
+/// The process's peak resident set size, in bytes (getrusage(2): `ru_maxrss` is in KiB on
+/// Linux, in bytes on macOS).
 fn peak_rss() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM in /proc/self/status");
-    let kib: usize = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("VmHWM value in kB");
-    kib * 1024
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { nix::libc::getrusage(nix::libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
+    let max_rss = usize::try_from(usage.ru_maxrss).unwrap();
+    if cfg!(target_os = "macos") {
+        max_rss
+    } else {
+        max_rss * 1024
+    }
 }
 
 /// Gadget zero in its loopback configuration holds bulk OUT URBs once its small buffer is full.

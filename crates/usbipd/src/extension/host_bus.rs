@@ -106,14 +106,13 @@ impl UsbHostBus {
     }
 
     /// Linux: nusb on usbfs, which detaches kernel drivers interface by interface.
-    #[cfg(all(target_os = "linux", not(usbipd_check_macos)))]
+    #[cfg(target_os = "linux")]
     fn system_backend(sysfs: Option<PathBuf>, kind: &'static str) -> Arc<UsbHostBus> {
         UsbHostBus::new(Arc::new(host::NusbBackend), sysfs, kind)
     }
 
-    /// macOS: nusb on IOKit, capturing a device from its drivers when they hold it. (Also
-    /// compiled in the Linux type-check of the macOS leaves, never run there.)
-    #[cfg(any(target_os = "macos", usbipd_check_macos))]
+    /// macOS: nusb on IOKit, capturing a device from its drivers when they hold it.
+    #[cfg(target_os = "macos")]
     fn system_backend(sysfs: Option<PathBuf>, kind: &'static str) -> Arc<UsbHostBus> {
         let backend = host::capture::CapturingBackend::new(
             Arc::new(host::NusbBackend),

@@ -17,7 +17,7 @@ pub mod service;
 pub mod supervisor;
 pub mod virtual_bus;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -69,9 +69,8 @@ fn open_bus(opts: &RunOptions) -> anyhow::Result<Arc<dyn HostBus>> {
     }
 }
 
-/// macOS: peers must be signed by our team when we are signed (see `ipc::signature`). (Also
-/// compiled in the Linux type-check of the macOS leaves, never run there.)
-#[cfg(any(target_os = "macos", usbipd_check_macos))]
+/// macOS: peers must be signed by our team when we are signed (see `ipc::signature`).
+#[cfg(target_os = "macos")]
 fn signature_policy() -> SignaturePolicy {
     let reader = Arc::new(crate::platform::macos::CodeSignatures);
     let (policy, why) = SignaturePolicy::for_own_signature(reader);
@@ -80,7 +79,7 @@ fn signature_policy() -> SignaturePolicy {
 }
 
 /// Elsewhere the uid/gid check is the whole of peer authentication.
-#[cfg(not(any(target_os = "macos", usbipd_check_macos)))]
+#[cfg(not(target_os = "macos"))]
 fn signature_policy() -> SignaturePolicy {
     SignaturePolicy::NotChecked
 }
@@ -88,7 +87,7 @@ fn signature_policy() -> SignaturePolicy {
 /// Checks privileges and logs precisely what is missing.
 fn self_check(bus: &dyn HostBus) -> Vec<String> {
     #[cfg(target_os = "linux")]
-    let missing = crate::platform::linux::missing_privileges(Path::new("/dev/bus/usb"));
+    let missing = crate::platform::linux::missing_privileges(std::path::Path::new("/dev/bus/usb"));
     #[cfg(not(target_os = "linux"))]
     let missing: Vec<String> = if nix::unistd::geteuid().is_root() {
         Vec::new()

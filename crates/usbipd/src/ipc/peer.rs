@@ -5,7 +5,9 @@
 //!
 //! It never trusts anything the peer says about itself; only what the kernel reports.
 
+#[cfg(target_os = "linux")]
 use std::io;
+#[cfg(target_os = "linux")]
 use std::os::fd::BorrowedFd;
 
 use super::signature::SignaturePolicy;

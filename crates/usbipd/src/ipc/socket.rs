@@ -334,6 +334,7 @@ mod tests {
 
     /// How many of this process's descriptors refer to `file`: exact whatever other tests of
     /// this binary open meanwhile, since none of them can open this anonymous file.
+    #[cfg(target_os = "linux")]
     fn descriptors_of(file: &std::fs::File) -> usize {
         use std::os::unix::fs::MetadataExt;
         let me = file.metadata().unwrap();
@@ -345,6 +346,7 @@ mod tests {
     }
 
     /// Sends one frame of `msg` announcing no descriptor, with `fds` attached anyway.
+    #[cfg(target_os = "linux")]
     fn send_unannounced(sock: &std::os::unix::net::UnixStream, msg: &[u8], fds: &[RawFd]) {
         let mut frame = (msg.len() as u32).to_be_bytes().to_vec();
         frame.push(0);

@@ -5,5 +5,5 @@
 pub mod linux;
 #[cfg(target_os = "linux")]
 pub mod linux_uevent;
-#[cfg(any(target_os = "macos", usbipd_check_macos))]
+#[cfg(target_os = "macos")]
 pub mod macos;

@@ -53,6 +53,7 @@ pub(super) struct RawDescriptors {
 
 impl RawDescriptors {
     /// Splits a device descriptor followed by configuration descriptors (sysfs `descriptors`).
+    #[cfg(any(target_os = "linux", test))]
     pub fn split(active: u8, raw: &[u8]) -> RawDescriptors {
         let mut out = RawDescriptors {
             active,

@@ -110,7 +110,7 @@ impl Drop for Object {
 /// The USB device service whose location id gives `busid`.
 fn find_service(busid: &str) -> Result<Object, HostError> {
     // SAFETY: a NUL-terminated class name; the dictionary is consumed by the next call.
-    let matching = unsafe { ffi::IOServiceMatching(ffi::kIOUSBDeviceClassName.as_ptr()) };
+    let matching = unsafe { ffi::IOServiceMatching(ffi::kIOUSBDeviceClassName) };
     if matching.is_null() {
         return Err(HostError::new(
             HostErrorKind::Other,

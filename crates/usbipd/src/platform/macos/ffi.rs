@@ -1,82 +1,53 @@
-//! The C declarations the macOS leaves call, each written from Apple's SDK header named beside
-//! it, in one place so each can be compared with its header. Core Foundation comes from
-//! `core-foundation(-sys)`; IOKit's USB user-client interface and the Security framework's
-//! code-signing calls have no maintained binding that covers them (security-framework lacks the
-//! signing-information call and builds only for Apple targets, which we cannot check here).
-//!
-//! The `link` attributes apply on macOS only, so the Linux type-check never links.
+//! The C declarations the macOS leaves call, in one place: what maintained crates declare is
+//! re-exported from them (IOKitLib.h from io-kit-sys; Core Foundation from core-foundation-sys;
+//! the socket calls of `peer` come from nix and libc), and the rest is written from Apple's SDK
+//! header named beside it, to compare with that header: IOKit's plug-in and USB user-client
+//! interface (IOCFPlugIn.h, IOUSBLib.h, USB.h) and the Security framework's code-signing calls,
+//! which no maintained binding covers (security-framework lacks the signing-information call).
 
 #![allow(non_snake_case, non_upper_case_globals, non_camel_case_types)]
 #![allow(clippy::upper_case_acronyms)] // the SDK's names, to compare with its headers
 
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::c_void;
 
-use core_foundation_sys::base::{CFAllocatorRef, CFTypeRef, OSStatus};
-use core_foundation_sys::dictionary::{CFDictionaryRef, CFMutableDictionaryRef};
+use core_foundation_sys::base::OSStatus;
+use core_foundation_sys::dictionary::CFDictionaryRef;
 use core_foundation_sys::string::CFStringRef;
 use core_foundation_sys::uuid::{CFUUIDBytes, CFUUIDRef};
 
-// ---- sys/un.h, unistd.h, bsm/audit.h --------------------------------------------------------
+// ---- mach/message.h -------------------------------------------------------------------------
+// (The socket calls, `getpeereid`, `LOCAL_PEER*` and `struct xucred` come from nix and libc.)
 
-/// `SOL_LOCAL`: the level of Unix-domain socket options.
-pub const SOL_LOCAL: c_int = 0;
-/// `LOCAL_PEERCRED`: the peer's credentials as a `struct xucred`.
-pub const LOCAL_PEERCRED: c_int = 0x001;
-/// `LOCAL_PEERPID`: the pid of the peer process.
-pub const LOCAL_PEERPID: c_int = 0x002;
-/// `LOCAL_PEERTOKEN`: the audit token of the peer.
-pub const LOCAL_PEERTOKEN: c_int = 0x006;
-
-/// `struct xucred` (sys/ucred.h): `cr_version` (XUCRED_VERSION, 0), the effective uid, and the
-/// first `NGROUPS` (16) groups, the effective gid first. The C struct has two bytes of padding
-/// after `cr_ngroups`, named here so that every byte belongs to a field.
-#[repr(C)]
-#[derive(Default)]
-pub struct xucred {
-    pub cr_version: u32,
-    pub cr_uid: u32,
-    pub cr_ngroups: i16,
-    pub _padding: u16,
-    pub cr_groups: [u32; 16],
-}
-
-const _: () = assert!(std::mem::size_of::<xucred>() == 76);
-
-/// `audit_token_t`: eight 32-bit words naming one process image (pid and its version).
+/// `audit_token_t` (mach/message.h; libc does not declare it): eight 32-bit words naming one
+/// process image (pid and its version).
 #[repr(C)]
 #[derive(Default)]
 pub struct audit_token_t {
     pub val: [u32; 8],
 }
 
-unsafe extern "C" {
-    /// unistd.h
-    pub fn getpeereid(socket: c_int, euid: *mut u32, egid: *mut u32) -> c_int;
-    /// sys/socket.h (socklen_t is u32)
-    pub fn getsockopt(
-        socket: c_int,
-        level: c_int,
-        name: c_int,
-        value: *mut c_void,
-        len: *mut u32,
-    ) -> c_int;
-}
+// ---- IOKit: IOKitLib.h and IOReturn.h from io-kit-sys ----------------------------------------
 
-// ---- IOKit: IOKitLib.h, IOCFPlugIn.h, IOUSBLib.h, USB.h -------------------------------------
+pub use io_kit_sys::ret::{kIOReturnSuccess, IOReturn};
+pub use io_kit_sys::types::{io_iterator_t, io_object_t, io_service_t};
+pub use io_kit_sys::usb::lib::kIOUSBDeviceClassName;
+pub use io_kit_sys::{
+    IOIteratorNext, IOObjectRelease, IORegistryEntryCreateCFProperty, IOServiceGetMatchingServices,
+    IOServiceMatching,
+};
 
-pub type kern_return_t = c_int;
-pub type IOReturn = kern_return_t;
-pub type mach_port_t = u32;
-pub type io_object_t = mach_port_t;
-pub type io_service_t = io_object_t;
-pub type io_iterator_t = io_object_t;
+/// mach/port.h (what io-kit-sys's `IOServiceGetMatchingServices` takes).
+pub type mach_port_t = io_object_t;
+/// mach/kern_return.h
+pub type kern_return_t = IOReturn;
+
+// ---- IOKit: IOCFPlugIn.h, IOUSBLib.h, USB.h (no maintained binding declares them) ----------
 /// CFPlugInCOM.h
 pub type HRESULT = i32;
 pub type ULONG = u32;
 
-/// `kIOMainPortDefault`.
+/// `kIOMainPortDefault` (IOKitLib.h): MACH_PORT_NULL, which asks for the default main port.
 pub const MAIN_PORT_DEFAULT: mach_port_t = 0;
-pub const kIOReturnSuccess: IOReturn = 0;
 
 /// USB.h: re-enumerate the device captured: no driver matches it until it is re-enumerated
 /// again without this bit. Needs root (or the com.apple.vm.device-access entitlement); with it
@@ -85,9 +56,6 @@ pub const kIOReturnSuccess: IOReturn = 0;
 pub const kUSBReEnumerateCaptureDeviceMask: u32 = 1 << 30;
 /// USB.h: re-enumerate a captured device released, so its drivers match it again.
 pub const kUSBReEnumerateReleaseDeviceMask: u32 = 1 << 29;
-
-/// IOUSBLib.h: the registry class of USB devices (what nusb enumerates).
-pub const kIOUSBDeviceClassName: &CStr = c"IOUSBDevice";
 
 /// `kIOUSBDeviceUserClientTypeID` 9DC7B780-9EC0-11D4-A54F-000A27052861.
 pub const kIOUSBDeviceUserClientTypeID: [u8; 16] = [
@@ -102,23 +70,9 @@ pub const kIOUSBDeviceInterfaceID650: [u8; 16] = [
     0x4a, 0xac, 0x1b, 0x2e, 0x24, 0xc2, 0x47, 0x6a, 0x96, 0x4d, 0x91, 0x33, 0x35, 0x34, 0xf2, 0xcc,
 ];
 
-#[cfg_attr(target_os = "macos", link(name = "IOKit", kind = "framework"))]
+#[link(name = "IOKit", kind = "framework")]
 unsafe extern "C" {
-    pub fn IOServiceMatching(name: *const c_char) -> CFMutableDictionaryRef;
-    /// Consumes one reference to `matching`.
-    pub fn IOServiceGetMatchingServices(
-        main_port: mach_port_t,
-        matching: CFDictionaryRef,
-        existing: *mut io_iterator_t,
-    ) -> kern_return_t;
-    pub fn IOIteratorNext(iterator: io_iterator_t) -> io_object_t;
-    pub fn IOObjectRelease(object: io_object_t) -> kern_return_t;
-    pub fn IORegistryEntryCreateCFProperty(
-        entry: io_object_t,
-        key: CFStringRef,
-        allocator: CFAllocatorRef,
-        options: u32,
-    ) -> CFTypeRef;
+    /// IOCFPlugIn.h
     pub fn IOCreatePlugInInterfaceForService(
         service: io_service_t,
         plugin_type: CFUUIDRef,
@@ -167,7 +121,7 @@ pub struct IOUSBDeviceInterface {
     pub USBDeviceReEnumerate: unsafe extern "C" fn(this: *mut c_void, options: u32) -> IOReturn,
 }
 
-// The slots this layout depends on, checked wherever it compiles (the Linux type-check too).
+// The slots this layout depends on, checked wherever it compiles (the Apple type-check too).
 const SLOT: usize = std::mem::size_of::<*const c_void>();
 const _: () = {
     use std::mem::offset_of;
@@ -195,7 +149,7 @@ pub const errSecCSUnsigned: OSStatus = -67062;
 /// The code does not satisfy the requirement.
 pub const errSecCSReqFailed: OSStatus = -67050;
 
-#[cfg_attr(target_os = "macos", link(name = "Security", kind = "framework"))]
+#[link(name = "Security", kind = "framework")]
 unsafe extern "C" {
     pub static kSecCodeInfoTeamIdentifier: CFStringRef;
     pub static kSecGuestAttributeAudit: CFStringRef;

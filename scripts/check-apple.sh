@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Type-checks and lints the whole workspace for the real Apple targets (aarch64-apple-darwin and
+# x86_64-apple-darwin) on Linux: Debian's Rust (rustc-web) rebuilds the target's std from its
+# sources (-Zbuild-std), so nusb's IOKit backend, core-foundation and every
+# `cfg(target_os = "macos")` line are compiled as on a Mac. Checked, never linked (no macOS SDK
+# here); running on a Mac is the CI workflow's job (.github/workflows/ci.yml).
+# Installs the Debian packages when missing. The build is cached in target/apple.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(rustc-web cargo-web rust-web-src rust-web-clippy)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # The package lists are refreshed only when apt does not know the packages yet.
+  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+# Absolute paths: rustup's proxies in ~/.cargo/bin come first on PATH and have no rust-src.
+# `cargo clippy` would find rustup's cargo-clippy, so Debian's is called directly.
+# RUSTC_BOOTSTRAP=1 lets Debian's stable cargo accept -Zbuild-std.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_APPLE:-$PWD/target/apple}"
+export RUSTC=/usr/bin/rustc CARGO=/usr/bin/cargo RUSTC_BOOTSTRAP=1
+unset RUSTFLAGS RUSTC_WRAPPER
+build_std=-Zbuild-std=std,panic_abort
+
+for target in aarch64-apple-darwin x86_64-apple-darwin; do
+  echo "-- $target: cargo check"
+  /usr/bin/cargo check --quiet "$build_std" --target "$target" --workspace --all-targets
+  echo "-- $target: clippy -D warnings"
+  /usr/bin/cargo-clippy clippy --quiet "$build_std" --target "$target" --workspace --all-targets \
+    -- -D warnings
+done
+echo "Apple targets type-check and lint clean: ok"
