@@ -6,9 +6,12 @@
 
 use tracing::{info, warn};
 
-use super::backend::{HostBackend, HotplugEvent};
+use super::backend::HotplugEvent;
 use super::errors::HostError;
-use super::nusb_backend::{NusbBackend, NusbHotplugWatch};
+use super::nusb_backend::NusbHotplugWatch;
+// The kernel's events carry no descriptors: an arrival is read back through the library.
+#[cfg(target_os = "linux")]
+use super::{backend::HostBackend, nusb_backend::NusbBackend};
 
 /// Arrivals and departures of host devices.
 pub struct HotplugWatch {
