@@ -6,15 +6,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-BIN=$ROOT/target/release/usbipd
-if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then BIN=$(realpath "$1"); shift; fi
-if [ ! -x "$BIN" ]; then
-  [ "$BIN" = "$ROOT/target/release/usbipd" ] || { echo "no such binary: $BIN" >&2; exit 2; }
-  echo "building $BIN" >&2
-  (cd "$ROOT" && timeout 1800 cargo build --release -p usbipd)
-fi
-E2E=$(timeout 1800 "$HERE/setup.sh")
-KVER=$(ls "$E2E/kernel/lib/modules" | head -1)
+source "$HERE/binary.sh"
 # udevd for the guest's hotplug checks with udevd running: Debian's udev package, unpacked (udevadm
 # is systemd-udevd too, and needs no libsystemd-shared)
 if [ ! -x "$E2E/udev/bin/udevadm" ]; then

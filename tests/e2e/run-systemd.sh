@@ -7,15 +7,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-BIN=$ROOT/target/release/usbipd
-if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then BIN=$(realpath "$1"); shift; fi
-if [ ! -x "$BIN" ]; then
-  [ "$BIN" = "$ROOT/target/release/usbipd" ] || { echo "no such binary: $BIN" >&2; exit 2; }
-  echo "building $BIN" >&2
-  (cd "$ROOT" && timeout 1800 cargo build --release -p usbipd)
-fi
-E2E=$(timeout 1800 "$HERE/setup.sh")
-KVER=$(ls "$E2E/kernel/lib/modules" | head -1)
+source "$HERE/binary.sh"
 t0=$(date +%s)
 IMG=$(timeout 1800 "$HERE/build-systemd-image.sh" "$E2E/systemd")
 echo "root image $IMG ready in $(($(date +%s) - t0)) s" >&2
