@@ -19,6 +19,7 @@ async fn main() -> std::process::ExitCode {
         Command::List(args) => cli::list::run(args).await,
         Command::Bind(args) => cli::binding::bind(args).await,
         Command::Unbind(args) => cli::binding::unbind(args).await,
+        Command::Client(cmd) => cli::client::run(cmd).await,
         Command::Virtual(cmd) => cli::virtual_device::run(cmd).await,
         Command::ServiceFile(args) => cli::service_files::run(args),
         Command::Status(args) => cli::status::run(args).await,
