@@ -6,6 +6,7 @@ use crate::client::attach::{attach, detach};
 use crate::client::records;
 use crate::client::remote::Selector;
 use crate::client::status::{attached, PortState};
+use crate::client::supervise;
 use crate::client::sysfs::Vhci;
 
 #[derive(Debug, clap::Subcommand)]
@@ -30,6 +31,10 @@ pub struct AttachArgs {
     /// The first device the server exports with this VID:PID, whatever its busid
     #[arg(long, short = 'i', value_name = "VID:PID")]
     pub hardware_id: Option<String>,
+    /// Stay running and keep the device attached: attach again (with backoff) whenever the
+    /// kernel frees the port; detach and exit on SIGTERM
+    #[arg(long)]
+    pub auto: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,6 +77,9 @@ fn selector(busid: Option<String>, hardware_id: Option<String>) -> anyhow::Resul
 async fn run_attach(args: AttachArgs) -> anyhow::Result<()> {
     let selector = selector(args.busid, args.hardware_id)?;
     let vhci = Vhci::open()?;
+    if args.auto {
+        return supervise::run(&vhci, &args.remote, &selector).await;
+    }
     let a = attach(&vhci, &args.remote, &selector).await?;
     println!(
         "attached {} ({:04x}:{:04x}, {} Mbit/s) from {} on port {}",

@@ -20,6 +20,8 @@ pub struct Attached {
     pub vid: u16,
     pub pid: u16,
     pub speed: usbip_proto::Speed,
+    /// What the kernel's `status` shows for the port.
+    pub devid: u32,
 }
 
 /// How often a lost race for a free port (another client took it first) is retried.
@@ -85,6 +87,7 @@ pub async fn attach(vhci: &Vhci, remote: &str, selector: &Selector) -> anyhow::R
                     vid: record.id_vendor,
                     pid: record.id_product,
                     speed: record.speed,
+                    devid: record.devid(),
                 });
             }
             // EBUSY: the port was taken between reading status and writing attach.

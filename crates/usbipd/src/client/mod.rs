@@ -2,10 +2,12 @@
 //! device from a USB/IP server and hand it to the kernel, list and free vhci ports.
 //!
 //! `status` (the sysfs files as data) and `remote` (addresses, device choice) are pure;
-//! `sysfs` and `records` do the I/O; `attach` puts them together.
+//! `sysfs` and `records` do the I/O; `attach` puts them together; `auto` decides and `supervise` does what `--auto` does.
 
 pub mod attach;
+pub mod auto;
 pub mod records;
 pub mod remote;
 pub mod status;
+pub mod supervise;
 pub mod sysfs;
