@@ -6,8 +6,8 @@ use crate::client::attach::{attach, detach};
 use crate::client::records;
 use crate::client::remote::Selector;
 use crate::client::status::{attached, PortState};
-use crate::client::supervise;
 use crate::client::sysfs::Vhci;
+use crate::client::{supervise, unit};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ClientCommand {
@@ -17,6 +17,23 @@ pub enum ClientCommand {
     Detach(DetachArgs),
     /// The vhci-hcd ports in use.
     Port(PortArgs),
+    /// Print a systemd unit that keeps a device attached (`attach ... --auto` as a service).
+    ServiceFile(ServiceFileArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["busid", "hardware_id"])))]
+pub struct ServiceFileArgs {
+    /// The USB/IP server: HOST or HOST:PORT
+    #[arg(long, short = 'r', value_name = "HOST[:PORT]")]
+    pub remote: String,
+    #[arg(long, short = 'b')]
+    pub busid: Option<String>,
+    #[arg(long, short = 'i', value_name = "VID:PID")]
+    pub hardware_id: Option<String>,
+    /// The executable the unit runs [default: this executable]
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +77,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Attach(args) => run_attach(args).await,
         ClientCommand::Detach(args) => run_detach(args),
         ClientCommand::Port(args) => run_port(args),
+        ClientCommand::ServiceFile(args) => run_service_file(args),
     }
 }
 
@@ -142,5 +160,17 @@ fn run_port(args: PortArgs) -> anyhow::Result<()> {
             p.local_busid
         );
     }
+    Ok(())
+}
+
+fn run_service_file(args: ServiceFileArgs) -> anyhow::Result<()> {
+    let selector = selector(args.busid, args.hardware_id)?;
+    let exe = match args.exe {
+        Some(p) => p,
+        None => std::env::current_exe()?,
+    };
+    let text = unit::unit(&exe, &args.remote, &selector)?;
+    println!("# /etc/systemd/system/{}", unit::unit_name(&selector));
+    print!("{text}");
     Ok(())
 }
