@@ -328,8 +328,9 @@ if waitfor 200 sto_disk && [ "$(host_md5)" = "$HOSTMD5" ]; then
     back() { [ "$(attaches)" -ge 2 ] && sto_disk; }
     if waitfor 300 back; then
       t1=$(ms); got=$(host_md5)
-      [ "$got" = "$HOSTMD5" ] && pass client-auto-reattach "/dev/$sd back $((t1 - t0)) ms after the server returned, md5 $got" ||
-        fail client-auto-reattach "/dev/$sd back, md5 $got, host wrote $HOSTMD5"
+      losses=$(grep -c 'is free' /tmp/auto.log)  # exactly one: the restart, no false alarm
+      [ "$got" = "$HOSTMD5" ] && [ "$losses" = 1 ] && pass client-auto-reattach "/dev/$sd back $((t1 - t0)) ms after the server returned, md5 $got" ||
+        fail client-auto-reattach "/dev/$sd back, md5 $got (host wrote $HOSTMD5), $losses losses logged (want 1)"
     else fail client-auto-reattach "not back 30 s after the server returned"; fi
   else fail client-auto-reattach "host never answered GO server-restart"; fi
 else fail client-auto-attach "no disk with the host's data in 20 s"; fi

@@ -97,14 +97,18 @@ pub fn next(phase: Phase, event: Event) -> (Phase, Action) {
     }
 }
 
-/// Whether `port` still carries the device with `devid` (being attached, or in use). A port
-/// that is free, failing, or holds another device (someone attached there after ours went)
-/// is not ours any more.
+/// Whether `port` still carries the device with `devid`: in use with that devid, or still
+/// being attached (the kernel shows devid 0 until the device has its address). A port that is
+/// free, failing, or holds another device (someone attached there after ours went) is not
+/// ours any more.
 pub fn still_ours(ports: &[Port], port: u32, devid: u32) -> bool {
     ports.iter().any(|p| {
         p.port == port
-            && matches!(p.state, PortState::Used | PortState::NotAssigned)
-            && p.devid == devid
+            && match p.state {
+                PortState::NotAssigned => true,
+                PortState::Used => p.devid == devid,
+                _ => false,
+            }
     })
 }
 
@@ -164,7 +168,8 @@ mod tests {
         let status = "hub port sta spd dev      sockfd local_busid\n\
                       hs  0000 006 003 00000007 000003 3-1\n\
                       hs  0001 004 000 00000000 000000 0-0\n\
-                      hs  0002 007 003 00000009 000004 3-2\n";
+                      hs  0002 007 003 00000009 000004 3-2\n\
+                      hs  0003 005 000 00000000 000000 0-0\n";
         let ports = parse_status(status).unwrap();
         assert!(still_ours(&ports, 0, 7));
         assert!(!still_ours(&ports, 0, 8), "another device took the port");
@@ -172,6 +177,10 @@ mod tests {
         assert!(
             !still_ours(&ports, 2, 9),
             "error state: the kernel is tearing it down"
+        );
+        assert!(
+            still_ours(&ports, 3, 7),
+            "being attached: the kernel prints devid 0 until the device is addressed (6.1)"
         );
         assert!(!still_ours(&[], 0, 7));
     }
