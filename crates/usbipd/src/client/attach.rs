@@ -40,16 +40,17 @@ pub async fn attach(vhci: &Vhci, remote: &str, selector: &Selector) -> anyhow::R
         Selector::HardwareId { .. } => {
             let devices = usbip_client::list_devices(addr)
                 .await
-                .with_context(|| format!("{addr}: cannot list devices"))?;
+                .map_err(|e| anyhow::anyhow!("{addr}: cannot list devices: {e}"))?;
             match pick(&devices, selector) {
                 Some(b) => b.to_string(),
                 None => anyhow::bail!("{addr} exports no device with {selector}"),
             }
         }
     };
+    // The client's errors carry their cause in their text: as a context it would print twice.
     let (stream, record) = usbip_client::import_socket(addr, &busid)
         .await
-        .with_context(|| format!("{addr}: cannot import {busid}"))?;
+        .map_err(|e| anyhow::anyhow!("{addr}: cannot import {busid}: {e}"))?;
     // vhci-hcd's receive thread blocks on the socket: hand it over in blocking mode.
     let socket = stream.into_std().context("taking the socket from tokio")?;
     socket
