@@ -21,6 +21,7 @@ from e2elib import Guest, Results, kill_group, qemu_command, tail
 BUSIDS = {"keyboard": "0-1", "serial": "0-2", "storage": "0-3", "loopback": "0-4"}
 IDS = {"keyboard": "1209:0001", "serial": "1209:0002", "storage": "1209:0003", "loopback": "0525:a4a0"}
 TYPED = "hello 42\n"
+MOVED_STORAGE_BUSID = "0-9"  # where the disk is after the server restart of the --auto check
 DISK_MIB = 64
 FS_MIB = 48  # the guest's vfat; big enough for a spec-conformant FAT32 (>= 65525 clusters) mtools reads
 RAW_OFF = 52 << 20  # 1 MiB the guest writes raw, the host verifies
@@ -204,9 +205,15 @@ class Suite:
         self.record("host-type-keys-client", rc == 0, f"rc={rc} {out.strip()}")
 
     def on_server_restart(self):
-        """--auto in the guest: stop our server (its clients' connections close), start it again."""
+        """--auto in the guest: stop our server (its clients' connections close), start it again
+        with the disk on another busid (the guest follows it by hardware id)."""
         kill_group(self.server)
         self.procs.remove(self.server)
+        with open(self.config) as f:
+            text = f.read()
+        with open(self.config, "w") as f:
+            f.write(text.replace(f'kind = "storage"\nbusid = "{BUSIDS["storage"]}"',
+                                 f'kind = "storage"\nbusid = "{MOVED_STORAGE_BUSID}"'))
         time.sleep(1.0)
         try:
             os.unlink(self.sock)

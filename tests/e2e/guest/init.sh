@@ -319,7 +319,8 @@ sto_disk() { d=$(find_dev $STOID) && sd=$(ls $d/${d##*/}:1.0/host*/target*/*/blo
              [ -n "$sd" ] && [ -b /dev/$sd ]; }
 host_md5() { tmo 30 dd if=/dev/$sd bs=65536 skip=$HOST_BLK count=16 2>/dev/null | md5sum | cut -d' ' -f1; }
 attaches() { grep -c 'auto: attached' /tmp/auto.log; }
-usbipd client attach --auto --remote $SERVER:$PORT --busid $STO > /tmp/auto.log 2>&1 & ap=$!
+# by hardware id: the host brings its server back with the disk on another busid
+usbipd client attach --auto --remote $SERVER:$PORT --hardware-id $STOID > /tmp/auto.log 2>&1 & ap=$!
 t0=$(ms)
 if waitfor 200 sto_disk && [ "$(host_md5)" = "$HOSTMD5" ]; then
   pass client-auto-attach "/dev/$sd md5 ok $(($(ms) - t0)) ms after start"
@@ -329,8 +330,11 @@ if waitfor 200 sto_disk && [ "$(host_md5)" = "$HOSTMD5" ]; then
     if waitfor 300 back; then
       t1=$(ms); got=$(host_md5)
       losses=$(grep -c 'is free' /tmp/auto.log)  # exactly one: the restart, no false alarm
-      [ "$got" = "$HOSTMD5" ] && [ "$losses" = 1 ] && pass client-auto-reattach "/dev/$sd back $((t1 - t0)) ms after the server returned, md5 $got" ||
-        fail client-auto-reattach "/dev/$sd back, md5 $got (host wrote $HOSTMD5), $losses losses logged (want 1)"
+      busids=$(grep 'auto: attached' /tmp/auto.log | sed 's/.*auto: attached \([^ ]*\) .*/\1/' | tr '\n' ' ')
+      set -- $busids
+      [ "$got" = "$HOSTMD5" ] && [ "$losses" = 1 ] && [ "$1" = $STO ] && [ -n "$2" ] && [ "$2" != "$1" ] &&
+        pass client-auto-reattach "/dev/$sd back $((t1 - t0)) ms after the server returned, busid $1 then $2, md5 $got" ||
+        fail client-auto-reattach "/dev/$sd back, md5 $got (host wrote $HOSTMD5), $losses losses logged (want 1), busids attached: $busids"
     else fail client-auto-reattach "not back 30 s after the server returned"; fi
   else fail client-auto-reattach "host never answered GO server-restart"; fi
 else fail client-auto-attach "no disk with the host's data in 20 s"; fi
