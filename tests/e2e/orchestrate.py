@@ -21,6 +21,7 @@ from e2elib import Guest, Results, kill_group, qemu_command, tail
 BUSIDS = {"keyboard": "0-1", "serial": "0-2", "storage": "0-3", "loopback": "0-4"}
 IDS = {"keyboard": "1209:0001", "serial": "1209:0002", "storage": "1209:0003", "loopback": "0525:a4a0"}
 TYPED = "hello 42\n"
+MOVED_STORAGE_BUSID = "0-9"  # where the disk is after the server restart of the --auto check
 DISK_MIB = 64
 FS_MIB = 48  # the guest's vfat; big enough for a spec-conformant FAT32 (>= 65525 clusters) mtools reads
 RAW_OFF = 52 << 20  # 1 MiB the guest writes raw, the host verifies
@@ -44,6 +45,12 @@ EXPECTED = (
     + ["host-server-log-disconnect", "host-reimportable", "host-image-vfat-file", "host-image-raw-sectors"]
     + ["attach-reattach-loopback", "enumerate-reattach-loopback", "reattach-loopback-io"]
     + ["usbtest-11", "usbtest-12", "reattach-detach"]
+    # our own client (usbipd client) in the guest
+    + ["client-attach-storage", "client-enumerate-storage", "client-storage-read-host-data",
+       "client-storage-raw-sectors", "client-attach-keyboard", "client-enumerate-keyboard",
+       "host-type-keys-client", "client-keyboard-keys", "client-port", "client-detach-port",
+       "client-detach-all"]
+    + ["client-auto-attach", "host-server-restart", "client-auto-reattach", "client-auto-sigterm-detach"]
 )
 
 # evdev key codes (linux/input-event-codes.h) of what we type
@@ -105,28 +112,29 @@ class Suite:
         self.server_log_path = os.path.join(self.work, "server.log")
         self.console_path = os.path.join(self.work, "guest-console.log")
 
-    def start_server(self):
+    def start_server(self, check="host-server-start", log_mode="w"):
         a = self.args
         env = dict(os.environ, RUST_LOG=os.environ.get("USBIPD_E2E_LOG", "debug"), NO_COLOR="1")
         cmd = [a.usbipd, "server", "--extension", "off", "--listen", f"127.0.0.1:{self.server_port}", "--config", self.config,
                "--control", self.sock]
-        log = open(self.server_log_path, "w")
+        log = open(self.server_log_path, log_mode)
         self.server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                        start_new_session=True)
         self.procs.append(self.server)
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.server.poll() is not None:
-                return self.record("host-server-start", False, f"server exited rc={self.server.returncode}")
+                return self.record(check, False, f"server exited rc={self.server.returncode}")
             try:
                 socket.create_connection(("127.0.0.1", self.server_port), timeout=1).close()
                 if os.path.exists(self.sock):
-                    self.start_wire_log()
-                    return self.record("host-server-start", True)
+                    if check == "host-server-start":
+                        self.start_wire_log()
+                    return self.record(check, True)
             except OSError:
                 pass
             time.sleep(0.1)
-        self.record("host-server-start", False, f"nothing listening on 127.0.0.1:{self.port} "
+        self.record(check, False, f"nothing listening on 127.0.0.1:{self.port} "
                     f"(or no control socket) after 30 s")
 
     def start_wire_log(self):
@@ -190,6 +198,30 @@ class Suite:
         rc, out = self.run([self.args.usbipd, "virtual", "type", "--control", self.sock,
                             "--busid", BUSIDS["keyboard"], TYPED])
         self.record("host-type-keys", rc == 0, f"rc={rc} {out.strip()}")
+
+    def on_client_keyboard(self):
+        rc, out = self.run([self.args.usbipd, "virtual", "type", "--control", self.sock,
+                            "--busid", BUSIDS["keyboard"], TYPED])
+        self.record("host-type-keys-client", rc == 0, f"rc={rc} {out.strip()}")
+
+    def on_server_restart(self):
+        """--auto in the guest: stop our server (its clients' connections close), start it again
+        with the disk on another busid (the guest follows it by hardware id)."""
+        kill_group(self.server)
+        self.procs.remove(self.server)
+        with open(self.config) as f:
+            text = f.read()
+        with open(self.config, "w") as f:
+            f.write(text.replace(f'kind = "storage"\nbusid = "{BUSIDS["storage"]}"',
+                                 f'kind = "storage"\nbusid = "{MOVED_STORAGE_BUSID}"'))
+        time.sleep(1.0)
+        try:
+            os.unlink(self.sock)
+        except OSError:
+            pass
+        t = time.time()
+        self.start_server("host-server-restart", "a")
+        print(f"server restarted in {time.time() - t:.2f} s", flush=True)
 
     def on_serial(self):
         try:
@@ -313,7 +345,7 @@ def main():
     ap.add_argument("--usbipd", required=True, help="our usbipd binary")
     ap.add_argument("--cache", required=True, help="directory prepared by setup.sh")
     ap.add_argument("--port", type=int, default=0, help="USB/IP port (default: a free one)")
-    ap.add_argument("--timeout", type=float, default=170, help="seconds for the whole run")
+    ap.add_argument("--timeout", type=float, default=230, help="seconds for the whole run")
     ap.add_argument("--mode", default="client", choices=["client", "shell"],
                     help="shell: boot the guest with an interactive shell instead of the checks")
     ap.add_argument("--wire-log", action="store_true",

@@ -18,5 +18,13 @@ if [ "$BIN" = "$ROOT/target/release/usbipd" ]; then
 elif [ ! -x "$BIN" ]; then
   echo "no such binary: $BIN" >&2; exit 2
 fi
+# the guest runs this binary too (`usbipd client`): setup.sh puts $E2E/client/usbipd (stripped,
+# with its shared libraries) into the initramfs
+CLIENT_DIR=${USBIPD_E2E_DIR:-$ROOT/target/e2e}/client
+mkdir -p "$CLIENT_DIR"
+strip -o "$CLIENT_DIR/usbipd.new" "$BIN"
+cmp -s "$CLIENT_DIR/usbipd.new" "$CLIENT_DIR/usbipd" && rm "$CLIENT_DIR/usbipd.new" ||
+  mv "$CLIENT_DIR/usbipd.new" "$CLIENT_DIR/usbipd"
 E2E=$(timeout 1800 "$HERE/setup.sh")
-exec timeout 300 python3 -B "$HERE/orchestrate.py" --usbipd "$BIN" --cache "$E2E" "${ARGS[@]}"
+# one QEMU guest at a time on this machine (TCG on shared cores)
+exec flock -w 1800 /tmp/usbipd-qemu.lock timeout 360 python3 -B "$HERE/orchestrate.py" --usbipd "$BIN" --cache "$E2E" "${ARGS[@]}"

@@ -26,6 +26,8 @@ pub enum Error {
     Refused(OpStatus),
     #[error("server closed the connection")]
     Closed,
+    #[error("server sent {0} bytes after the import reply, before any command")]
+    Unexpected(usize),
 }
 
 /// Asks a server for its device list.
@@ -53,6 +55,33 @@ async fn handshake(
         if stream.read_buf(&mut buf).await? == 0 {
             return Err(Error::Closed);
         }
+    }
+}
+
+/// Imports `busid` and returns the connected socket without starting the URB phase, for a caller
+/// that hands the socket on (to the kernel's vhci-hcd, say). Fails with `Error::Proto` if the
+/// server sent anything after the import reply, as that would be lost in the handover.
+pub async fn import_socket(
+    addr: impl ToSocketAddrs,
+    busid: &str,
+) -> Result<(TcpStream, DeviceRecord), Error> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (record, leftover) = import_on(&mut stream, busid).await?;
+    if !leftover.is_empty() {
+        return Err(Error::Unexpected(leftover.len()));
+    }
+    Ok((stream, record))
+}
+
+async fn import_on(stream: &mut TcpStream, busid: &str) -> Result<(DeviceRecord, BytesMut), Error> {
+    let request = OpRequest::Import {
+        busid: busid.to_string(),
+    };
+    match handshake(stream, request).await? {
+        (OpReply::Import(Ok(record)), leftover) => Ok((record, leftover)),
+        (OpReply::Import(Err(status)), _) => Err(Error::Refused(status)),
+        (OpReply::DevList(_), _) => Err(Error::Closed),
     }
 }
 
@@ -172,18 +201,7 @@ impl Connection {
     pub async fn import(addr: impl ToSocketAddrs, busid: &str) -> Result<Connection, Error> {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (reply, leftover) = handshake(
-            &mut stream,
-            OpRequest::Import {
-                busid: busid.to_string(),
-            },
-        )
-        .await?;
-        let record = match reply {
-            OpReply::Import(Ok(record)) => record,
-            OpReply::Import(Err(status)) => return Err(Error::Refused(status)),
-            OpReply::DevList(_) => return Err(Error::Closed),
-        };
+        let (record, leftover) = import_on(&mut stream, busid).await?;
         let (read, write) = stream.into_split();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (commands, rx) = mpsc::unbounded_channel();

@@ -3,6 +3,7 @@
 pub mod activation;
 pub mod bindings;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod device;

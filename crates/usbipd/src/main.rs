@@ -17,6 +17,7 @@ async fn main() -> std::process::ExitCode {
         Command::Bind(args) => cli::binding::bind(args).await,
         Command::Unbind(args) => cli::binding::unbind(args).await,
         Command::Detach(args) => cli::detach::run(args).await,
+        Command::Client(cmd) => cli::client::run(cmd).await,
         Command::Virtual(cmd) => cli::virtual_device::run(cmd).await,
         Command::ServiceFile(args) => cli::service_files::run(args),
         Command::Completions(args) => cli::docs::completions(args),

@@ -251,6 +251,99 @@ else
   fail reattach-loopback "host never answered GO reattach"
 fi
 
+# ---- our own client: usbipd client attach / port / detach, no Debian usbip ----------------------
+UC="usbipd client"
+ms() { awk '{printf "%d", $1 * 1000}' /proc/uptime; }
+# client_attach NAME VID:PID ARGS...: attach with our binary, wait until the kernel configured it
+client_attach() {
+  local name=$1 id=$2 t0 t1 out; shift 2
+  t0=$(ms)
+  if out=$(tmo 30 $UC attach --remote $SERVER:$PORT "$@" 2>&1); then
+    t1=$(ms); pass client-attach-$name "$(echo $out) in $((t1 - t0)) ms"
+  else fail client-attach-$name "$(echo $out)"; return 1; fi
+  if waitfor 150 configured $id; then
+    d=$(find_dev $id)
+    pass client-enumerate-$name "${d##*/} $id speed=$(cat $d/speed) configured $(($(ms) - t0)) ms after the attach began"
+  else fail client-enumerate-$name "no configured device $id in 15 s"; return 1; fi
+}
+if client_attach storage $STOID --busid $STO; then
+  d=$(find_dev $STOID); sd=""
+  findsd() { sd=$(ls $d/${d##*/}:1.0/host*/target*/*/block 2>/dev/null | head -1); [ -n "$sd" ] && [ -b /dev/$sd ]; }
+  if waitfor 100 findsd; then
+    got=$(tmo 30 dd if=/dev/$sd bs=65536 skip=$HOST_BLK count=16 2>/dev/null | md5sum | cut -d' ' -f1)
+    [ "$got" = "$HOSTMD5" ] && pass client-storage-read-host-data "/dev/$sd md5 $got" ||
+      fail client-storage-read-host-data "/dev/$sd md5 $got, host wrote $HOSTMD5"
+    yes "usbipd-e2e raw sector pattern 0123456789abcdef" | head -c 1048576 > /tmp/raw.bin
+    want=$(md5sum < /tmp/raw.bin | cut -d' ' -f1)
+    got=$(tmo 30 dd if=/dev/$sd bs=65536 skip=$RAW_BLK count=16 2>/dev/null | md5sum | cut -d' ' -f1)
+    [ "$got" = "$want" ] && pass client-storage-raw-sectors "md5 $got (written through usbip attach earlier)" ||
+      fail client-storage-raw-sectors "md5 $got, want $want"
+  else
+    fail client-storage-read-host-data "no block device under ${d##*/}:1.0"
+  fi
+fi
+if client_attach keyboard $KBDID --hardware-id $KBDID; then
+  d=$(find_dev $KBDID); ev=""
+  kbd_event() { for e in /sys/class/input/event*; do [ -d $e/device ] || continue
+    [ "$(cat $e/device/id/vendor):$(cat $e/device/id/product)" = "$KBDID" ] && ev=/dev/input/${e##*/} && return 0; done; return 1; }
+  if waitfor 50 kbd_event; then
+    n=$(echo $KEYS | wc -w)
+    e2e-evkeys $ev $n 15000 > /tmp/keys2.out 2>&1 & kp=$!
+    waitfor 30 grep -q listening /tmp/keys2.out
+    wait_host client-keyboard
+    wait $kp
+    got=$(sed -n 's/^keys *//p' /tmp/keys2.out)
+    [ "$got" = "$KEYS" ] && pass client-keyboard-keys "$ev codes $got" || fail client-keyboard-keys "$ev want codes '$KEYS' got '$got'"
+  else
+    fail client-keyboard-keys "no /dev/input/event* for $KBDID"
+  fi
+fi
+out=$($UC port --json 2>&1); echo "$out"
+# the storage's port: the last numeric "port" before its "busid" (the remote's port is a string)
+sto_port=$(echo "$out" | awk -v b="\"busid\": \"$STO\"" '/"port": [0-9]+,/ {gsub(/[^0-9]/, ""); p=$0} index($0, b) {print p; exit}')
+n=$(echo "$out" | grep -c '"state": "used"')
+[ "$n" = 2 ] && [ -n "$sto_port" ] && pass client-port "2 ports used, storage on port $sto_port" ||
+  fail client-port "want 2 used ports and the storage's port: $(echo $out)"
+$UC port
+sto_gone() { ! find_dev $STOID >/dev/null; }
+if [ -n "$sto_port" ] && out=$(tmo 20 $UC detach --port $sto_port 2>&1) && waitfor 50 sto_gone &&
+   [ "$($UC port --json | grep -c '"state": "used"')" = 1 ]; then
+  pass client-detach-port "port $sto_port: $(echo $out)"
+else fail client-detach-port "port '$sto_port': $(echo $out); $($UC port 2>&1)"; fi
+if out=$(tmo 20 $UC detach --all 2>&1) && waitfor 50 gone && [ "$($UC port --json)" = "[]" ]; then
+  pass client-detach-all "$(echo $out)"
+else fail client-detach-all "$(echo $out); port: $($UC port 2>&1)"; fi
+
+# ---- --auto: the disk comes back by itself after the host's server restarts; SIGTERM detaches -----
+sto_disk() { d=$(find_dev $STOID) && sd=$(ls $d/${d##*/}:1.0/host*/target*/*/block 2>/dev/null | head -1) &&
+             [ -n "$sd" ] && [ -b /dev/$sd ]; }
+host_md5() { tmo 30 dd if=/dev/$sd bs=65536 skip=$HOST_BLK count=16 2>/dev/null | md5sum | cut -d' ' -f1; }
+attaches() { grep -c 'auto: attached' /tmp/auto.log; }
+# by hardware id: the host brings its server back with the disk on another busid
+usbipd client attach --auto --remote $SERVER:$PORT --hardware-id $STOID > /tmp/auto.log 2>&1 & ap=$!
+t0=$(ms)
+if waitfor 200 sto_disk && [ "$(host_md5)" = "$HOSTMD5" ]; then
+  pass client-auto-attach "/dev/$sd md5 ok $(($(ms) - t0)) ms after start"
+  if wait_host server-restart; then
+    t0=$(ms)  # the host answers once its new server listens
+    back() { [ "$(attaches)" -ge 2 ] && sto_disk; }
+    if waitfor 300 back; then
+      t1=$(ms); got=$(host_md5)
+      losses=$(grep -c 'is free' /tmp/auto.log)  # exactly one: the restart, no false alarm
+      busids=$(grep 'auto: attached' /tmp/auto.log | sed 's/.*auto: attached \([^ ]*\) .*/\1/' | tr '\n' ' ')
+      set -- $busids
+      [ "$got" = "$HOSTMD5" ] && [ "$losses" = 1 ] && [ "$1" = $STO ] && [ -n "$2" ] && [ "$2" != "$1" ] &&
+        pass client-auto-reattach "/dev/$sd back $((t1 - t0)) ms after the server returned, busid $1 then $2, md5 $got" ||
+        fail client-auto-reattach "/dev/$sd back, md5 $got (host wrote $HOSTMD5), $losses losses logged (want 1), busids attached: $busids"
+    else fail client-auto-reattach "not back 30 s after the server returned"; fi
+  else fail client-auto-reattach "host never answered GO server-restart"; fi
+else fail client-auto-attach "no disk with the host's data in 20 s"; fi
+kill -TERM $ap; wait $ap; rc=$?
+if [ $rc = 0 ] && grep -q 'auto: detached port' /tmp/auto.log && waitfor 50 gone && [ "$(usbipd client port --json)" = "[]" ]; then
+  pass client-auto-sigterm-detach "exit $rc, ports free"
+else fail client-auto-sigterm-detach "exit $rc; $(usbipd client port 2>&1)"; fi
+sed 's/^/  auto.log: /' /tmp/auto.log
+
 if [ $FAILED != 0 ]; then echo "=== guest dmesg (tail)"; dmesg | tail -80; fi
 t "done"
 echo "E2E DONE failed=$FAILED"

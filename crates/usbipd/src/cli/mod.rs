@@ -1,6 +1,7 @@
 //! The command line: one module per command; `main.rs` only parses and dispatches.
 
 pub mod binding;
+pub mod client;
 pub mod detach;
 pub mod docs;
 pub mod extension;
@@ -68,6 +69,9 @@ pub enum Command {
     /// The privileged extension process.
     #[command(subcommand)]
     Extension(extension::ExtensionCommand),
+    /// The VM side (Linux, vhci-hcd): attach a remote server's device to this machine.
+    #[command(subcommand)]
+    Client(client::ClientCommand),
     /// Control virtual devices of the running server.
     #[command(subcommand)]
     Virtual(virtual_device::VirtualCommand),
