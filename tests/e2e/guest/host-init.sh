@@ -326,7 +326,7 @@ if import ext-reattach-storage $SB $STOID; then
     fail ext-reattach-raw "no block device (driver '$(drv $(intf0 $VD))')"
   fi
   # server-side detach (as usbipd-win's): the client's port is freed, the device stays claimed
-  o=$(tmo 20 usbipd detach --busid $SB $X $XC 2>&1); rc=$?
+  o=$(tmo 20 usbipd detach --busid $SB $X --control /run/usbipd-e2e/control.sock 2>&1); rc=$?
   check ext-server-detach "rc=$rc $(echo $o); ports '$(ports)', $SB '$(waitfor 50 claim_is $SB claimed; claim_state $SB)'" \
     eval '[ $rc = 0 ] && echo "$o" | grep -q "detached $SB from 127.0.0.1:" && waitfor 100 gone $STOID && [ -z "$(ports)" ] && claim_is $SB claimed'
 fi
