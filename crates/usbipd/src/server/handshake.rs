@@ -143,7 +143,11 @@ pub(crate) async fn serve_import(
     // The device session was dropped inside run(), so the device is released before the claim.
     drop(claim);
     match end {
-        session::End::ClientClosed => info!(%peer, %busid, reason = %end, "detached"),
+        // The client left, or the device was taken away on purpose (unbind, `usbipd detach`)
+        // or unplugged: expected, not a fault.
+        session::End::ClientClosed | session::End::Revoked => {
+            info!(%peer, %busid, reason = %end, "detached")
+        }
         // A broken protocol, an exceeded limit or a failed device: worth a warning.
         _ => warn!(%peer, %busid, reason = %end, "detached"),
     }
