@@ -20,6 +20,13 @@ rm -rf "$install_root"
 section "unit and integration tests"
 cargo test --release --workspace
 
+section "the product binary again (the tests built one with the test doubles; this puts back the one without)"
+cargo build --release --workspace --bins
+if target/release/usbipd server --help | grep -q -e --virtual-bus -e --extension-install-delay; then
+  echo "target/release/usbipd has test-only options: the test-support feature leaked into the product"
+  exit 1
+fi
+
 section "type-check and lint for the Apple targets (checked, not linked: no macOS SDK here)"
 scripts/check-apple.sh
 

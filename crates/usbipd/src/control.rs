@@ -16,15 +16,12 @@ use tracing::{debug, warn};
 use crate::activation::status::{self, Facts};
 use crate::activation::Activation;
 use crate::device::registry::Registry;
+use crate::devices::TypeText;
 use crate::extension::link::ExtensionLink;
 use crate::host_exports::HostExports;
+use crate::listing::DeviceEntry;
 
 const MAX_REQUEST: u64 = 64 * 1024;
-
-/// Something text can be typed into (the virtual keyboard).
-pub trait TypeText: Send + Sync {
-    fn type_text(&self, text: &str) -> Result<(), String>;
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "snake_case")]
@@ -45,44 +42,6 @@ pub enum Request {
     Detach {
         busid: Option<String>,
     },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DeviceEntry {
-    pub busid: String,
-    pub vid: u16,
-    pub pid: u16,
-    pub speed: String,
-    pub manufacturer: Option<String>,
-    pub product: Option<String>,
-    pub interfaces: Vec<[u8; 3]>,
-    /// `not shared`, `shared` or `attached`.
-    pub state: String,
-    /// `host` or `virtual`.
-    #[serde(default)]
-    pub kind: String,
-    pub client: Option<String>,
-}
-
-impl DeviceEntry {
-    pub fn unshared_host(info: &crate::device::host::HostDeviceInfo) -> DeviceEntry {
-        DeviceEntry {
-            busid: info.busid.clone(),
-            vid: info.vendor_id,
-            pid: info.product_id,
-            speed: info.speed.as_mbps().to_string(),
-            manufacturer: info.manufacturer.clone(),
-            product: info.product.clone(),
-            interfaces: info
-                .interfaces
-                .iter()
-                .map(|i| [i.class, i.subclass, i.protocol])
-                .collect(),
-            state: "not shared".into(),
-            kind: "host".into(),
-            client: None,
-        }
-    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{Config, DeviceConfig};
-use crate::control::TypeText;
 use anyhow::Context;
 use tracing::{info, warn};
 use usbip_proto::Speed;
@@ -16,6 +15,11 @@ use crate::device::r#virtual::mass_storage::{self, MassStorage};
 use crate::device::r#virtual::serial::Serial;
 use crate::device::r#virtual::BusPosition;
 use crate::device::Device;
+
+/// Something text can be typed into (the virtual keyboard).
+pub trait TypeText: Send + Sync {
+    fn type_text(&self, text: &str) -> Result<(), String>;
+}
 
 /// The devices to export, and the handles the control socket needs.
 #[derive(Default)]

@@ -4,11 +4,51 @@
 //!
 //! Pure: the daemon's control socket gathers the inputs; nothing here does I/O.
 
-use crate::control::DeviceEntry;
+use serde::{Deserialize, Serialize};
+
 use crate::device::registry::Registry;
 use crate::extension::link::ExtensionView;
 use crate::host_exports::HostListing;
 use crate::ipc::ClaimInfo;
+
+/// One row of `usbipd list`, as the control socket answers it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceEntry {
+    pub busid: String,
+    pub vid: u16,
+    pub pid: u16,
+    pub speed: String,
+    pub manufacturer: Option<String>,
+    pub product: Option<String>,
+    pub interfaces: Vec<[u8; 3]>,
+    /// `not shared`, `shared` or `attached`.
+    pub state: String,
+    /// `host` or `virtual`.
+    #[serde(default)]
+    pub kind: String,
+    pub client: Option<String>,
+}
+
+impl DeviceEntry {
+    pub fn unshared_host(info: &crate::device::host::HostDeviceInfo) -> DeviceEntry {
+        DeviceEntry {
+            busid: info.busid.clone(),
+            vid: info.vendor_id,
+            pid: info.product_id,
+            speed: info.speed.as_mbps().to_string(),
+            manufacturer: info.manufacturer.clone(),
+            product: info.product.clone(),
+            interfaces: info
+                .interfaces
+                .iter()
+                .map(|i| [i.class, i.subclass, i.protocol])
+                .collect(),
+            state: "not shared".into(),
+            kind: "host".into(),
+            client: None,
+        }
+    }
+}
 
 /// The daemon's own devices (from its registry) and the host devices nobody bound in fallback
 /// mode, sorted by busid.

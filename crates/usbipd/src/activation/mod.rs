@@ -10,18 +10,18 @@
 //! - `service_files`: the generated systemd unit and launchd plist
 //! - `status`: the pure renderer of the extension part of `usbipd status`
 //! - `manual`: `usbipd extension install | uninstall | status` helpers
-//! - `signing`, `sd_notify`: code-signing identities (macOS) and systemd readiness
+//! - `signing`: code-signing identities (macOS)
 //! - `testing`: a scripted installer double
 
 pub mod controller;
 pub mod installer;
 pub mod manual;
-pub mod sd_notify;
 pub mod service_files;
 pub mod signing;
 pub mod state;
 pub mod state_file;
 pub mod status;
+#[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 
 pub use controller::{Activation, ActivationConfig, FallbackReason, Mode, Snapshot};

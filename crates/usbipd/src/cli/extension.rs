@@ -67,6 +67,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
     /// Tests only: use a virtual host bus described by this JSON spec file
+    #[cfg(feature = "test-support")]
     #[arg(long, value_name = "SPEC")]
     pub virtual_bus: Option<PathBuf>,
     /// A user id besides root that may use the extension (the daemon's); repeatable
@@ -156,6 +157,7 @@ pub async fn run(cmd: ExtensionCommand) -> anyhow::Result<()> {
                     Some(state) => state,
                     None => extension::default_state()?,
                 },
+                #[cfg(feature = "test-support")]
                 virtual_bus: args.virtual_bus,
                 allow_uids: args.allow_uid,
                 allow_gids: args.allow_gid,

@@ -3,7 +3,8 @@
 use tokio::net::lookup_host;
 
 use super::{ControlArg, StateArg};
-use crate::control::{self, DeviceEntry, Request};
+use crate::control::{self, Request};
+use crate::listing::DeviceEntry;
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {

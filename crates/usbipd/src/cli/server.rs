@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use super::{ControlArg, StateArg};
 use crate::activation::controller::LogNotifier;
-use crate::activation::installer::{self, embedded, Platform};
+use crate::activation::installer::{self, Platform};
 use crate::activation::state_file::StateFile;
 use crate::activation::status::{Facts, Os};
 use crate::activation::{Activation, ActivationConfig};
@@ -18,7 +18,9 @@ use crate::control::{self, ControlContext};
 use crate::device::registry::Registry;
 use crate::devices;
 use crate::extension::link::ExtensionLink;
-use crate::extension::supervisor::{Backoff, ChildSpec, EmbeddedSupervisor, Supervisor};
+use crate::extension::supervisor::{
+    Backoff, ChildSpec, EmbeddedSupervisor, SupervisedChild, Supervisor,
+};
 use crate::host_exports::HostExports;
 use crate::server::{Allowlist, Server, ServerConfig};
 
@@ -54,7 +56,8 @@ pub struct ServerArgs {
     #[arg(long, default_value = "auto", value_parser = ["off", "auto", "embedded", "external"])]
     pub extension: String,
     /// Tests only: the embedded installation takes this long (to see fallback mode first)
-    #[arg(long, value_name = "MS", default_value_t = 0, hide = true)]
+    #[cfg(feature = "test-support")]
+    #[arg(long, value_name = "MS", default_value_t = 0)]
     pub extension_install_delay_ms: u64,
     #[command(flatten)]
     pub extension_socket: super::extension::ExtensionSocketArg,
@@ -62,6 +65,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "FILE")]
     pub extension_state: Option<PathBuf>,
     /// Embedded mode, tests only: give the extension a virtual host bus from this spec file
+    #[cfg(feature = "test-support")]
     #[arg(long, value_name = "SPEC")]
     pub virtual_bus: Option<PathBuf>,
 }
@@ -162,7 +166,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     tokio::select! {
         _ = server.serve(listeners) => {}
-        _ = shutdown_signal() => info!("shutting down"),
+        _ = crate::platform::signals::shutdown_signal() => info!("shutting down"),
     }
     if let Some(s) = supervisor {
         s.stop().await;
@@ -200,16 +204,16 @@ fn start_activation(
     let supervisor = Arc::new(EmbeddedSupervisor::new(
         child_spec(args, socket)?,
         tokio::runtime::Handle::current(),
-        Duration::from_millis(args.extension_install_delay_ms),
+        install_delay(args),
     ));
     let mut platform = Platform::detect()?;
     // A virtual bus is the tests' stand-in for the host's USB: a service manager's unit would
     // run the extension without it, so only the embedded installer (our child, given the same
     // bus) can serve it, with or without systemd.
-    if args.virtual_bus.is_some() {
+    if virtual_bus(args).is_some() {
         platform.systemd = false;
     }
-    let as_installer: Arc<dyn embedded::Supervisor> = supervisor.clone();
+    let as_installer: Arc<dyn SupervisedChild> = supervisor.clone();
     let installer = installer::for_platform(&platform, Some(as_installer));
     let state_file = args.state.activation_path()?;
     let activation = Activation::new(
@@ -225,6 +229,28 @@ fn start_activation(
         state_file,
     };
     Ok((activation, facts, supervisor))
+}
+
+/// The virtual host bus the tests give the extension (never one in the product).
+fn virtual_bus(args: &ServerArgs) -> Option<&std::path::Path> {
+    #[cfg(feature = "test-support")]
+    return args.virtual_bus.as_deref();
+    #[cfg(not(feature = "test-support"))]
+    {
+        let _ = args;
+        None
+    }
+}
+
+/// How long the embedded installation pretends to take (tests only; none in the product).
+fn install_delay(args: &ServerArgs) -> Duration {
+    #[cfg(feature = "test-support")]
+    return Duration::from_millis(args.extension_install_delay_ms);
+    #[cfg(not(feature = "test-support"))]
+    {
+        let _ = args;
+        Duration::ZERO
+    }
 }
 
 /// How to run the extension as this daemon's child.
@@ -245,7 +271,7 @@ fn child_spec(args: &ServerArgs, socket: &std::path::Path) -> anyhow::Result<Chi
         state.into(),
     ];
     child_args.extend(args.log_args.iter().cloned());
-    if let Some(spec) = &args.virtual_bus {
+    if let Some(spec) = virtual_bus(args) {
         child_args.push("--virtual-bus".into());
         child_args.push(spec.into());
     }
@@ -254,21 +280,6 @@ fn child_spec(args: &ServerArgs, socket: &std::path::Path) -> anyhow::Result<Chi
         args: child_args,
         socket: socket.to_path_buf(),
     })
-}
-
-pub(crate) async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 /// Where to listen: the command line's addresses, else the configuration's, else loopback.

@@ -4,9 +4,11 @@
 //! [`DeviceSession`] per import; the session takes URBs with [`DeviceSession::submit`] and hands
 //! back each result, exactly once, through its [`Completer`]. Nothing here knows about sockets.
 
+pub mod allowlist;
 pub mod host;
 pub mod registry;
 pub mod setup;
+#[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod r#virtual;
 

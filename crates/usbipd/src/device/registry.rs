@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 use usbip_proto::{ExportedDevice, OpStatus};
 
+use super::allowlist::Allowlist;
 use super::{Device, DeviceNames};
-use crate::server::Allowlist;
 
 struct Entry {
     device: Arc<dyn Device>,

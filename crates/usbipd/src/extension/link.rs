@@ -19,7 +19,9 @@ use crate::ipc::{
     from_hex, to_hex, ClaimInfo, EventKind, HostDeviceInfo, Request, Response, SessionLimits,
     MAX_LEFTOVER,
 };
-use crate::server::{BoxFuture, External, ServerConfig};
+use futures_core::future::BoxFuture;
+
+use crate::server::{External, ServerConfig};
 
 /// What the extension says of its devices: the exported records, its claims and the host's
 /// devices as it sees them.
@@ -41,13 +43,13 @@ impl ExtensionLink {
     pub fn new(socket: PathBuf) -> ExtensionLink {
         ExtensionLink {
             socket,
-            limits: SessionLimits::of(&ServerConfig::default()),
+            limits: super::limits::session_limits(&ServerConfig::default()),
         }
     }
 
     /// Imports carry the limits of this daemon's configuration.
     pub fn with_limits(mut self, config: &ServerConfig) -> ExtensionLink {
-        self.limits = SessionLimits::of(config);
+        self.limits = super::limits::session_limits(config);
         self
     }
 

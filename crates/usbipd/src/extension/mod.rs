@@ -12,9 +12,11 @@ pub mod claims;
 pub mod health;
 pub mod host_bus;
 pub mod instance_lock;
+pub mod limits;
 pub mod link;
 pub mod service;
 pub mod supervisor;
+#[cfg(feature = "test-support")]
 pub mod virtual_bus;
 
 use std::path::PathBuf;
@@ -48,6 +50,7 @@ pub struct RunOptions {
     pub socket: PathBuf,
     pub state: PathBuf,
     /// Test double: a virtual host bus described by this spec file.
+    #[cfg(feature = "test-support")]
     pub virtual_bus: Option<PathBuf>,
     pub allow_uids: Vec<u32>,
     pub allow_gids: Vec<u32>,
@@ -56,17 +59,17 @@ pub struct RunOptions {
 }
 
 fn open_bus(opts: &RunOptions) -> anyhow::Result<Arc<dyn HostBus>> {
-    match &opts.virtual_bus {
-        Some(spec) => {
-            let bus = virtual_bus::VirtualBus::open(spec)
-                .map_err(|e| anyhow::anyhow!("virtual bus spec {}: {e}", spec.display()))?;
-            Ok(bus)
-        }
-        #[cfg(any(target_os = "linux", target_os = "macos"))]
-        None => Ok(host_bus::UsbHostBus::system()),
-        #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-        None => anyhow::bail!("this platform has no host bus backend; run with --virtual-bus SPEC"),
+    #[cfg(feature = "test-support")]
+    if let Some(spec) = &opts.virtual_bus {
+        let bus = virtual_bus::VirtualBus::open(spec)
+            .map_err(|e| anyhow::anyhow!("virtual bus spec {}: {e}", spec.display()))?;
+        return Ok(bus);
     }
+    let _ = opts;
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    return Ok(host_bus::UsbHostBus::system());
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    anyhow::bail!("this platform has no host bus backend")
 }
 
 /// macOS: peers must be signed by our team when we are signed (see `ipc::signature`).
@@ -143,12 +146,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         start_to_ready_ms = started.elapsed().as_secs_f64() * 1000.0,
         "extension ready"
     );
-    match crate::activation::sd_notify::ready() {
+    match crate::platform::sd_notify::ready() {
         Ok(true) => info!("readiness sent to systemd"),
         Ok(false) => {}
         Err(e) => warn!(error = %e, "readiness not sent to systemd"),
     }
-    crate::cli::server::shutdown_signal().await;
+    crate::platform::signals::shutdown_signal().await;
     ipc.abort();
     ext.shutdown().await;
     let _ = std::fs::remove_file(&opts.socket);

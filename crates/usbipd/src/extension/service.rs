@@ -25,7 +25,9 @@ use crate::ipc::{
     from_hex, to_hex, ClaimInfo, ErrorCode, Event, EventKind, HostDeviceInfo, IpcError, Request,
     Response, SessionLimits, StatusReport,
 };
-use crate::server::{BoxFuture, ServerConfig};
+use futures_core::future::BoxFuture;
+
+use crate::server::ServerConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotState {
@@ -430,7 +432,7 @@ impl Extension {
         // way the count against the server-wide budget is `server_config`'s, one for every
         // session this extension hosts.
         let config = match limits {
-            Some(limits) => limits.apply(&self.server_config),
+            Some(limits) => super::limits::apply(&limits, &self.server_config),
             None => self.server_config.clone(),
         };
         let std_stream = std::net::TcpStream::from(fd);

@@ -166,7 +166,17 @@ impl EmbeddedSupervisor {
     }
 }
 
-impl crate::activation::installer::embedded::Supervisor for EmbeddedSupervisor {
+/// The daemon's supervisor of the extension child process, as the embedded installer drives it.
+pub trait SupervisedChild: Send + Sync {
+    /// Starts supervising (idempotent) and returns once the child is ready, or why it is not.
+    fn start(&self) -> Result<(), String>;
+    /// The child runs and answered its readiness check.
+    fn is_running(&self) -> bool;
+    /// Stops the child and the supervision.
+    fn stop(&self);
+}
+
+impl SupervisedChild for EmbeddedSupervisor {
     fn start(&self) -> Result<(), String> {
         if !self.delay.is_zero() {
             std::thread::sleep(self.delay);

@@ -1,4 +1,4 @@
-//! The extension's IPC protocol: versioned JSON messages on a Unix seqpacket socket, one
+//! The extension's IPC protocol: versioned JSON messages on a Unix stream socket, one
 //! request and one response per message, the client's TCP socket riding along (SCM_RIGHTS)
 //! with an import. `peer` authenticates, `server` validates and dispatches, `client` asks.
 //!
@@ -13,8 +13,6 @@ pub mod signature;
 pub mod socket;
 
 use serde::{Deserialize, Serialize};
-
-use crate::server::ServerConfig;
 
 pub use codes::{ErrorCode, OsCode};
 
@@ -56,22 +54,11 @@ pub struct SessionLimits {
     pub max_in_flight: u32,
     pub max_buffered_bytes: u64,
     /// The daemon's server-wide budget: the extension counts all the sessions it hosts against
-    /// one budget, and closes the one whose bytes pass this. Absent from older daemons (the
-    /// default applies); left out when it is the default, so that an older extension, which
-    /// refuses unknown fields, still takes imports from a daemon that did not change it.
-    #[serde(
-        default = "default_total_buffered",
-        skip_serializing_if = "is_default_total_buffered"
-    )]
-    pub max_total_buffered_bytes: u64,
-}
-
-fn default_total_buffered() -> u64 {
-    ServerConfig::default().max_total_buffered_bytes as u64
-}
-
-fn is_default_total_buffered(value: &u64) -> bool {
-    *value == default_total_buffered()
+    /// it. `None` (left out) when the daemon keeps the default, so that an older extension,
+    /// which refuses unknown fields, still takes imports from it; the extension's own default
+    /// applies then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_total_buffered_bytes: Option<u64>,
 }
 
 impl SessionLimits {
@@ -83,19 +70,8 @@ impl SessionLimits {
         max_iso_packets: 4096,
         max_in_flight: 65536,
         max_buffered_bytes: 4 << 30,
-        max_total_buffered_bytes: usize::MAX as u64,
+        max_total_buffered_bytes: Some(usize::MAX as u64),
     };
-
-    /// The limits of a configured server.
-    pub fn of(config: &ServerConfig) -> SessionLimits {
-        SessionLimits {
-            max_transfer_length: config.limits.max_transfer_length,
-            max_iso_packets: config.limits.max_iso_packets,
-            max_in_flight: u32::try_from(config.max_in_flight).unwrap_or(u32::MAX),
-            max_buffered_bytes: config.max_buffered_bytes as u64,
-            max_total_buffered_bytes: config.max_total_buffered_bytes as u64,
-        }
-    }
 
     pub fn validate(&self) -> Result<(), IpcError> {
         let c = SessionLimits::CEILING;
@@ -122,8 +98,8 @@ impl SessionLimits {
             ),
             (
                 "max_total_buffered_bytes",
-                self.max_total_buffered_bytes,
-                c.max_total_buffered_bytes,
+                self.max_total_buffered_bytes.unwrap_or(1),
+                c.max_total_buffered_bytes.unwrap_or(u64::MAX),
             ),
         ];
         for (name, value, ceiling) in fields {
@@ -135,19 +111,6 @@ impl SessionLimits {
             }
         }
         Ok(())
-    }
-
-    /// `config` with these limits (validated) in place of its own. The count against the
-    /// server-wide budget stays `config`'s: every session applied to one config shares it.
-    pub fn apply(&self, config: &ServerConfig) -> ServerConfig {
-        let mut config = config.clone();
-        config.limits.max_transfer_length = self.max_transfer_length;
-        config.limits.max_iso_packets = self.max_iso_packets;
-        config.max_in_flight = self.max_in_flight as usize;
-        config.max_buffered_bytes = usize::try_from(self.max_buffered_bytes).unwrap_or(usize::MAX);
-        config.max_total_buffered_bytes =
-            usize::try_from(self.max_total_buffered_bytes).unwrap_or(usize::MAX);
-        config
     }
 }
 
@@ -396,78 +359,6 @@ mod tests {
             let e = validate_busid(bad).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidBusid, "{bad}");
         }
-    }
-
-    #[test]
-    fn session_limits_ride_with_an_import_within_ceilings() {
-        let limits = SessionLimits::of(&ServerConfig::default());
-        assert_eq!(limits.validate(), Ok(()));
-        let applied = SessionLimits {
-            max_transfer_length: 4096,
-            ..limits
-        }
-        .apply(&ServerConfig::default());
-        assert_eq!(applied.limits.max_transfer_length, 4096);
-        assert_eq!(applied.max_in_flight, ServerConfig::default().max_in_flight);
-
-        for bad in [
-            SessionLimits {
-                max_transfer_length: 0,
-                ..limits
-            },
-            SessionLimits {
-                max_in_flight: 1 << 20,
-                ..limits
-            },
-            SessionLimits {
-                max_buffered_bytes: u64::MAX,
-                ..limits
-            },
-        ] {
-            assert_eq!(bad.validate().unwrap_err().code, ErrorCode::InvalidRequest);
-        }
-
-        // An older daemon's import has no limits; it still parses.
-        let old = r#"{"import":{"busid":"1-2","peer":"10.0.0.1:5000","leftover":""}}"#;
-        match serde_json::from_str::<Request>(old).unwrap() {
-            Request::Import { limits, .. } => assert_eq!(limits, None),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn the_server_wide_budget_rides_with_the_limits_and_defaults_when_absent() {
-        let config = ServerConfig {
-            max_total_buffered_bytes: 8 << 20,
-            ..ServerConfig::default()
-        };
-        let limits = SessionLimits::of(&config);
-        assert_eq!(limits.max_total_buffered_bytes, 8 << 20);
-        let json = serde_json::to_string(&limits).unwrap();
-        let back: SessionLimits = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, limits);
-
-        // Applied over the extension's config: the daemon's budget, the extension's one count.
-        let host = ServerConfig::default();
-        let applied = back.apply(&host);
-        assert_eq!(applied.max_total_buffered_bytes, 8 << 20);
-        assert!(applied.total_buffered.same_count(&host.total_buffered));
-
-        // An older daemon's limits have no budget: the default applies.
-        let older = r#"{"max_transfer_length":1048576,"max_iso_packets":1024,"max_in_flight":4096,"max_buffered_bytes":134217728}"#;
-        let older: SessionLimits = serde_json::from_str(older).unwrap();
-        let default = ServerConfig::default().max_total_buffered_bytes as u64;
-        assert_eq!(older.max_total_buffered_bytes, default);
-        assert_eq!(older.validate(), Ok(()));
-        // A daemon at the default leaves the field out, for an older extension to take.
-        let json = serde_json::to_string(&older).unwrap();
-        assert!(!json.contains("max_total_buffered_bytes"), "{json}");
-
-        let zero = SessionLimits {
-            max_total_buffered_bytes: 0,
-            ..limits
-        };
-        assert_eq!(zero.validate().unwrap_err().code, ErrorCode::InvalidRequest);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::{
     from_hex, validate_busid, ErrorCode, Event, IpcError, Request, RequestMessage, Response,
     ResponseMessage, MAX_LEFTOVER, MAX_MESSAGE, PROTOCOL_VERSION,
 };
-use crate::server::BoxFuture;
+use futures_core::future::BoxFuture;
 
 /// What answers validated requests (the extension service).
 pub trait Handler: Send + Sync + 'static {

@@ -23,18 +23,9 @@ use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
 use tracing::debug;
 
-const HEADER: usize = 5;
+use crate::platform::PeerCred;
 
-/// What the kernel says about the process at the other end.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerCred {
-    pub pid: i32,
-    pub uid: u32,
-    /// The primary group.
-    pub gid: u32,
-    /// The supplementary groups, as the kernel recorded them when the peer connected.
-    pub groups: Vec<u32>,
-}
+const HEADER: usize = 5;
 
 /// One received message.
 #[derive(Debug)]
@@ -84,7 +75,7 @@ impl IpcSocket {
 
     /// The kernel's record of who connected.
     pub fn peer_cred(&self) -> io::Result<PeerCred> {
-        super::peer::peer_cred(self.stream.as_fd())
+        crate::platform::peer_cred(self.stream.as_fd())
     }
 
     /// Sends one message, with `fd` attached if given.

@@ -10,18 +10,17 @@ pub mod policy;
 mod session;
 mod writer;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_core::future::BoxFuture;
 use tokio::net::TcpStream;
 use usbip_proto::ExportedDevice;
 
+pub use crate::device::allowlist::Allowlist;
 pub(crate) use handshake::serve_import;
 pub use listener::Server;
-pub use policy::Allowlist;
 use usbip_proto::Limits;
 pub use writer::TotalBuffered;
 
@@ -73,9 +72,6 @@ impl Default for ServerConfig {
         }
     }
 }
-
-/// A boxed future, for the object-safe [`External`] trait.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Devices served by another process (the extension): listed with the server's own, and
 /// imported by handing the client's connection over.

@@ -7,25 +7,17 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{InstallError, Installed, Installer, InstallerKind, Probe, Prompt, ServiceLocation};
+use crate::extension::supervisor::SupervisedChild;
 
-/// The daemon's supervisor of the extension child process.
-pub trait Supervisor: Send + Sync {
-    /// Starts supervising (idempotent) and returns once the child is ready, or why it is not.
-    fn start(&self) -> Result<(), String>;
-    /// The child runs and answered its readiness check.
-    fn is_running(&self) -> bool;
-    /// Stops the child and the supervision.
-    fn stop(&self);
-}
+use super::{InstallError, Installed, Installer, InstallerKind, Probe, Prompt, ServiceLocation};
 
 pub struct EmbeddedInstaller {
     exe: PathBuf,
-    supervisor: Arc<dyn Supervisor>,
+    supervisor: Arc<dyn SupervisedChild>,
 }
 
 impl EmbeddedInstaller {
-    pub fn new(exe: PathBuf, supervisor: Arc<dyn Supervisor>) -> Self {
+    pub fn new(exe: PathBuf, supervisor: Arc<dyn SupervisedChild>) -> Self {
         EmbeddedInstaller { exe, supervisor }
     }
 }

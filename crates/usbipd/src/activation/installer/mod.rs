@@ -86,7 +86,7 @@ impl Platform {
 /// extension is not available here.
 pub fn for_platform(
     platform: &Platform,
-    supervisor: Option<Arc<dyn embedded::Supervisor>>,
+    supervisor: Option<Arc<dyn crate::extension::supervisor::SupervisedChild>>,
 ) -> Option<Arc<dyn Installer>> {
     let runner: Arc<dyn CommandRunner> = Arc::new(SystemRunner);
     if cfg!(target_os = "macos") {

@@ -4,8 +4,6 @@
 //! Everything above this trait (URB mapping, interception, unlink, busids) is tested against a
 //! double; the implementation over nusb is in `nusb_backend`. Nothing here knows about URBs.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -14,7 +12,7 @@ use usbip_proto::{InterfaceRecord, Speed};
 use super::errors::{ClaimError, HostError, XferError};
 use crate::device::SetupPacket;
 
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+pub use futures_core::future::BoxFuture;
 
 /// Everything the server shows about a host device before opening it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +121,7 @@ pub trait EndpointQueue: Send + 'static {
     fn cancel_all(&mut self);
 
     /// CLEAR_FEATURE(ENDPOINT_HALT) and reset of the host's data toggle. Nothing may be pending.
-    fn clear_halt(&mut self) -> BoxFuture<Result<(), HostError>>;
+    fn clear_halt(&mut self) -> BoxFuture<'static, Result<(), HostError>>;
 }
 
 /// Finds and opens host devices. Calls block (sysfs reads, usbfs open): call them off the

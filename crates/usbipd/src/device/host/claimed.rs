@@ -266,7 +266,7 @@ impl EndpointQueue for WatchedQueue {
         self.queue.cancel_all()
     }
 
-    fn clear_halt(&mut self) -> BoxFuture<Result<(), HostError>> {
+    fn clear_halt(&mut self) -> BoxFuture<'static, Result<(), HostError>> {
         self.queue.clear_halt()
     }
 }

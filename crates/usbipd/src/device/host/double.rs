@@ -329,7 +329,7 @@ impl EndpointQueue for DoubleQueue {
         }
     }
 
-    fn clear_halt(&mut self) -> BoxFuture<Result<(), HostError>> {
+    fn clear_halt(&mut self) -> BoxFuture<'static, Result<(), HostError>> {
         let mut q = self.queue.lock().unwrap();
         assert!(q.pending.is_empty(), "clear_halt with transfers pending");
         q.clear_halts += 1;

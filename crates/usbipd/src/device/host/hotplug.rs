@@ -20,7 +20,7 @@ pub struct HotplugWatch {
 
 enum Source {
     #[cfg(target_os = "linux")]
-    Kernel(crate::platform::linux_uevent::KernelUevents),
+    Kernel(crate::platform::linux::uevent::KernelUevents),
     Nusb(NusbHotplugWatch),
 }
 
@@ -29,7 +29,7 @@ impl HotplugWatch {
     /// a warning logged) when no source is available.
     pub fn new() -> Result<HotplugWatch, HostError> {
         #[cfg(target_os = "linux")]
-        match crate::platform::linux_uevent::KernelUevents::open() {
+        match crate::platform::linux::uevent::KernelUevents::open() {
             Ok(kernel) => {
                 info!("hotplug: following the kernel's uevents (works with or without udevd)");
                 return Ok(HotplugWatch {
@@ -74,9 +74,9 @@ impl HotplugWatch {
 /// yet (no interfaces to claim); at `bind` its configuration is set and its interfaces exist.
 #[cfg(target_os = "linux")]
 async fn next_from_kernel(
-    kernel: &mut crate::platform::linux_uevent::KernelUevents,
+    kernel: &mut crate::platform::linux::uevent::KernelUevents,
 ) -> Option<HotplugEvent> {
-    use crate::platform::linux_uevent::UeventAction;
+    use crate::platform::linux::uevent::UeventAction;
     loop {
         let event = match kernel.next().await {
             Ok(event) => event,

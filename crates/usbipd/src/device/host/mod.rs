@@ -8,7 +8,6 @@
 pub mod backend;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 mod buffer_pool;
-pub mod busid;
 pub mod capture;
 pub mod claimed;
 mod endpoint;
@@ -16,10 +15,6 @@ pub mod errors;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 mod hotplug;
 pub mod intercept;
-#[cfg(target_os = "linux")]
-mod linux;
-#[cfg(target_os = "macos")]
-mod macos;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod nusb_backend;
 mod session;

@@ -28,54 +28,7 @@ use super::session::CONTROL_TIMEOUT;
 use crate::device::r#virtual::parse_configuration;
 use crate::device::SetupPacket;
 
-#[cfg(target_os = "linux")]
-use super::linux::Current;
-#[cfg(target_os = "macos")]
-use super::macos::Current;
-
-/// What differs between operating systems when describing a device.
-pub(super) trait Platform {
-    /// `None` for root hubs, which are never exported.
-    fn busid(info: &DeviceInfo) -> Option<String>;
-    fn busnum(info: &DeviceInfo) -> u32;
-    fn path(info: &DeviceInfo) -> String;
-    /// Descriptors available without opening the device.
-    fn descriptors(info: &DeviceInfo) -> RawDescriptors;
-}
-
-/// A device's descriptors as the OS caches them.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(super) struct RawDescriptors {
-    pub active: u8,
-    pub device: Vec<u8>,
-    pub configurations: Vec<Vec<u8>>,
-}
-
-impl RawDescriptors {
-    /// Splits a device descriptor followed by configuration descriptors (sysfs `descriptors`).
-    #[cfg(any(target_os = "linux", test))]
-    pub fn split(active: u8, raw: &[u8]) -> RawDescriptors {
-        let mut out = RawDescriptors {
-            active,
-            ..Default::default()
-        };
-        if raw.len() < 18 || raw[0] != 18 || raw[1] != 1 {
-            return out;
-        }
-        out.device = raw[..18].to_vec();
-        let mut pos = 18;
-        while pos + 4 <= raw.len() {
-            let total = usize::from(u16::from_le_bytes([raw[pos + 2], raw[pos + 3]]));
-            if raw[pos + 1] != 2 || total < 9 {
-                break;
-            }
-            let end = (pos + total).min(raw.len());
-            out.configurations.push(raw[pos..end].to_vec());
-            pos = end;
-        }
-        out
-    }
-}
+use crate::platform::device_facts;
 
 /// The real backend.
 #[derive(Debug, Default, Clone, Copy)]
@@ -98,7 +51,7 @@ impl HostBackend for NusbBackend {
         let info = nusb::list_devices()
             .wait()
             .map_err(|e| ClaimError::new(busid, None, host_error(e)))?
-            .find(|d| Current::busid(d).as_deref() == Some(busid))
+            .find(|d| device_facts::busid(d).as_deref() == Some(busid))
             .ok_or_else(gone)?;
         let device = info
             .open()
@@ -114,8 +67,8 @@ impl HostBackend for NusbBackend {
 
 /// Describes an enumerated device; `None` for root hubs.
 fn describe(d: &DeviceInfo) -> Option<HostDeviceInfo> {
-    let busid = Current::busid(d)?;
-    let raw = Current::descriptors(d);
+    let busid = device_facts::busid(d)?;
+    let raw = device_facts::descriptors(d);
     let active = raw
         .configurations
         .iter()
@@ -146,9 +99,9 @@ fn describe(d: &DeviceInfo) -> Option<HostDeviceInfo> {
     };
     Some(HostDeviceInfo {
         busid,
-        busnum: Current::busnum(d),
+        busnum: device_facts::busnum(d),
         devnum: u32::from(d.device_address()),
-        path: Current::path(d),
+        path: device_facts::path(d),
         speed: speed(d.speed()),
         vendor_id: d.vendor_id(),
         product_id: d.product_id(),
@@ -445,7 +398,7 @@ where
         self.endpoint.cancel_all();
     }
 
-    fn clear_halt(&mut self) -> BoxFuture<Result<(), HostError>> {
+    fn clear_halt(&mut self) -> BoxFuture<'static, Result<(), HostError>> {
         let clear = self.endpoint.clear_halt().into_future();
         Box::pin(async move { clear.await.map_err(host_error) })
     }
@@ -465,7 +418,7 @@ impl NusbHotplugWatch {
         let known = nusb::list_devices()
             .wait()
             .map_err(host_error)?
-            .filter_map(|d| Some((d.id(), Current::busid(&d)?)))
+            .filter_map(|d| Some((d.id(), device_facts::busid(&d)?)))
             .collect();
         Ok(NusbHotplugWatch { events, known })
     }
@@ -494,25 +447,6 @@ impl NusbHotplugWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splits_sysfs_descriptors_into_configurations() {
-        let mut raw = vec![
-            18, 1, 0, 2, 0, 0, 0, 64, 0x34, 0x12, 0x78, 0x56, 0, 1, 1, 2, 3, 2,
-        ];
-        let c1 = [9, 2, 18, 0, 1, 1, 0, 0x80, 50, 9, 4, 0, 0, 0, 3, 0, 0, 0];
-        let c2 = [9, 2, 9, 0, 0, 2, 0, 0x80, 50];
-        raw.extend_from_slice(&c1);
-        raw.extend_from_slice(&c2);
-        let d = RawDescriptors::split(1, &raw);
-        assert_eq!(d.device.len(), 18);
-        assert_eq!(d.configurations, vec![c1.to_vec(), c2.to_vec()]);
-        assert_eq!(d.active, 1);
-        assert_eq!(
-            RawDescriptors::split(0, &raw[..10]),
-            RawDescriptors::default()
-        );
-    }
 
     #[test]
     fn speeds_are_linux_codes() {

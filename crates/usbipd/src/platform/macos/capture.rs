@@ -16,9 +16,9 @@ use core_foundation_sys::uuid::{CFUUIDBytes, CFUUIDGetConstantUUIDWithBytes, CFU
 use tracing::debug;
 
 use super::ffi;
-use crate::device::host::busid::macos_busid;
 use crate::device::host::capture::Capturer;
 use crate::device::host::errors::{ioreturn, HostError, HostErrorKind};
+use crate::platform::busid::macos_busid;
 
 /// IOKit capture as a [`Capturer`].
 pub struct IoKitCapturer;

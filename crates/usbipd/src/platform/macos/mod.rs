@@ -8,6 +8,7 @@
 //! (`scripts/check-apple.sh`); it runs on a Mac in CI (`.github/workflows/ci.yml`).
 
 pub mod capture;
+pub mod device_facts;
 mod ffi;
 pub mod peer;
 pub mod signature;

@@ -12,7 +12,7 @@ use nix::libc;
 use nix::sys::socket::{getsockopt, sockopt::LocalPeerPid};
 
 use super::ffi;
-use crate::ipc::socket::PeerCred;
+use crate::platform::PeerCred;
 
 /// uid, gid, groups and (if the kernel tells) pid of the peer.
 pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
