@@ -140,7 +140,8 @@ async fn a_session_is_captured_as_usbmon_records_wireshark_reads() {
         match block.unwrap() {
             Block::InterfaceDescription(i) => {
                 assert_eq!(i.linktype, DataLink::USB_LINUX_MMAPPED);
-                assert_eq!(i.snaplen, SNAPLEN);
+                // Unlimited: the snap length cuts data, never a usbmon header.
+                assert_eq!(i.snaplen, 0);
             }
             Block::EnhancedPacket(p) => {
                 let rec = parse(&p.data);
@@ -208,4 +209,123 @@ async fn a_session_is_captured_as_usbmon_records_wireshark_reads() {
     let c = pair(&gz_recs, s);
     assert_eq!((c.status, c.urb_len, c.data_len), (-104, 0, 0));
     assert_eq!(gz_recs.len(), 4, "{gz_recs:#?}");
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_usbipd");
+
+/// The real binary: `capture` in the configuration file and `--capture-snaplen` on the command
+/// line; on SIGTERM the server writes what is queued, closes the file and says so.
+#[tokio::test]
+async fn the_server_captures_to_the_configured_file_and_closes_it_on_sigterm() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("from-config.pcapng");
+    let config = dir.path().join("usbipd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "capture = \"{}\"\n[[device]]\nkind = \"loopback\"\nbusid = \"0-4\"\n",
+            path.display()
+        ),
+    )
+    .unwrap();
+    let port = common::process::free_port();
+    let mut server = Command::new(BIN)
+        .args([
+            "server",
+            "--extension",
+            "off",
+            "--no-host",
+            "--capture-snaplen",
+            "8",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--config")
+        .arg(&config)
+        .arg("--control")
+        .arg(dir.path().join("control.sock"))
+        .arg("--state-dir")
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut conn = None;
+    for _ in 0..100 {
+        if let Ok(c) = Connection::import(("127.0.0.1", port), "0-4").await {
+            conn = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let conn = conn.expect("the server never answered an import");
+    let device = conn
+        .submit(Submit::control([0x80, 6, 0, 1, 0, 0, 18, 0], Bytes::new()))
+        .await
+        .unwrap();
+    assert_eq!(device.data.len(), 18);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let status = server.wait().unwrap();
+        let mut log = String::new();
+        std::io::Read::read_to_string(server.stderr.as_mut().unwrap(), &mut log).unwrap();
+        (status, log)
+    })
+    .await
+    .unwrap();
+    assert!(out.0.success(), "{}", out.1);
+    assert!(out.1.contains("capture closed"), "{}", out.1);
+
+    let mut reader = PcapNgReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+    let mut recs = Vec::new();
+    while let Some(block) = reader.next_block() {
+        if let Block::EnhancedPacket(p) = block.unwrap() {
+            recs.push(parse(&p.data));
+        }
+    }
+    assert_eq!(recs.len(), 2, "{recs:#?}");
+    assert_eq!(
+        (recs[0].kind, recs[0].devnum, recs[0].setup[1]),
+        ('S', 4, 6)
+    );
+    assert_eq!(
+        (recs[1].kind, recs[1].urb_len, recs[1].data_len),
+        ('C', 18, 8)
+    );
+    assert_eq!(recs[1].data, device.data[..8]);
+}
+
+#[test]
+fn a_capture_file_that_cannot_be_created_stops_the_server_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("missing/dir/usb.pcapng");
+    let out = std::process::Command::new(BIN)
+        .args([
+            "server",
+            "--extension",
+            "off",
+            "--no-host",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--capture")
+        .arg(&bad)
+        .arg("--control")
+        .arg(dir.path().join("control.sock"))
+        .arg("--state-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot create the capture file")
+            && stderr.contains(&*bad.to_string_lossy()),
+        "{stderr}"
+    );
 }

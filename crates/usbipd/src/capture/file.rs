@@ -81,12 +81,15 @@ impl Writer {
 
 /// Creates (or truncates) `path`, writes the pcapng section and interface, and starts the
 /// writer thread.
-pub(super) fn open(path: &Path, snaplen: u32) -> std::io::Result<(Queue, Writer)> {
+pub(super) fn open(path: &Path) -> std::io::Result<(Queue, Writer)> {
     let file = BufWriter::with_capacity(256 * 1024, File::create(path)?);
     let mut pcap = PcapNgWriter::with_endianness(file, Endianness::Little).map_err(io_error)?;
     let interface = InterfaceDescriptionBlock {
         linktype: DataLink::USB_LINUX_MMAPPED,
-        snaplen,
+        // No limit on the record: our snap length cuts the URB's data only, while the usbmon
+        // header and isochronous descriptors always stay whole (pcapng's SnapLen would count
+        // them, and a record must not be longer than it).
+        snaplen: 0,
         // pcap-file writes timestamps in nanoseconds: say so (the default is microseconds).
         options: vec![InterfaceDescriptionOption::IfTsResol(9)],
     };

@@ -48,7 +48,7 @@ impl Capture {
     /// Creates `path` and starts writing to it. Close the returned [`Writer`] at shutdown to
     /// have everything written and the drop count logged.
     pub fn open(path: &Path, snaplen: u32) -> std::io::Result<(Capture, Writer)> {
-        let (queue, writer) = file::open(path, snaplen)?;
+        let (queue, writer) = file::open(path)?;
         let shared = Shared {
             queue,
             snaplen,
