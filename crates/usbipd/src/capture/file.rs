@@ -80,9 +80,17 @@ impl Writer {
 }
 
 /// Creates (or truncates) `path`, writes the pcapng section and interface, and starts the
-/// writer thread.
+/// writer thread. A new file is private (0600): it holds everything typed on a keyboard and
+/// read from a disk, which is why Linux keeps `/dev/usbmon*` to root.
 pub(super) fn open(path: &Path) -> std::io::Result<(Queue, Writer)> {
-    let file = BufWriter::with_capacity(256 * 1024, File::create(path)?);
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    let file = BufWriter::with_capacity(256 * 1024, file);
     let mut pcap = PcapNgWriter::with_endianness(file, Endianness::Little).map_err(io_error)?;
     let interface = InterfaceDescriptionBlock {
         linktype: DataLink::USB_LINUX_MMAPPED,

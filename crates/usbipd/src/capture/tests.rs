@@ -80,6 +80,10 @@ fn transfer_types_come_from_the_configuration_descriptor_the_client_read() {
 
     let (links, records) = read_back(&path);
     assert_eq!(links, vec![DataLink::USB_LINUX_MMAPPED]);
+    // Keystrokes and disk contents: for its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
     let summary: Vec<(u8, u8, u8)> = records.iter().map(|r| (r[8], r[9], r[10])).collect();
     assert_eq!(
         summary,
