@@ -81,11 +81,14 @@ impl CommandRunner for FakeLaunchd {
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                if jobs.contains_key(&name) {
-                    refused(5, "Bootstrap failed: 5: Input/output error\n")
-                } else {
-                    jobs.insert(name, true); // RunAtLoad
-                    ok("")
+                match jobs.entry(name) {
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        refused(5, "Bootstrap failed: 5: Input/output error\n")
+                    }
+                    std::collections::hash_map::Entry::Vacant(job) => {
+                        job.insert(true); // RunAtLoad
+                        ok("")
+                    }
                 }
             }
             ["bootout", t] => match jobs.remove(&label(t)) {
