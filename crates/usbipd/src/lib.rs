@@ -13,6 +13,7 @@ pub mod extension;
 pub mod host_exports;
 pub mod ipc;
 pub mod listing;
+pub mod logging;
 pub mod persist;
 pub mod platform;
 pub mod server;

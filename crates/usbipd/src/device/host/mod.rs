@@ -23,6 +23,7 @@ mod macos;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod nusb_backend;
 mod session;
+pub mod unmount;
 
 #[cfg(test)]
 pub(crate) mod double;
