@@ -12,7 +12,8 @@
 # Produces in OUT_DIR:
 #   usbipd-VERSION-TARGET.tar.gz         bin/usbipd, lib/systemd/system/usbipd-extension.service
 #                                        (ExecStart=/usr/bin/usbipd), share/usbipd/
-#                                        dev.usbipd.extension.plist (/usr/local/bin/usbipd), docs,
+#                                        dev.usbipd.extension.plist and homebrew.mxcl.usbipd.plist
+#                                        (/usr/local/bin/usbipd), docs,
 #                                        share/man/man1/*.1, bash/zsh/fish completions
 #   usbipd-VERSION-TARGET.tar.gz.sha256
 #   usbipd.rb                            Homebrew formula from packaging/homebrew/usbipd.rb.in
@@ -41,6 +42,7 @@ mkdir -p "$dir/bin" "$dir/lib/systemd/system" "$dir/share/usbipd" "$dir/share/do
 install -m 0755 "$bin" "$dir/bin/usbipd"
 "$bin" service-file systemd --exe /usr/bin/usbipd > "$dir/lib/systemd/system/usbipd-extension.service"
 "$bin" service-file launchd --exe /usr/local/bin/usbipd > "$dir/share/usbipd/dev.usbipd.extension.plist"
+"$bin" service-file launchd-daemon --exe /usr/local/bin/usbipd > "$dir/share/usbipd/homebrew.mxcl.usbipd.plist"
 # Man pages and completions come from the binary's own command-line definition.
 "$bin" manpages "$dir/share/man/man1" > /dev/null
 "$bin" completions bash > "$dir/share/bash-completion/completions/usbipd"

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 
+import capture
 from e2elib import Guest, Results, kill_group, qemu_command, tail
 
 BUSIDS = {"keyboard": "0-1", "serial": "0-2", "storage": "0-3", "loopback": "0-4"}
@@ -30,6 +31,7 @@ RAW_LINE = b"usbipd-e2e raw sector pattern 0123456789abcdef\n"
 VFAT_TEXT = "".join("%d\n" % i for i in range(1, 20001)).encode()
 SERIAL_UP = "guest-to-host usbipd-e2e 0123456789"
 SERIAL_DOWN = "host-to-guest usbipd-e2e abcdefghij"
+CAPTURE_SNAPLEN = 4096  # the first server's --capture-snaplen: the disk's reads are longer
 
 # checks in the order they normally happen; anything the guest never reports is a failure
 EXPECTED = (
@@ -51,6 +53,9 @@ EXPECTED = (
        "host-type-keys-client", "client-keyboard-keys", "client-port", "client-detach-port",
        "client-detach-all"]
     + ["client-auto-attach", "host-server-restart", "client-auto-reattach", "client-auto-sigterm-detach"]
+    # the first server's --capture, decoded by tshark after the run
+    + ["capture-tshark", "capture-get-descriptor", "capture-storage-cbw", "capture-storage-csw",
+       "capture-storage-data-in"]
 )
 
 # evdev key codes (linux/input-event-codes.h) of what we type
@@ -110,6 +115,7 @@ class Suite:
                     f'image = "{self.image}"\nread_only = false\n\n'
                     f'[[device]]\nkind = "loopback"\nbusid = "{BUSIDS["loopback"]}"\n')
         self.server_log_path = os.path.join(self.work, "server.log")
+        self.capture_path = os.path.join(self.work, "capture.pcapng")
         self.console_path = os.path.join(self.work, "guest-console.log")
 
     def start_server(self, check="host-server-start", log_mode="w"):
@@ -117,6 +123,8 @@ class Suite:
         env = dict(os.environ, RUST_LOG=os.environ.get("USBIPD_E2E_LOG", "debug"), NO_COLOR="1")
         cmd = [a.usbipd, "server", "--extension", "off", "--listen", f"127.0.0.1:{self.server_port}", "--config", self.config,
                "--control", self.sock]
+        if check == "host-server-start":  # the restarted server must not overwrite the capture
+            cmd += ["--capture", self.capture_path, "--capture-snaplen", str(CAPTURE_SNAPLEN)]
         log = open(self.server_log_path, log_mode)
         self.server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                        start_new_session=True)
@@ -331,6 +339,7 @@ class Suite:
                     self.follow()
         finally:
             self.stop()
+        capture.check(self.capture_path, BUSIDS["storage"], CAPTURE_SNAPLEN, self.record)
         return self.report()
 
 

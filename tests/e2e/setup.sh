@@ -14,7 +14,7 @@ export DEBIAN_FRONTEND=noninteractive
 need=()
 for pair in qemu-system-x86:/usr/bin/qemu-system-x86_64 busybox-static:- cpio:/usr/bin/cpio \
             kmod:/usr/sbin/depmod usbip:/usr/sbin/usbip usbutils:/usr/bin/lsusb gcc:/usr/bin/gcc \
-            libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a mtools:/usr/bin/mcopy; do
+            libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a mtools:/usr/bin/mcopy tshark:/usr/bin/tshark; do
   pkg=${pair%%:*} file=${pair#*:}
   if [ "$file" = - ]; then dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   else [ -e "$file" ] || need+=("$pkg"); fi
@@ -22,6 +22,8 @@ done
 command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
+  # tshark's wireshark-common asks whether non-root users may capture: no, without asking
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   timeout 300 apt-get update -q >/dev/null
   timeout 600 apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
 fi

@@ -22,6 +22,10 @@ pub struct Config {
     pub allow: Vec<IpNet>,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// pcapng file recording every URB (as `--capture`, which wins).
+    pub capture: Option<PathBuf>,
+    /// Bytes of each URB's data kept in the capture (as `--capture-snaplen`).
+    pub capture_snaplen: Option<u32>,
     #[serde(default, rename = "device")]
     pub devices: Vec<DeviceConfig>,
 }
@@ -247,6 +251,8 @@ mod tests {
         let c: Config = toml::from_str(
             r#"
             listen = ["127.0.0.1:3240", "[::1]:3240"]
+            capture = "/tmp/usb.pcapng"
+            capture_snaplen = 512
             [limits]
             max_in_flight = 64
             max_buffered_bytes = 1048576
@@ -268,6 +274,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.capture, Some(PathBuf::from("/tmp/usb.pcapng")));
+        assert_eq!(c.capture_snaplen, Some(512));
         assert_eq!(c.devices.len(), 4);
         assert_eq!(c.devices[1].busid(), Some("0-7"));
         assert_eq!(c.devices[3].allow().len(), 1);

@@ -2,6 +2,7 @@
 
 pub mod activation;
 pub mod bindings;
+pub mod capture;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -1,13 +1,10 @@
-use std::io::IsTerminal;
-
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
-use usbipd::cli::{self, Cli, Command, LogArgs};
+use usbipd::cli::{self, Cli, Command};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    usbipd::cli::logging::init(&cli.log);
     let result = match cli.command {
         Command::Server(mut args) => {
             args.log_args = cli.log.to_args();
@@ -31,21 +28,5 @@ async fn main() -> std::process::ExitCode {
             eprintln!("usbipd: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-/// Logs go to stderr: `--log-level`, else `RUST_LOG`, else info; text or JSON lines.
-fn init_logging(log: &LogArgs) {
-    let filter = match &log.log_level {
-        Some(level) => EnvFilter::new(level),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if log.log_format == "json" {
-        builder.json().init();
-    } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
 }

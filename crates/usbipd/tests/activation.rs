@@ -369,30 +369,86 @@ async fn uninstall_by_hand_goes_back_to_not_attempted() {
 
 // ---- service definitions ------------------------------------------------------------------
 
+/// The keys launchd.plist(5) documents, read back from a generated plist.
+fn launchd_keys(text: &str) -> (String, Vec<String>, plist::Dictionary) {
+    let v: plist::Value = plist::from_bytes(text.as_bytes()).expect("valid plist");
+    let d = v.into_dictionary().expect("dict");
+    let label = d
+        .get("Label")
+        .and_then(|v| v.as_string())
+        .expect("Label")
+        .to_string();
+    let args = d
+        .get("ProgramArguments")
+        .and_then(|v| v.as_array())
+        .expect("array")
+        .iter()
+        .map(|v| v.as_string().expect("string").to_string())
+        .collect();
+    assert_eq!(d.get("KeepAlive").and_then(|v| v.as_boolean()), Some(true));
+    assert_eq!(d.get("RunAtLoad").and_then(|v| v.as_boolean()), Some(true));
+    assert_eq!(
+        d.get("ProcessType").and_then(|v| v.as_string()),
+        Some("Interactive")
+    );
+    (label, args, d)
+}
+
 #[test]
-fn launchd_plist_parses_back_with_the_right_keys() {
-    use usbipd::activation::service_files::launchd::plist;
+fn launchd_plists_parse_back_with_the_documented_keys() {
+    use usbipd::activation::service_files::launchd::{daemon_plist, plist};
     for exe in [
         "/opt/homebrew/bin/usbipd",
         "/Applications/A & <B>/usbipd \"x\"",
     ] {
-        let text = plist(Path::new(exe));
-        let v: plist::Value = plist::from_bytes(text.as_bytes()).expect("valid plist");
-        let d = v.as_dictionary().expect("dict");
-        assert_eq!(
-            d.get("Label").and_then(|v| v.as_string()),
-            Some("dev.usbipd.extension")
-        );
-        let args: Vec<&str> = d
-            .get("ProgramArguments")
-            .and_then(|v| v.as_array())
-            .expect("array")
-            .iter()
-            .map(|v| v.as_string().expect("string"))
-            .collect();
+        let (label, args, d) = launchd_keys(&plist(Path::new(exe)));
+        assert_eq!(label, "dev.usbipd.extension");
         assert_eq!(args, [exe, "extension", "run"]);
-        assert_eq!(d.get("KeepAlive").and_then(|v| v.as_boolean()), Some(true));
-        assert_eq!(d.get("RunAtLoad").and_then(|v| v.as_boolean()), Some(true));
+        assert_eq!(
+            d.get("ThrottleInterval")
+                .and_then(|v| v.as_unsigned_integer()),
+            Some(2)
+        );
+        assert_eq!(
+            d.get("StandardErrorPath").and_then(|v| v.as_string()),
+            Some("/Library/Logs/usbipd/extension.log")
+        );
+        let (label, args, d) = launchd_keys(&daemon_plist(Path::new(exe)));
+        assert_eq!(label, "homebrew.mxcl.usbipd");
+        assert_eq!(args, [exe, "server"]);
+        assert_eq!(
+            d.get("ThrottleInterval")
+                .and_then(|v| v.as_unsigned_integer()),
+            Some(10)
+        );
+    }
+}
+
+/// The formula's `service` block is what `sudo brew services start usbipd` turns into the
+/// daemon's plist: it must say what the generated one says.
+#[test]
+fn the_homebrew_service_block_matches_the_daemon_plist() {
+    let formula = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../packaging/homebrew/usbipd.rb.in"
+    ))
+    .unwrap();
+    let block = formula
+        .split("service do")
+        .nth(1)
+        .and_then(|rest| rest.split("\n  end").next())
+        .expect("a service block");
+    for line in [
+        "run [opt_bin/\"usbipd\", \"server\"]",
+        "keep_alive true",
+        "require_root true",
+        "process_type :interactive",
+        "run_type :immediate",
+    ] {
+        assert!(
+            block.contains(line),
+            "service block lacks `{line}`:\n{block}"
+        );
     }
 }
 
@@ -483,6 +539,7 @@ fn package_script_builds_the_tarball_and_formula_from_the_binary() {
         "bin/usbipd",
         "lib/systemd/system/usbipd-extension.service",
         "share/usbipd/dev.usbipd.extension.plist",
+        "share/usbipd/homebrew.mxcl.usbipd.plist",
         "share/man/man1/usbipd.1",
         "share/man/man1/usbipd-bind.1",
         "share/bash-completion/completions/usbipd",

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use usbipd::activation::installer::launchctl::parse_print;
+use usbipd::activation::installer::ServiceState;
 use usbipd::activation::state::{ActivationState, InstallStatus, ServiceLocation};
 use usbipd::activation::status::{self, Facts, Os};
 use usbipd::activation::{ApprovalStep, FallbackReason, InstallerKind, Mode, Snapshot};
@@ -38,7 +40,19 @@ fn fallback(reason: FallbackReason) -> Mode {
 }
 
 fn check(name: &str, snapshot: Snapshot, facts: Facts, headline: &str) {
-    let report = status::report(&snapshot, &facts);
+    check_with_services(name, snapshot, facts, headline, Vec::new());
+}
+
+/// As `check`, with the service manager's word on the services (`usbipd status` adds it).
+fn check_with_services(
+    name: &str,
+    snapshot: Snapshot,
+    facts: Facts,
+    headline: &str,
+    services: Vec<ServiceState>,
+) {
+    let mut report = status::report(&snapshot, &facts);
+    report.services = services;
     let text = status::render_text(&report);
     let json = status::render_json(&report) + "\n";
     // Exactly one headline, first, and it is the one expected.
@@ -155,6 +169,34 @@ fn failed() {
         },
         facts(Os::Linux),
         status::FAILED,
+    );
+}
+
+/// A launchd extension that launchd keeps respawning (exit 78 each time): the unified log is
+/// where to read more, and launchd's own account of the job is shown.
+#[test]
+fn failed_on_macos_with_the_launchd_state() {
+    let reason =
+        "launchctl bootstrap failed (exit code 5: Bootstrap failed: 5: Input/output error)";
+    let crashed = include_str!("../src/activation/installer/fixtures/print-crashed.txt");
+    let daemon = include_str!("../src/activation/installer/fixtures/print-never-ran.txt");
+    check_with_services(
+        "failed_launchd",
+        Snapshot {
+            state: state(InstallStatus::Failed {
+                reason: reason.into(),
+            }),
+            mode: fallback(FallbackReason::Failed {
+                message: reason.into(),
+            }),
+            installer: Some(InstallerKind::Launchd),
+        },
+        facts(Os::Macos),
+        status::FAILED,
+        [crashed, daemon]
+            .into_iter()
+            .map(|t| parse_print(t).expect("a service"))
+            .collect(),
     );
 }
 

@@ -27,6 +27,8 @@ const LAYERS: &[&str] = &[
     // The IPC protocol and the TCP server.
     "ipc",
     "server",
+    // Packet capture of the server's URBs (pcapng).
+    "capture",
     // The device model (virtual and host devices).
     "device",
     // Leaves: files on disk, and the OS calls.

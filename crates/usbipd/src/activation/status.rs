@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::controller::{FallbackReason, Mode, Snapshot};
-use super::service_files::{LAUNCHD_LOG, SYSTEMD_UNIT};
+use super::installer::ServiceState;
+use super::service_files::{OSLOG_SUBSYSTEM, SYSTEMD_UNIT};
 use super::state::{ApprovalStep, InstallStatus, InstallerKind, ServiceLocation};
 
 pub const ACTIVE: &str = "System Extension: Active";
@@ -92,6 +93,10 @@ pub struct StatusReport {
     pub mode: String,
     pub fallback_reason: Option<FallbackReason>,
     pub state_file: PathBuf,
+    /// What the service manager says about usbipd's services (`launchctl print` on macOS);
+    /// filled in by `usbipd status`, which asks it.
+    #[serde(default)]
+    pub services: Vec<ServiceState>,
 }
 
 const FALLBACK_LIMITS: &str = "The daemon opens devices directly, as far as its own privileges allow; devices held by a kernel driver cannot be bound.";
@@ -159,7 +164,9 @@ fn service_line(
 fn logs_hint(kind: Option<InstallerKind>) -> String {
     match kind {
         Some(InstallerKind::Systemd) => format!("journalctl -u {SYSTEMD_UNIT}"),
-        Some(InstallerKind::Launchd) => LAUNCHD_LOG.to_string(),
+        Some(InstallerKind::Launchd) => {
+            format!("log show --last 1h --predicate 'subsystem == \"{OSLOG_SUBSYSTEM}\"'")
+        }
         _ => "the daemon's log (standard error of `usbipd server`)".to_string(),
     }
 }
@@ -324,6 +331,7 @@ pub fn report(s: &Snapshot, f: &Facts) -> StatusReport {
             Mode::Fallback { reason } => Some(reason.clone()),
         },
         state_file: f.state_file.clone(),
+        services: Vec::new(),
     }
 }
 
@@ -335,6 +343,11 @@ pub fn render_text(r: &StatusReport) -> String {
     for line in &r.guidance {
         out.push_str("  ");
         out.push_str(line);
+        out.push('\n');
+    }
+    for service in &r.services {
+        out.push_str("  ");
+        out.push_str(&service.line());
         out.push('\n');
     }
     out

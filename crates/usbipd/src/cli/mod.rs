@@ -6,6 +6,7 @@ pub mod detach;
 pub mod docs;
 pub mod extension;
 pub mod list;
+pub mod logging;
 pub mod server;
 pub mod service_files;
 pub mod status;

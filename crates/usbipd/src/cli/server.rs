@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use tracing::{info, warn};
 
 use super::{ControlArg, StateArg};
@@ -13,6 +14,7 @@ use crate::activation::installer::{self, Platform};
 use crate::activation::state_file::StateFile;
 use crate::activation::status::{Facts, Os};
 use crate::activation::{Activation, ActivationConfig};
+use crate::capture::{self, Capture};
 use crate::config::Config;
 use crate::control::{self, ControlContext};
 use crate::device::registry::Registry;
@@ -45,6 +47,13 @@ pub struct ServerArgs {
     /// Serve only the virtual devices; never look at the host's USB devices
     #[arg(long)]
     pub no_host: bool,
+    /// Record every URB, its completion and unlinks to this pcapng file for Wireshark or tshark
+    /// (USB Linux usbmon format; overwrites the file)
+    #[arg(long, value_name = "FILE")]
+    pub capture: Option<PathBuf>,
+    /// Bytes of each URB's data kept in the capture [default: 65535]
+    #[arg(long, value_name = "BYTES")]
+    pub capture_snaplen: Option<u32>,
     #[command(flatten)]
     pub control: ControlArg,
     #[command(flatten)]
@@ -101,6 +110,20 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         );
     }
     server_config.allow = Allowlist::new(allow);
+    let capture_writer = match args.capture.as_ref().or(config.capture.as_ref()) {
+        Some(path) => {
+            let snaplen = args
+                .capture_snaplen
+                .or(config.capture_snaplen)
+                .unwrap_or(capture::DEFAULT_SNAPLEN);
+            let (capture, writer) = Capture::open(path, snaplen)
+                .with_context(|| format!("cannot create the capture file {}", path.display()))?;
+            info!(path = %path.display(), snaplen, "capturing every URB (pcapng, usbmon records)");
+            server_config.capture = Some(capture);
+            Some(writer)
+        }
+        None => None,
+    };
 
     let built = devices::build(&config).await?;
     let registry = Registry::new();
@@ -177,6 +200,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&control_path);
     built.flush_disks().await;
     drop(built);
+    if let Some(writer) = capture_writer {
+        tokio::task::spawn_blocking(move || writer.close()).await?;
+    }
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! `usbipd service-file systemd|launchd [--exe PATH]` (hidden): prints the service definition
+//! `usbipd service-file systemd|launchd|launchd-daemon [--exe PATH]` (hidden): prints the service definition
 //! generated for an executable, so packaging uses exactly what the installer would write.
 //!
 //! It only prints: it never installs anything.
@@ -11,8 +11,11 @@ use crate::activation::service_files::{launchd, systemd};
 pub enum Kind {
     /// The systemd unit (usbipd-extension.service)
     Systemd,
-    /// The launchd daemon plist (dev.usbipd.extension.plist)
+    /// The extension's launchd daemon plist (dev.usbipd.extension.plist)
     Launchd,
+    /// The daemon's launchd daemon plist (homebrew.mxcl.usbipd.plist, as `brew services`
+    /// installs it)
+    LaunchdDaemon,
 }
 
 #[derive(Debug, clap::Args)]
@@ -36,6 +39,7 @@ pub fn run(args: ServiceFileArgs) -> anyhow::Result<()> {
     let text = match args.kind {
         Kind::Systemd => systemd::unit(&exe),
         Kind::Launchd => launchd::plist(&exe),
+        Kind::LaunchdDaemon => launchd::daemon_plist(&exe),
     };
     print!("{text}");
     Ok(())

@@ -42,14 +42,17 @@ pub async fn activation_report(
             .ok(),
         Err(_) => None,
     };
+    let platform = Platform::detect()?;
+    let installer = installer::for_platform(&platform, None);
+    // The service manager's word on the services, whoever renders the rest.
+    let services = installer.as_ref().map(|i| i.services()).unwrap_or_default();
     if let Some(r) = answer {
-        if let Some(report) = r.activation {
+        if let Some(mut report) = r.activation {
+            report.services = services;
             return Ok(report);
         }
     }
-    let platform = Platform::detect()?;
     let file = StateFile::new(state.activation_path()?);
-    let installer = installer::for_platform(&platform, None);
     let mut snapshot = manual::offline_snapshot(installer.as_deref(), &file);
     if extension_answers && !snapshot.mode.is_extension() {
         // Run by a daemon in embedded mode, or by hand: active all the same.
@@ -61,7 +64,9 @@ pub async fn activation_report(
         exe: platform.exe,
         state_file: file.path().to_path_buf(),
     };
-    Ok(activation_status::report(&snapshot, &facts))
+    let mut report = activation_status::report(&snapshot, &facts);
+    report.services = services;
+    Ok(report)
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {

@@ -111,13 +111,17 @@ impl UsbHostBus {
         UsbHostBus::new(Arc::new(host::NusbBackend), sysfs, kind)
     }
 
-    /// macOS: nusb on IOKit, capturing a device from its drivers when they hold it.
+    /// macOS: nusb on IOKit, capturing a device from its drivers when they hold it, after
+    /// unmounting the volumes of a mass-storage device.
     #[cfg(target_os = "macos")]
     fn system_backend(sysfs: Option<PathBuf>, kind: &'static str) -> Arc<UsbHostBus> {
-        let backend = host::capture::CapturingBackend::new(
-            Arc::new(host::NusbBackend),
-            Arc::new(crate::platform::macos::IoKitCapturer),
+        use crate::platform::macos::{DiskArbitration, IoKitCapturer};
+        let capturer = host::unmount::UnmountingCapturer::new(
+            Arc::new(IoKitCapturer),
+            Arc::new(DiskArbitration),
         );
+        let backend =
+            host::capture::CapturingBackend::new(Arc::new(host::NusbBackend), Arc::new(capturer));
         let own = backend.own_reenumerations();
         UsbHostBus::with_own_reenumerations(Arc::new(backend), sysfs, kind, Some(own))
     }

@@ -11,6 +11,8 @@ use std::fmt;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
+pub use crate::platform::signatures::{SignatureError, SignatureReader};
+
 /// An Apple Developer Team ID: ten upper-case letters or digits. Validated because it is
 /// written into a code requirement, which must not be open to injection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,35 +35,6 @@ impl TeamId {
 impl fmt::Display for TeamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// The OS's answers about code signatures.
-pub trait SignatureReader: Send + Sync + 'static {
-    /// The Team ID of this running program's signature; `Ok(None)` if it is unsigned or
-    /// signed ad hoc (no team).
-    fn own_team(&self) -> Result<Option<String>, SignatureError>;
-
-    /// Whether the process at the other end of this Unix socket (found by its audit token,
-    /// which names the exact process image, unlike a pid) satisfies `requirement`, a code
-    /// requirement in Apple's requirement language.
-    fn peer_satisfies(
-        &self,
-        socket: BorrowedFd<'_>,
-        requirement: &str,
-    ) -> Result<bool, SignatureError>;
-}
-
-/// A failed Security-framework or socket call: what was asked, and the OSStatus or errno.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignatureError {
-    pub what: &'static str,
-    pub code: i32,
-}
-
-impl fmt::Display for SignatureError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} failed (OSStatus {})", self.what, self.code)
     }
 }
 

@@ -133,6 +133,8 @@ pub(crate) async fn serve_import(
             peer,
             busid: &busid,
             devid: record.devid(),
+            busnum: record.busnum,
+            devnum: record.devnum,
             device: device_session,
             completions,
             revoked: claim.revoked(),

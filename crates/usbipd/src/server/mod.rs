@@ -18,7 +18,9 @@ use futures_core::future::BoxFuture;
 use tokio::net::TcpStream;
 use usbip_proto::ExportedDevice;
 
+use crate::capture::Capture;
 pub use crate::device::allowlist::Allowlist;
+
 pub(crate) use handshake::serve_import;
 pub use listener::Server;
 use usbip_proto::Limits;
@@ -51,6 +53,8 @@ pub struct ServerConfig {
     pub allow: Allowlist,
     /// How long a new connection may take to send its handshake request.
     pub handshake_timeout: Duration,
+    /// Where every URB and its completion is recorded (`--capture`), if anywhere.
+    pub capture: Option<Capture>,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +73,7 @@ impl Default for ServerConfig {
             max_connections_per_address: 64,
             allow: Allowlist::default(),
             handshake_timeout: Duration::from_secs(30),
+            capture: None,
         }
     }
 }

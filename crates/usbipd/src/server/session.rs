@@ -21,6 +21,7 @@ use usbip_proto::{errno, Command, Direction, ProtoError, Reply, RetSubmit, RetUn
 
 use super::writer::{self, Backlog};
 use super::ServerConfig;
+use crate::capture::SessionCapture;
 use crate::device::{DeviceSession, Urb, UrbCompletion};
 
 /// Everything a session needs from a successful import.
@@ -28,6 +29,9 @@ pub(super) struct Attached<'a> {
     pub peer: SocketAddr,
     pub busid: &'a str,
     pub devid: u32,
+    /// Bus and device number of the device record, for the capture.
+    pub busnum: u32,
+    pub devnum: u32,
     pub device: Box<dyn DeviceSession>,
     pub completions: mpsc::UnboundedReceiver<UrbCompletion>,
     /// True once the device is no longer exported: the session ends, as on unplug.
@@ -92,6 +96,8 @@ struct Session<'a> {
     /// OUT payload bytes of the URBs in flight: a device may hold them indefinitely (gadget
     /// zero's loopback, a serial pipe nobody drains), so they count against the limit too.
     held_out: usize,
+    /// `Some` only with `--capture`: checked once per URB, nothing else when off.
+    capture: Option<SessionCapture>,
     config: &'a ServerConfig,
 }
 
@@ -111,6 +117,8 @@ pub(super) async fn run(
         peer,
         busid,
         devid,
+        busnum,
+        devnum,
         device,
         mut completions,
         mut revoked,
@@ -127,6 +135,7 @@ pub(super) async fn run(
         backlog,
         read_buffered: 0,
         held_out: 0,
+        capture: config.capture.as_ref().map(|c| c.session(busnum, devnum)),
         config,
     };
     let end = session
@@ -231,6 +240,18 @@ impl Session<'_> {
         match cmd {
             Command::Submit { cmd, data, iso } => {
                 let h = cmd.header;
+                let urb = Urb {
+                    seqnum: h.seqnum,
+                    endpoint: h.ep as u8,
+                    direction: h.direction,
+                    transfer_flags: cmd.transfer_flags,
+                    transfer_length: cmd.transfer_buffer_length,
+                    setup: cmd.setup,
+                    data,
+                    interval: cmd.interval,
+                    start_frame: cmd.start_frame,
+                    iso,
+                };
                 if self.in_flight.len() >= self.config.max_in_flight {
                     return Err(End::Violation(format!(
                         "max_in_flight ({}) URBs exceeded",
@@ -239,6 +260,9 @@ impl Session<'_> {
                 }
                 if let Some(i) = self.early_unlinks.iter().position(|&s| s == h.seqnum) {
                     self.early_unlinks.remove(i);
+                    if let Some(capture) = &mut self.capture {
+                        capture.refused(&urb, errno::ECONNRESET);
+                    }
                     debug!(peer = %self.peer, busid = self.busid, seqnum = h.seqnum, "dropping a URB unlinked before it arrived");
                     return Ok(());
                 }
@@ -251,7 +275,7 @@ impl Session<'_> {
                 if self.is_newer(h.seqnum) {
                     self.newest_submit = Some(h.seqnum);
                 }
-                let held = data.len();
+                let held = urb.data.len();
                 self.in_flight.insert(
                     h.seqnum,
                     InFlight {
@@ -263,18 +287,10 @@ impl Session<'_> {
                 self.held_out += held;
                 self.config.total_buffered.add(held);
                 self.check_buffered(self.backlog.get())?;
-                self.device.submit(Urb {
-                    seqnum: h.seqnum,
-                    endpoint: h.ep as u8,
-                    direction: h.direction,
-                    transfer_flags: cmd.transfer_flags,
-                    transfer_length: cmd.transfer_buffer_length,
-                    setup: cmd.setup,
-                    data,
-                    interval: cmd.interval,
-                    start_frame: cmd.start_frame,
-                    iso,
-                });
+                if let Some(capture) = &mut self.capture {
+                    capture.submit(&urb);
+                }
+                self.device.submit(urb);
                 Ok(())
             }
             Command::Unlink(unlink) => {
@@ -286,6 +302,9 @@ impl Session<'_> {
                 let status = if let Some(urb) = self.in_flight.remove(&victim) {
                     self.release_held(urb.held);
                     self.device.cancel(victim);
+                    if let Some(capture) = &mut self.capture {
+                        capture.unlinked(victim);
+                    }
                     errno::ECONNRESET
                 } else if self.is_newer(victim) {
                     // Its CMD_SUBMIT is still on the way (see `early_unlinks`).
@@ -334,6 +353,9 @@ impl Session<'_> {
                 ret.actual_length = ret.actual_length.min(urb.length);
             }
             _ => {}
+        }
+        if let Some(capture) = &mut self.capture {
+            capture.complete(&ret, &data, &done.iso);
         }
         self.send(Reply::Submit {
             ret,

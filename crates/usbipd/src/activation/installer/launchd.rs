@@ -1,6 +1,9 @@
 //! The launchd installer (macOS): signs the executable when an identity exists (otherwise goes
 //! on unsigned: development mode, logged), writes the generated plist to /Library/LaunchDaemons
-//! and bootstraps it into the system domain.
+//! and loads it with `launchctl bootstrap system`. Like the systemd installer it touches a
+//! running extension only when its plist changed (`bootout`, then `bootstrap`); an unchanged,
+//! loaded one that is not running is `kickstart`ed. Removal is `launchctl bootout
+//! system/<label>`; the state `usbipd status` shows is `launchctl print system/<label>`.
 //!
 //! Platform-neutral on purpose: it only runs `launchctl`/`codesign` through `CommandRunner`, so
 //! its decisions are tested on Linux; nothing here calls macOS APIs.
@@ -10,11 +13,12 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
+use super::launchctl::{Launchctl, LaunchctlError};
 use super::{
     sudo_command, sudo_install_command, ApprovalStep, CommandRunner, InstallError, Installed,
-    Installer, InstallerKind, Probe, Prompt, ServiceLocation,
+    Installer, InstallerKind, Probe, Prompt, ServiceLocation, ServiceState,
 };
-use crate::activation::service_files::{launchd::plist, LAUNCHD_LABEL, LAUNCHD_LOG};
+use crate::activation::service_files::{launchd::plist, DAEMON_LABEL, LAUNCHD_LABEL, LAUNCHD_LOG};
 use crate::activation::signing::{SecurityTool, SigningIdentities};
 
 /// Where macOS lists background items the user may switch off.
@@ -26,6 +30,7 @@ pub struct LaunchdInstaller {
     root: bool,
     plist_dir: PathBuf,
     runner: Arc<dyn CommandRunner>,
+    launchctl: Launchctl,
     identities: Arc<dyn SigningIdentities>,
 }
 
@@ -38,6 +43,7 @@ impl LaunchdInstaller {
             identities: Arc::new(SecurityTool {
                 runner: runner.clone(),
             }),
+            launchctl: Launchctl::new(runner.clone()),
             runner,
         }
     }
@@ -56,8 +62,11 @@ impl LaunchdInstaller {
         self.plist_dir.join(format!("{LAUNCHD_LABEL}.plist"))
     }
 
-    fn target() -> String {
-        format!("system/{LAUNCHD_LABEL}")
+    fn installed(&self, signed: bool) -> Installed {
+        Installed {
+            location: self.location(),
+            signed: Some(signed),
+        }
     }
 
     /// Signs the executable if an identity exists; `false` means development mode.
@@ -94,6 +103,10 @@ impl LaunchdInstaller {
     }
 }
 
+fn failed(what: &str, e: &LaunchctlError) -> InstallError {
+    InstallError::Failed(format!("launchctl {what} failed ({})", e.describe()))
+}
+
 impl Installer for LaunchdInstaller {
     fn kind(&self) -> InstallerKind {
         InstallerKind::Launchd
@@ -111,10 +124,7 @@ impl Installer for LaunchdInstaller {
         if !self.plist_path().exists() {
             return Probe::NotInstalled;
         }
-        let running = match self.runner.run("launchctl", &["print", &Self::target()]) {
-            Ok(out) if out.success() => out.stdout.lines().any(|l| l.trim() == "state = running"),
-            _ => false,
-        };
+        let running = matches!(self.launchctl.print(LAUNCHD_LABEL), Ok(Some(s)) if s.running);
         Probe::Installed { running }
     }
 
@@ -129,35 +139,43 @@ impl Installer for LaunchdInstaller {
             return Err(InstallError::NeedsApproval(background_step()));
         }
         let signed = self.sign();
+        let text = plist(&self.exe);
+        let loaded = self
+            .launchctl
+            .print(LAUNCHD_LABEL)
+            .map_err(|e| failed("print", &e))?;
+        if let Some(service) = &loaded {
+            if std::fs::read(&path).ok().as_deref() == Some(text.as_bytes()) {
+                // Loaded as it should be: leave a running extension alone.
+                if !service.running {
+                    self.launchctl
+                        .kickstart(LAUNCHD_LABEL)
+                        .map_err(|e| failed("kickstart", &e))?;
+                }
+                return Ok(self.installed(signed));
+            }
+        }
         if let Some(dir) = std::path::Path::new(LAUNCHD_LOG).parent() {
             // Best effort: launchd opens the log itself and runs without it if it cannot.
             let _ = std::fs::create_dir_all(dir);
         }
-        crate::persist::write_atomically(&path, plist(&self.exe).as_bytes(), 0o644)
+        crate::persist::write_atomically(&path, text.as_bytes(), 0o644)
             .map_err(|e| InstallError::Failed(format!("cannot write {}: {e}", path.display())))?;
-        let target = Self::target();
-        // Replace a loaded older definition; "not loaded" is fine.
-        let _ = self.runner.run("launchctl", &["bootout", &target]);
-        let _ = self.runner.run("launchctl", &["enable", &target]);
-        let path_str = path.to_string_lossy();
-        let out = self
-            .runner
-            .run("launchctl", &["bootstrap", "system", path_str.as_ref()])
-            .map_err(|e| InstallError::Failed(format!("cannot run launchctl: {e}")))?;
-        if !out.success() {
-            // A background item the user switched off refuses to load.
-            if out.stderr.contains("Operation not permitted") {
-                return Err(InstallError::NeedsApproval(background_step()));
-            }
-            return Err(InstallError::Failed(format!(
-                "launchctl bootstrap failed ({})",
-                out.describe()
-            )));
+        if loaded.is_some() {
+            // A changed plist: launchd reads it only when the job is loaded anew.
+            self.launchctl
+                .bootout(LAUNCHD_LABEL)
+                .map_err(|e| failed("bootout", &e))?;
         }
-        Ok(Installed {
-            location: self.location(),
-            signed: Some(signed),
-        })
+        // A job disabled by an override refuses to load; clearing it is what an install means.
+        if let Err(e) = self.launchctl.enable(LAUNCHD_LABEL) {
+            warn!(error = %e.describe(), "launchctl enable");
+        }
+        match self.launchctl.bootstrap(&path) {
+            Ok(()) => Ok(self.installed(signed)),
+            Err(e) if e.not_permitted() => Err(InstallError::NeedsApproval(background_step())),
+            Err(e) => Err(failed("bootstrap", &e)),
+        }
     }
 
     fn uninstall(&self) -> Result<(), InstallError> {
@@ -167,7 +185,9 @@ impl Installer for LaunchdInstaller {
                 "uninstall",
             )));
         }
-        let _ = self.runner.run("launchctl", &["bootout", &Self::target()]);
+        self.launchctl
+            .bootout(LAUNCHD_LABEL)
+            .map_err(|e| failed("bootout", &e))?;
         let path = self.plist_path();
         if path.exists() {
             std::fs::remove_file(&path).map_err(|e| {
@@ -175,6 +195,19 @@ impl Installer for LaunchdInstaller {
             })?;
         }
         Ok(())
+    }
+
+    fn services(&self) -> Vec<ServiceState> {
+        [LAUNCHD_LABEL, DAEMON_LABEL]
+            .into_iter()
+            .filter_map(|label| match self.launchctl.print(label) {
+                Ok(state) => state,
+                Err(e) => {
+                    warn!(label, error = %e.describe(), "launchctl print");
+                    None
+                }
+            })
+            .collect()
     }
 }
 
@@ -186,123 +219,5 @@ fn background_step() -> ApprovalStep {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use super::super::CommandOutput;
-    use super::*;
-    use crate::activation::signing::{Identity, NoIdentities};
-
-    struct Script {
-        calls: Mutex<Vec<String>>,
-        bootstrap_stderr: Option<&'static str>,
-    }
-
-    impl CommandRunner for Script {
-        fn run(&self, program: &str, args: &[&str]) -> std::io::Result<CommandOutput> {
-            let line = format!("{program} {}", args.join(" "));
-            self.calls.lock().unwrap().push(line.clone());
-            if line.starts_with("launchctl bootstrap") {
-                if let Some(e) = self.bootstrap_stderr {
-                    return Ok(CommandOutput {
-                        code: Some(5),
-                        stderr: e.into(),
-                        ..Default::default()
-                    });
-                }
-            }
-            Ok(CommandOutput {
-                code: Some(0),
-                ..Default::default()
-            })
-        }
-    }
-
-    struct OneIdentity;
-    impl SigningIdentities for OneIdentity {
-        fn find(&self) -> Option<Identity> {
-            Some(Identity {
-                hash: "AB".repeat(20),
-                name: "Developer ID Application: Ann (X)".into(),
-            })
-        }
-    }
-
-    fn installer(
-        dir: &std::path::Path,
-        bootstrap_stderr: Option<&'static str>,
-        ids: Arc<dyn SigningIdentities>,
-    ) -> (LaunchdInstaller, Arc<Script>) {
-        let script = Arc::new(Script {
-            calls: Mutex::new(Vec::new()),
-            bootstrap_stderr,
-        });
-        let i = LaunchdInstaller::new("/opt/homebrew/bin/usbipd".into(), true, script.clone())
-            .with_plist_dir(dir.into())
-            .with_identities(ids);
-        (i, script)
-    }
-
-    #[test]
-    fn signs_when_an_identity_exists_and_bootstraps_the_plist() {
-        let dir = tempfile::tempdir().unwrap();
-        let (i, script) = installer(dir.path(), None, Arc::new(OneIdentity));
-        let done = i.install(Prompt::Allowed).unwrap();
-        assert_eq!(done.signed, Some(true));
-        let plist_path = dir.path().join("dev.usbipd.extension.plist");
-        let calls = script.calls.lock().unwrap().clone();
-        assert_eq!(
-            calls,
-            [
-                format!("codesign --force --options runtime --identifier dev.usbipd.extension --sign {} /opt/homebrew/bin/usbipd", "AB".repeat(20)),
-                "launchctl bootout system/dev.usbipd.extension".to_string(),
-                "launchctl enable system/dev.usbipd.extension".to_string(),
-                format!("launchctl bootstrap system {}", plist_path.display()),
-            ]
-        );
-        assert!(std::fs::read_to_string(plist_path)
-            .unwrap()
-            .contains("<string>/opt/homebrew/bin/usbipd</string>"));
-    }
-
-    #[test]
-    fn without_identity_it_installs_unsigned() {
-        let dir = tempfile::tempdir().unwrap();
-        let (i, script) = installer(dir.path(), None, Arc::new(NoIdentities));
-        assert_eq!(i.install(Prompt::Allowed).unwrap().signed, Some(false));
-        assert!(!script.calls.lock().unwrap()[0].starts_with("codesign"));
-    }
-
-    #[test]
-    fn a_switched_off_background_item_needs_approval_in_settings() {
-        let dir = tempfile::tempdir().unwrap();
-        let (i, _) = installer(
-            dir.path(),
-            Some("Bootstrap failed: 1: Operation not permitted\n"),
-            Arc::new(NoIdentities),
-        );
-        assert_eq!(
-            i.install(Prompt::Allowed),
-            Err(InstallError::NeedsApproval(background_step()))
-        );
-        let (i, _) = installer(
-            dir.path(),
-            Some("Bootstrap failed: 5: Input/output error\n"),
-            Arc::new(NoIdentities),
-        );
-        assert!(
-            matches!(i.install(Prompt::Allowed), Err(InstallError::Failed(m)) if m.contains("exit code 5"))
-        );
-    }
-
-    #[test]
-    fn suppressed_prompt_never_adds_a_new_background_item() {
-        let dir = tempfile::tempdir().unwrap();
-        let (i, script) = installer(dir.path(), None, Arc::new(NoIdentities));
-        assert!(matches!(
-            i.install(Prompt::Suppressed),
-            Err(InstallError::NeedsApproval(_))
-        ));
-        assert!(script.calls.lock().unwrap().is_empty());
-    }
-}
+#[path = "launchd_tests.rs"]
+mod tests;

@@ -7,6 +7,7 @@
 
 pub mod command;
 pub mod embedded;
+pub mod launchctl;
 pub mod launchd;
 pub mod systemd;
 
@@ -21,6 +22,40 @@ pub use command::{CommandOutput, CommandRunner, SystemRunner};
 pub enum Probe {
     NotInstalled,
     Installed { running: bool },
+}
+
+/// What the service manager says about one service (`usbipd status` shows it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceState {
+    /// `launchd` or `systemd`.
+    pub manager: String,
+    /// The manager's name for it (`system/dev.usbipd.extension`).
+    pub name: String,
+    /// The manager's own word (`running`, `not running`, `spawn scheduled`, ...).
+    pub state: String,
+    pub running: bool,
+    pub pid: Option<u32>,
+    /// How often it was started.
+    pub runs: Option<u64>,
+    /// How the last run ended (`exit code 0`, `signal Killed: 9`, `never exited`).
+    pub last_exit: Option<String>,
+}
+
+impl ServiceState {
+    /// `launchd system/x: running, pid 412, 3 runs, last exit code 0`.
+    pub fn line(&self) -> String {
+        let mut out = format!("{} {}: {}", self.manager, self.name, self.state);
+        if let Some(pid) = self.pid {
+            out += &format!(", pid {pid}");
+        }
+        if let Some(runs) = self.runs {
+            out += &format!(", {runs} run{}", if runs == 1 { "" } else { "s" });
+        }
+        if let Some(last) = &self.last_exit {
+            out += &format!(", last exit: {last}");
+        }
+        out
+    }
 }
 
 /// A completed installation.
@@ -48,6 +83,11 @@ pub trait Installer: Send + Sync {
     /// Installs (or repairs) and starts the service; returns once it is running and ready.
     fn install(&self, prompt: Prompt) -> Result<Installed, InstallError>;
     fn uninstall(&self) -> Result<(), InstallError>;
+    /// What the service manager says about the services usbipd runs under it (the extension,
+    /// and the daemon where a service runs it); empty where there is no such manager.
+    fn services(&self) -> Vec<ServiceState> {
+        Vec::new()
+    }
 }
 
 /// The command that gives the installation the rights it lacks.

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use super::backend::{EndpointDesc, EndpointQueue, HostBackend, HostDeviceInfo, HostDeviceOps};
 use super::errors::{ClaimError, ClaimReason, HostError, HostErrorKind, XferError};
 use crate::device::SetupPacket;
+pub use crate::platform::capturer::Capturer;
 
 /// How long a captured device may take to come back (libusb waits as long).
 pub const CAPTURE_SETTLE: Duration = Duration::from_secs(10);
@@ -29,22 +30,6 @@ pub const OWN_EVENTS_GRACE: Duration = Duration::from_secs(2);
 
 /// The first wait between two looks for the re-enumerated device; doubled up to 200 ms.
 const FIRST_POLL: Duration = Duration::from_millis(10);
-
-/// The OS's way to take a whole device from its drivers and to give it back.
-pub trait Capturer: Send + Sync + 'static {
-    /// Has the device with this busid re-enumerated so that no OS driver binds to it. Returns
-    /// once the OS took the request; the device comes back (a new handle must be opened) a
-    /// moment later. No handle of ours may be open.
-    fn capture(&self, busid: &str) -> Result<(), HostError>;
-
-    /// Has the device re-enumerated without a capture, so its drivers match it again; also
-    /// frees a capture an earlier process left. No handle of ours may be open.
-    fn give_back(&self, busid: &str) -> Result<(), HostError>;
-
-    /// Port reset of a captured device that keeps the capture (IOKit's plain reset is a
-    /// re-enumeration, which would end it). No handle of ours may be open.
-    fn reset(&self, busid: &str) -> Result<(), HostError>;
-}
 
 /// Devices this process is re-enumerating (capture, reset, release). The device leaves and
 /// comes back, and the hotplug watch reports both; those reports are ours, not an unplug, and

@@ -18,6 +18,7 @@ pub mod intercept;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod nusb_backend;
 mod session;
+pub mod unmount;
 
 #[cfg(test)]
 pub(crate) mod double;

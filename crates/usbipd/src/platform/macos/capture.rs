@@ -7,18 +7,13 @@
 use std::ffi::c_void;
 use std::ptr;
 
-use core_foundation::base::{CFType, TCFType};
-use core_foundation::number::CFNumber;
-use core_foundation::string::CFString;
-use core_foundation_sys::base::kCFAllocatorDefault;
-use core_foundation_sys::dictionary::CFDictionaryRef;
 use core_foundation_sys::uuid::{CFUUIDBytes, CFUUIDGetConstantUUIDWithBytes, CFUUIDRef};
 use tracing::debug;
 
 use super::ffi;
-use crate::device::host::capture::Capturer;
-use crate::device::host::errors::{ioreturn, HostError, HostErrorKind};
-use crate::platform::busid::macos_busid;
+use super::registry::{self, check, Object};
+use crate::platform::capturer::Capturer;
+use crate::platform::os_error::{ioreturn, HostError, HostErrorKind};
 
 /// IOKit capture as a [`Capturer`].
 pub struct IoKitCapturer;
@@ -85,82 +80,18 @@ fn with_device(
     result
 }
 
-fn check(what: &str, code: ffi::IOReturn) -> Result<(), HostError> {
-    if code == ffi::kIOReturnSuccess {
-        return Ok(());
-    }
-    let code = code as u32;
-    Err(HostError {
-        kind: ioreturn::kind(code),
-        message: format!("{what} failed"),
-        os_code: Some(code),
-    })
-}
-
-/// An I/O Registry object we hold a reference to.
-struct Object(ffi::io_object_t);
-
-impl Drop for Object {
-    fn drop(&mut self) {
-        // SAFETY: a reference we own, released once.
-        unsafe { ffi::IOObjectRelease(self.0) };
-    }
-}
-
 /// The USB device service whose location id gives `busid`.
 fn find_service(busid: &str) -> Result<Object, HostError> {
-    // SAFETY: a NUL-terminated class name; the dictionary is consumed by the next call.
-    let matching = unsafe { ffi::IOServiceMatching(ffi::kIOUSBDeviceClassName) };
-    if matching.is_null() {
-        return Err(HostError::new(
-            HostErrorKind::Other,
-            "IOServiceMatching failed",
-        ));
-    }
-    let mut iterator: ffi::io_iterator_t = 0;
-    // SAFETY: out-param; `matching` is handed over.
-    check("IOServiceGetMatchingServices", unsafe {
-        ffi::IOServiceGetMatchingServices(
-            ffi::MAIN_PORT_DEFAULT,
-            matching as CFDictionaryRef,
-            &mut iterator,
-        )
-    })?;
-    let iterator = Object(iterator);
-    loop {
-        // SAFETY: a valid iterator; 0 ends it.
-        let next = unsafe { ffi::IOIteratorNext(iterator.0) };
-        if next == 0 {
-            return Err(HostError::new(
+    // kIOUSBDeviceClassName (IOUSBLib.h).
+    registry::services_of(c"IOUSBDevice")?
+        .into_iter()
+        .find(|service| registry::busid(service, false).as_deref() == Some(busid))
+        .ok_or_else(|| {
+            HostError::new(
                 HostErrorKind::NotFound,
                 format!("no USB device has busid {busid}"),
-            ));
-        }
-        let service = Object(next);
-        if location_id(&service).and_then(macos_busid).as_deref() == Some(busid) {
-            return Ok(service);
-        }
-    }
-}
-
-fn location_id(service: &Object) -> Option<u32> {
-    let key = CFString::from_static_string("locationID");
-    // SAFETY: a valid registry entry and key; the result follows the create rule.
-    let value = unsafe {
-        ffi::IORegistryEntryCreateCFProperty(
-            service.0,
-            key.as_concrete_TypeRef(),
-            kCFAllocatorDefault,
-            0,
-        )
-    };
-    if value.is_null() {
-        return None;
-    }
-    // SAFETY: non-null, created for us.
-    let value = unsafe { CFType::wrap_under_create_rule(value) };
-    // An SInt32 in the registry: keep its bits.
-    value.downcast::<CFNumber>()?.to_i64().map(|v| v as u32)
+            )
+        })
 }
 
 fn uuid(bytes: &[u8; 16]) -> CFUUIDRef {

@@ -2,8 +2,9 @@
 //! re-exported from them (IOKitLib.h from io-kit-sys; Core Foundation from core-foundation-sys;
 //! the socket calls of `peer` come from nix and libc), and the rest is written from Apple's SDK
 //! header named beside it, to compare with that header: IOKit's plug-in and USB user-client
-//! interface (IOCFPlugIn.h, IOUSBLib.h, USB.h) and the Security framework's code-signing calls,
-//! which no maintained binding covers (security-framework lacks the signing-information call).
+//! interface (IOCFPlugIn.h, IOUSBLib.h, USB.h), the two Security calls that read the Team ID
+//! (security-framework lacks them; the rest of code signing is its `code_signing` module), and
+//! libproc's `proc_listpidspath` (libproc.h). DiskArbitration comes from objc2-disk-arbitration.
 
 #![allow(non_snake_case, non_upper_case_globals, non_camel_case_types)]
 #![allow(clippy::upper_case_acronyms)] // the SDK's names, to compare with its headers
@@ -28,11 +29,12 @@ pub struct audit_token_t {
 
 // ---- IOKit: IOKitLib.h and IOReturn.h from io-kit-sys ----------------------------------------
 
+pub use io_kit_sys::keys::kIOServicePlane;
 pub use io_kit_sys::ret::{kIOReturnSuccess, IOReturn};
 pub use io_kit_sys::types::{io_iterator_t, io_object_t, io_service_t};
-pub use io_kit_sys::usb::lib::kIOUSBDeviceClassName;
 pub use io_kit_sys::{
-    IOIteratorNext, IOObjectRelease, IORegistryEntryCreateCFProperty, IOServiceGetMatchingServices,
+    kIORegistryIterateParents, kIORegistryIterateRecursively, IOIteratorNext, IOObjectRelease,
+    IORegistryEntryCreateCFProperty, IORegistryEntrySearchCFProperty, IOServiceGetMatchingServices,
     IOServiceMatching,
 };
 
@@ -135,11 +137,33 @@ const _: () = {
     assert!(std::mem::size_of::<CFUUIDBytes>() == 16);
 };
 
-// ---- Security: SecCode.h, SecRequirement.h, CSCommon.h --------------------------------------
+// ---- libproc.h, sys/proc_info.h (libc declares neither) ----------------------------------
+
+/// `PROC_ALL_PIDS` (sys/proc_info.h).
+pub const PROC_ALL_PIDS: u32 = 1;
+/// `PROC_LISTPIDSPATH_PATH_IS_VOLUME` (sys/proc_info.h): every process with a file open on the
+/// volume that `path` is on.
+pub const PROC_LISTPIDSPATH_PATH_IS_VOLUME: u32 = 1;
+/// `PROC_LISTPIDSPATH_EXCLUDE_EVTONLY` (sys/proc_info.h): not those that only watch it.
+pub const PROC_LISTPIDSPATH_EXCLUDE_EVTONLY: u32 = 2;
+
+unsafe extern "C" {
+    /// libproc.h: fills `buffer` with pids, returns the bytes used (or -1).
+    pub fn proc_listpidspath(
+        kind: u32,
+        typeinfo: u32,
+        path: *const std::ffi::c_char,
+        pathflags: u32,
+        buffer: *mut c_void,
+        buffersize: i32,
+    ) -> i32;
+}
+
+// ---- Security: SecCode.h, CSCommon.h (what security-framework does not declare) ------------
+// SecCode, SecRequirement, guest lookup and validity checks come from security-framework.
 
 pub type SecCodeRef = *mut c_void;
 pub type SecStaticCodeRef = *mut c_void;
-pub type SecRequirementRef = *mut c_void;
 
 pub const kSecCSDefaultFlags: u32 = 0;
 /// Ask SecCodeCopySigningInformation for the signing certificates and team.
@@ -152,8 +176,6 @@ pub const errSecCSReqFailed: OSStatus = -67050;
 #[link(name = "Security", kind = "framework")]
 unsafe extern "C" {
     pub static kSecCodeInfoTeamIdentifier: CFStringRef;
-    pub static kSecGuestAttributeAudit: CFStringRef;
-    pub fn SecCodeCopySelf(flags: u32, own: *mut SecCodeRef) -> OSStatus;
     pub fn SecCodeCopyStaticCode(
         code: SecCodeRef,
         flags: u32,
@@ -163,21 +185,5 @@ unsafe extern "C" {
         code: SecStaticCodeRef,
         flags: u32,
         information: *mut CFDictionaryRef,
-    ) -> OSStatus;
-    pub fn SecCodeCopyGuestWithAttributes(
-        host: SecCodeRef,
-        attributes: CFDictionaryRef,
-        flags: u32,
-        guest: *mut SecCodeRef,
-    ) -> OSStatus;
-    pub fn SecRequirementCreateWithString(
-        text: CFStringRef,
-        flags: u32,
-        requirement: *mut SecRequirementRef,
-    ) -> OSStatus;
-    pub fn SecCodeCheckValidity(
-        code: SecCodeRef,
-        flags: u32,
-        requirement: SecRequirementRef,
     ) -> OSStatus;
 }
