@@ -8,6 +8,8 @@ mod handshake;
 mod listener;
 pub mod policy;
 mod session;
+pub mod stream;
+pub mod tls;
 mod writer;
 
 use std::future::Future;
@@ -22,6 +24,7 @@ use usbip_proto::ExportedDevice;
 pub(crate) use handshake::serve_import;
 pub use listener::Server;
 pub use policy::Allowlist;
+pub use tls::TlsServer;
 use usbip_proto::Limits;
 pub use writer::TotalBuffered;
 
