@@ -205,6 +205,9 @@ impl Session<'_> {
                             return end;
                         }
                     }
+                    // A TLS peer that closes without close_notify (vhci-hcd with kernel TLS
+                    // just closes the socket) has left, as a TCP peer sending FIN has.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return End::ClientClosed,
                     Err(e) => return End::Io(e),
                 },
             }
