@@ -245,6 +245,8 @@ class Suite:
         if m:
             self.record(m.group(1), m.group(2) == "PASS", m.group(3))
             return True
+        if "TLS-BENCH" in line:  # the guest's read throughput per transport, for the report
+            print(line[line.index("TLS-BENCH"):].strip(), flush=True)
         m = re.search(r"E2E READY (\S+)", line)
         if m:
             if not getattr(self, "on_" + m.group(1).replace("-", "_"))():

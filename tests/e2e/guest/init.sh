@@ -357,6 +357,15 @@ if [ -n "$TLS_PORT" ]; then
     pass tls-untrusted-refused "exit $rc: $(echo $out | tail -c 300)"
   else fail tls-untrusted-refused "exit $rc: $(echo $out)"; fi
   wait_host tls-refused
+  # read throughput of the same disk region (16 MiB, page cache dropped) per path, for the report
+  read_rate() { sync; echo 3 > /proc/sys/vm/drop_caches; local t0=$(ms)
+    tmo 60 dd if=/dev/$sd of=/dev/null bs=65536 count=256 2>/dev/null
+    awk -v ms=$(($(ms) - t0)) 'BEGIN { printf "%.1f", 16000 / (ms > 0 ? ms : 1) }'; }
+  rate_plain=- rate_relay=- rate_ktls=-
+  if tmo 30 $UC attach --remote $SERVER:$PORT --hardware-id $STOID > /dev/null 2>&1 && waitfor 200 sto_disk; then
+    rate_plain=$(read_rate)
+  fi
+  $UC detach --all > /dev/null 2>&1; waitfor 50 gone
   # the pairing code registers this client's key; the import goes through the TLS relay
   t0=$(ms)
   $UC attach --tls $TLSR --pair $TLS_CODE --fingerprint $TLS_FP --no-kernel-tls --state-dir /tmp/tls-client > /tmp/tls.log 2>&1 & tp=$!
@@ -369,6 +378,7 @@ if [ -n "$TLS_PORT" ]; then
     want=$(md5sum < /tmp/raw.bin | cut -d' ' -f1)
     got=$(tmo 30 dd if=/dev/$sd bs=65536 skip=$RAW_BLK count=16 2>/dev/null | md5sum | cut -d' ' -f1)
     [ "$got" = "$want" ] && pass tls-storage-raw-sectors "md5 $got" || fail tls-storage-raw-sectors "md5 $got, want $want"
+    rate_relay=$(read_rate)
   else fail tls-pair-attach "no disk in 20 s: $(tr '\n' ' ' < /tmp/tls.log)"; fi
   # detach: the kernel frees the port, the relay ends, the attach command exits
   $UC detach --all > /dev/null 2>&1
@@ -381,10 +391,13 @@ if [ -n "$TLS_PORT" ]; then
   out=$(tmo 30 $UC attach --tls $TLSR --state-dir /tmp/tls-client 2>&1); rc=$?
   if [ $rc = 0 ] && waitfor 200 sto_disk && [ "$(host_md5)" = "$HOSTMD5" ]; then
     pass tls-reattach-trusted "$(echo $out | tail -c 300)"
+    rate_ktls=$(read_rate)
     echo "$out" | grep -q "(kernel TLS)" && pass tls-kernel-tls "vhci-hcd reads the disk through kernel TLS: $(echo $out | tail -c 200)" ||
       fail tls-kernel-tls "not kernel TLS: $(echo $out)"
   else fail tls-reattach-trusted "exit $rc: $(echo $out)"; fail tls-kernel-tls "no attach"; fi
   $UC detach --all > /dev/null 2>&1; waitfor 50 gone
+  ratio() { awk -v a=$1 -v b=$rate_plain 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "-" }'; }
+  echo "TLS-BENCH guest read of 16 MiB through vhci-hcd: plain $rate_plain MiB/s, TLS relay $rate_relay MiB/s (ratio $(ratio $rate_relay)), kernel TLS $rate_ktls MiB/s (ratio $(ratio $rate_ktls))"
   # the server's key changes: the client refuses it, naming the old and the new key
   wait_host tls-rekey
   out=$(tmo 30 $UC attach --tls $TLSR --state-dir /tmp/tls-client 2>&1); rc=$?

@@ -194,10 +194,9 @@ fn detach_quietly(vhci: &Vhci, port: u32) {
 
 fn run_key(args: KeyArgs) -> anyhow::Result<()> {
     let dir = args.state.dir()?;
-    let tls = ClientTls::open(&dir, None)?;
     let (identity, _) = crate::tls::Identity::load_or_create(&dir.join(crate::tls::CLIENT_KEY))?;
     println!("{}", identity.public_key().to_line("usbipd-client"));
-    println!("fingerprint: {}", tls.fingerprint());
+    println!("fingerprint: {}", identity.fingerprint());
     Ok(())
 }
 

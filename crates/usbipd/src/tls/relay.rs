@@ -25,9 +25,8 @@ pub async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     mut tls: S,
     mut ours: UnixStream,
 ) -> std::io::Result<(u64, u64)> {
-    tokio::io::copy_bidirectional_with_sizes(&mut tls, &mut ours, BUFFER, BUFFER)
-        .await
-        .map(|(from_server, to_server)| (from_server, to_server))
+    // (from the TLS side to ours, from ours to the TLS side)
+    tokio::io::copy_bidirectional_with_sizes(&mut tls, &mut ours, BUFFER, BUFFER).await
 }
 
 #[cfg(test)]
