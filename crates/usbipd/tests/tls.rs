@@ -121,8 +121,7 @@ async fn a_pairing_code_registers_one_client_key_once() {
     let wrong = first
         .connect(&name(addr), addr, Some("00000-00000"))
         .await
-        .err()
-        .expect("a wrong code is refused")
+        .expect_err("a wrong code is refused")
         .to_string();
     assert!(wrong.contains("refused the pairing code"), "{wrong}");
     let mut stream = first.connect(&name(addr), addr, Some(&code)).await.unwrap();
@@ -148,8 +147,7 @@ async fn a_pairing_code_registers_one_client_key_once() {
     let err = second
         .connect(&name(addr), addr, Some(&code))
         .await
-        .err()
-        .expect("a used code is refused")
+        .expect_err("a used code is refused")
         .to_string();
     assert!(err.contains("refused the pairing code"), "{err}");
     assert_eq!(Trust::new(server_dir.path()).list().unwrap().len(), 1);
@@ -172,8 +170,7 @@ async fn a_changed_server_key_is_refused_with_the_old_and_new_fingerprints() {
     let err = client
         .connect("host:3241", addr_b, None)
         .await
-        .err()
-        .expect("a changed key is refused")
+        .expect_err("a changed key is refused")
         .to_string();
     assert!(err.contains("KEY CHANGED"), "{err}");
     assert!(err.contains(&server_a.fingerprint().to_string()), "{err}");
@@ -185,8 +182,7 @@ async fn a_changed_server_key_is_refused_with_the_old_and_new_fingerprints() {
     let err = pinned_a
         .connect("other:3241", addr_b, None)
         .await
-        .err()
-        .expect("a pin mismatch is refused")
+        .expect_err("a pin mismatch is refused")
         .to_string();
     assert!(err.contains("--fingerprint"), "{err}");
     let pinned_b = ClientTls::open(client_dir.path(), Some(server_b.fingerprint())).unwrap();

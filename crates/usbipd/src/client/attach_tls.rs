@@ -70,7 +70,7 @@ pub async fn attach_tls(
             }
             Outcome::Unavailable { stream: back, why } => {
                 tracing::info!("kernel TLS unavailable ({why}); relaying TLS in this process");
-                stream = back;
+                stream = *back;
             }
         }
     }

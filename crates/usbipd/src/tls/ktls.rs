@@ -14,7 +14,10 @@ pub enum Outcome {
     /// The socket now does TLS in the kernel (blocking mode, ready for vhci-hcd).
     Enabled(std::net::TcpStream),
     /// The kernel has no TLS here (the socket is untouched): relay instead.
-    Unavailable { stream: ClientConn, why: String },
+    Unavailable {
+        stream: Box<ClientConn>,
+        why: String,
+    },
 }
 
 /// Moves the TLS session of `stream` into the kernel when it can; an error after the kernel
@@ -27,7 +30,7 @@ pub fn try_enable(stream: ClientConn) -> anyhow::Result<Outcome> {
     #[cfg(not(target_os = "linux"))]
     {
         Ok(Outcome::Unavailable {
-            stream,
+            stream: Box::new(stream),
             why: "kernel TLS is a Linux feature".into(),
         })
     }
@@ -45,7 +48,7 @@ mod linux {
             let (tcp, conn) = stream.get_ref();
             if conn.wants_write() || conn.is_handshaking() {
                 return Ok(Outcome::Unavailable {
-                    stream,
+                    stream: Box::new(stream),
                     why: "the TLS session has data in flight".into(),
                 });
             }
@@ -56,7 +59,10 @@ mod linux {
                     nix::errno::Errno::ENOENT => "no tls module in this kernel (CONFIG_TLS)".into(),
                     e => format!("TCP_ULP tls: {e}"),
                 };
-                return Ok(Outcome::Unavailable { stream, why });
+                return Ok(Outcome::Unavailable {
+                    stream: Box::new(stream),
+                    why,
+                });
             }
         }
         let (tcp, conn) = stream.into_inner();
