@@ -101,6 +101,11 @@ impl TlsServer {
                     Some((key, false)) => {
                         warn!(%peer, client_key = %key, "TLS connection refused: client key not trusted (usbipd trust add {key}, or pair it with usbipd pair)")
                     }
+                    // The client's verifier refused this server's key (changed, or not the
+                    // pinned one): the client tells its user both fingerprints.
+                    _ if e.to_string().contains("received fatal alert") => {
+                        warn!(%peer, error = %e, "closing TLS connection: the client refused the handshake (does it know another key for this server?)")
+                    }
                     _ => warn!(%peer, error = %e, "closing TLS connection: handshake failed"),
                 }
                 return None;

@@ -5,8 +5,6 @@
 //! reply, when neither side has anything buffered; the server sends no tickets or key
 //! updates, so the kernel's receive path only ever meets application data.
 
-use tokio::net::TcpStream;
-
 use crate::client::tls::ClientConn;
 
 /// What [`try_enable`] did.
@@ -42,6 +40,7 @@ mod linux {
     use nix::sys::socket::setsockopt;
     use nix::sys::socket::sockopt::{TcpTlsRx, TcpTlsTx, TcpUlp, TlsCryptoInfo};
     use rustls::ConnectionTrafficSecrets;
+    use tokio::net::TcpStream;
 
     pub(super) fn try_enable(stream: ClientConn) -> anyhow::Result<Outcome> {
         {
