@@ -15,8 +15,9 @@ ln -s ../run "$R/var/run"          # usbip attach records ports in /var/run/vhci
 cp /bin/busybox "$R/bin/busybox"
 for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$R/bin/$a"; done
 
+# tls, gcm, ghash-generic, ctr: kernel TLS (AES-GCM) for `usbipd client attach --tls`
 MODS="virtio_pci virtio_net usbip-core vhci-hcd usbhid hid-generic evdev cdc-acm usb-storage sd_mod
-      usbtest vfat nls_cp437 nls_ascii nls_utf8 nls_iso8859-1 ${EXTRA_MODS:-}"
+      usbtest vfat nls_cp437 nls_ascii nls_utf8 nls_iso8859-1 tls gcm ghash-generic ctr ${EXTRA_MODS:-}"
 for m in $MODS; do
   modprobe -d "$K" -S "$KVER" --show-depends "$m" | awk '$1=="insmod"{print $2}'
 done | sort -u | while read -r f; do

@@ -56,6 +56,11 @@ EXPECTED = (
     # the first server's --capture, decoded by tshark after the run
     + ["capture-tshark", "capture-get-descriptor", "capture-storage-cbw", "capture-storage-csw",
        "capture-storage-data-in"]
+    # USB/IP in TLS (issue 17): usbipd client attach --tls against --listen-tls
+    + ["host-tls-pair-code", "tls-untrusted-refused", "host-tls-refused-logged", "tls-pair-attach",
+       "tls-storage-read-host-data", "tls-storage-raw-sectors", "tls-detach", "tls-reattach-trusted",
+       "tls-kernel-tls",
+       "host-tls-rekey", "tls-changed-key-refused", "host-tls-wire-no-plaintext"]
 )
 
 # evdev key codes (linux/input-event-codes.h) of what we type
@@ -99,6 +104,9 @@ class Suite:
         self.port = a.port or free_port()  # what the clients (guest, host tools) connect to
         self.server_port = free_port() if a.wire_log else self.port  # behind the proxy, if any
         self.serial_port = free_port()
+        self.tls_port = free_port()  # the server's --listen-tls
+        self.state = os.path.join(self.work, "state")  # its key, trust store and pairing codes
+        os.makedirs(self.state, mode=0o700)
         self.sock = os.path.join(self.work, "control.sock")
         self.image = os.path.join(self.work, "disk.img")
         self.host_data = b"".join(hashlib.sha256(b"usbipd-e2e %d" % i).digest() for i in range(1 << 15))
@@ -122,7 +130,7 @@ class Suite:
         a = self.args
         env = dict(os.environ, RUST_LOG=os.environ.get("USBIPD_E2E_LOG", "debug"), NO_COLOR="1")
         cmd = [a.usbipd, "server", "--extension", "off", "--listen", f"127.0.0.1:{self.server_port}", "--config", self.config,
-               "--control", self.sock]
+               "--control", self.sock, "--listen-tls", f"127.0.0.1:{self.tls_port}", "--state-dir", self.state]
         if check == "host-server-start":  # the restarted server must not overwrite the capture
             cmd += ["--capture", self.capture_path, "--capture-snaplen", str(CAPTURE_SNAPLEN)]
         log = open(self.server_log_path, log_mode)
@@ -172,7 +180,8 @@ class Suite:
                   f"e2e_storage={BUSIDS['storage']} e2e_loop={BUSIDS['loopback']} e2e_keys={keys} "
                   f"e2e_ids={IDS['keyboard']},{IDS['serial']},{IDS['storage']},{IDS['loopback']} "
                   f"e2e_sectors={(DISK_MIB << 20) // 512} e2e_fs_kb={FS_MIB << 10} e2e_raw_blk={RAW_OFF >> 16} "
-                  f"e2e_host_blk={HOST_DATA_OFF >> 16} e2e_hostmd5={hashlib.md5(self.host_data).hexdigest()}")
+                  f"e2e_host_blk={HOST_DATA_OFF >> 16} e2e_hostmd5={hashlib.md5(self.host_data).hexdigest()}"
+                  f"{self.tls_args()}")
         cmd = qemu_command(a.cache, "initramfs.cpio.gz", append, a.timeout,
                            ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="])
         if a.mode == "shell":  # interactive: the console is the terminal; the server stays up meanwhile
@@ -181,6 +190,56 @@ class Suite:
             return False
         self.guest = Guest(cmd, self.console_path, self.args.verbose)
         self.procs.append(self.guest.proc)
+
+    def tls_args(self):
+        """The TLS checks' kernel command line: the guest reaches the TLS listener through a
+        recording proxy (the wire check), with a pairing code and the server key's fingerprint."""
+        import tls_wire
+        self.tls_wire = tls_wire.start(self.tls_port)
+        rc, out = self.run([self.args.usbipd, "pair", "--state-dir", self.state])
+        code = re.search(r"pairing code: (\S+)", out)
+        fp = re.search(r"server key: +(SHA256:\S+)", out)
+        self.record("host-tls-pair-code", rc == 0 and bool(code and fp), f"rc={rc} {out.strip()}")
+        if not (code and fp):
+            return ""
+        self.tls_fp = fp.group(1)
+        return f" e2e_tls_port={self.tls_wire.port} e2e_tls_code={code.group(1)} e2e_tls_fp={self.tls_fp}"
+
+    def on_tls_refused(self):
+        log = self.server_log()
+        self.record("host-tls-refused-logged", "TLS connection refused: client key not trusted" in log,
+                    "; ".join(l for l in log.splitlines() if "TLS connection refused" in l)[-300:])
+
+    def on_tls_rekey(self):
+        """The server gets a new key: stopped, its key moved away, started again (a new key)."""
+        kill_group(self.server)
+        self.procs.remove(self.server)
+        key = os.path.join(self.state, "server.key")
+        os.replace(key, key + ".old")
+        try:
+            os.unlink(self.sock)
+        except OSError:
+            pass
+        self.start_server("host-tls-rekey", "a")
+        rc, out = self.run([self.args.usbipd, "pair", "--state-dir", self.state])
+        fp = re.search(r"server key: +(SHA256:\S+)", out)
+        new = fp.group(1) if fp else "?"
+        if new == getattr(self, "tls_fp", None):
+            self.record("host-tls-rekey", False, f"the key did not change: {new}")
+        print(f"server key now {new} (was {getattr(self, 'tls_fp', '?')})", flush=True)
+
+    def on_tls_wire(self):
+        """What crossed the TLS port: no USB/IP header, busid or disk data in the clear."""
+        up, down = self.tls_wire.captured()
+        found = [name for name, where, pattern in (
+            ("OP_REQ_DEVLIST", up, b"\x01\x11\x80\x05"), ("OP_REQ_IMPORT", up, b"\x01\x11\x80\x03"),
+            ("OP_REP_IMPORT", down, b"\x01\x11\x00\x03"), ("busid", up + down, MOVED_STORAGE_BUSID.encode() + b"\0"),
+            ("host data", down, self.host_data[:64]), ("raw pattern", up + down, RAW_LINE))
+            if pattern in where]
+        ok = len(down) > (1 << 20) and not found
+        self.record("host-tls-wire-no-plaintext", ok,
+                    f"{len(up)} bytes up, {len(down)} down over {self.tls_wire.connections} connections; "
+                    + (f"in the clear: {', '.join(found)}" if found else "no USB/IP header, busid or disk data in the clear"))
 
     def tell_guest(self, word):
         self.guest.tell(word)
@@ -194,6 +253,8 @@ class Suite:
         if m:
             self.record(m.group(1), m.group(2) == "PASS", m.group(3))
             return True
+        if "TLS-BENCH" in line:  # the guest's read throughput per transport, for the report
+            print(line[line.index("TLS-BENCH"):].strip(), flush=True)
         m = re.search(r"E2E READY (\S+)", line)
         if m:
             if not getattr(self, "on_" + m.group(1).replace("-", "_"))():

@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 use usbip_proto::{
@@ -33,19 +32,27 @@ pub enum Error {
 /// Asks a server for its device list.
 pub async fn list_devices(addr: impl ToSocketAddrs) -> Result<Vec<ExportedDevice>, Error> {
     let mut stream = TcpStream::connect(addr).await?;
-    match handshake(&mut stream, OpRequest::DevList).await?.0 {
+    list_devices_over(&mut stream).await
+}
+
+/// Asks for the device list over a connected stream (TCP, or TLS around it).
+pub async fn list_devices_over<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+) -> Result<Vec<ExportedDevice>, Error> {
+    match handshake(stream, OpRequest::DevList).await?.0 {
         OpReply::DevList(devices) => Ok(devices),
         OpReply::Import(_) => Err(Error::Closed),
     }
 }
 
-async fn handshake(
-    stream: &mut TcpStream,
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     request: OpRequest,
 ) -> Result<(OpReply, BytesMut), Error> {
     let mut out = Vec::new();
     request.encode(&mut out);
     stream.write_all(&out).await?;
+    stream.flush().await?;
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         if let Some((reply, used)) = OpReply::decode(&request, &buf, &Limits::default())? {
@@ -67,14 +74,28 @@ pub async fn import_socket(
 ) -> Result<(TcpStream, DeviceRecord), Error> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let (record, leftover) = import_on(&mut stream, busid).await?;
-    if !leftover.is_empty() {
-        return Err(Error::Unexpected(leftover.len()));
-    }
+    let record = import_over(&mut stream, busid).await?;
     Ok((stream, record))
 }
 
-async fn import_on(stream: &mut TcpStream, busid: &str) -> Result<(DeviceRecord, BytesMut), Error> {
+/// Imports `busid` over a connected stream (TCP, or TLS around it) and leaves the stream at
+/// the start of the URB phase; fails with `Error::Unexpected` if the server sent anything after
+/// the import reply, as that would be lost in a handover.
+pub async fn import_over<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    busid: &str,
+) -> Result<DeviceRecord, Error> {
+    let (record, leftover) = import_on(stream, busid).await?;
+    if !leftover.is_empty() {
+        return Err(Error::Unexpected(leftover.len()));
+    }
+    Ok(record)
+}
+
+async fn import_on<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    busid: &str,
+) -> Result<(DeviceRecord, BytesMut), Error> {
     let request = OpRequest::Import {
         busid: busid.to_string(),
     };
@@ -203,16 +224,36 @@ impl Connection {
         stream.set_nodelay(true)?;
         let (record, leftover) = import_on(&mut stream, busid).await?;
         let (read, write) = stream.into_split();
+        Ok(Connection::run(read, write, record, leftover))
+    }
+
+    /// Imports `busid` over a connected stream (TCP, or TLS around it), and runs the URB
+    /// phase on it.
+    pub async fn import_over<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        mut stream: S,
+        busid: &str,
+    ) -> Result<Connection, Error> {
+        let (record, leftover) = import_on(&mut stream, busid).await?;
+        let (read, write) = tokio::io::split(stream);
+        Ok(Connection::run(read, write, record, leftover))
+    }
+
+    fn run(
+        read: impl AsyncRead + Unpin + Send + 'static,
+        write: impl AsyncWrite + Unpin + Send + 'static,
+        record: DeviceRecord,
+        leftover: BytesMut,
+    ) -> Connection {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (commands, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(write, rx));
         tokio::spawn(read_loop(read, leftover, shared.clone()));
-        Ok(Connection {
+        Connection {
             shared,
             commands,
             next_seqnum: Arc::new(std::sync::atomic::AtomicU32::new(1)),
             record: Arc::new(record),
-        })
+        }
     }
 
     /// The device record the import reply carried.
@@ -307,7 +348,10 @@ impl Connection {
     }
 }
 
-async fn write_loop(mut socket: OwnedWriteHalf, mut commands: mpsc::UnboundedReceiver<Command>) {
+async fn write_loop(
+    mut socket: impl AsyncWrite + Unpin,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
     let mut out = Vec::with_capacity(64 * 1024);
     let mut batch = Vec::with_capacity(64);
     while commands.recv_many(&mut batch, 64).await > 0 {
@@ -315,13 +359,17 @@ async fn write_loop(mut socket: OwnedWriteHalf, mut commands: mpsc::UnboundedRec
         for cmd in batch.drain(..) {
             cmd.encode(&mut out);
         }
-        if socket.write_all(&out).await.is_err() {
+        if socket.write_all(&out).await.is_err() || socket.flush().await.is_err() {
             return;
         }
     }
 }
 
-async fn read_loop(mut socket: OwnedReadHalf, mut buf: BytesMut, shared: Arc<Mutex<Shared>>) {
+async fn read_loop(
+    mut socket: impl AsyncRead + Unpin,
+    mut buf: BytesMut,
+    shared: Arc<Mutex<Shared>>,
+) {
     let limits = Limits::default();
     let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
     'read: loop {

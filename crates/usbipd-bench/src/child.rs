@@ -16,11 +16,11 @@ use usbipd::device::r#virtual::gadget_zero;
 use anyhow::{bail, Context};
 use usbipd::device::r#virtual::BusPosition;
 use usbipd::device::registry::Registry;
-use usbipd::server::{Server, ServerConfig};
+use usbipd::server::{Server, ServerConfig, TlsServer};
 
 /// `usbipd-bench serve --devices N`: runs until stdin closes. Prints `READY <usbip> <raw>`,
 /// then answers each `stats` line with `STATS <allocations> <bytes allocated>`.
-pub fn serve(devices: usize) -> anyhow::Result<()> {
+pub fn serve(devices: usize, tls_state: Option<PathBuf>) -> anyhow::Result<()> {
     // Same runtime shape as the real binary's #[tokio::main].
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -34,12 +34,19 @@ pub fn serve(devices: usize) -> anyhow::Result<()> {
         }
         let listeners = Server::bind(&["127.0.0.1:0".parse()?]).await?;
         let usbip = listeners[0].local_addr()?;
-        let server = Server::new(registry, ServerConfig::default());
-        tokio::spawn(async move { server.serve(listeners).await });
+        let mut server = Server::new(registry, ServerConfig::default());
+        let mut tls_listeners = Vec::new();
+        let mut tls_addr = "-".to_string();
+        if let Some(dir) = &tls_state {
+            server = server.with_tls(Arc::new(TlsServer::open(dir)?));
+            tls_listeners = Server::bind(&["127.0.0.1:0".parse()?]).await?;
+            tls_addr = tls_listeners[0].local_addr()?.to_string();
+        }
+        tokio::spawn(async move { server.serve_tls(listeners, tls_listeners).await });
         let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let raw_addr = raw.local_addr()?;
         tokio::spawn(crate::raw::serve(raw));
-        println!("READY {usbip} {raw_addr}");
+        println!("READY {usbip} {raw_addr} {tls_addr}");
         std::io::stdout().flush()?;
         // Stdin is read on a plain thread: a blocking read must not hold a runtime worker.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -77,15 +84,19 @@ pub struct ServerProcess {
     pub pid: u32,
     /// Spawn to first accepted TCP connection.
     pub startup: Duration,
+    /// The TLS listener (bench child only) and a client it trusts.
+    pub tls: Option<(SocketAddr, Arc<crate::tls::Client>)>,
 }
 
 impl ServerProcess {
     /// This binary in `serve` mode exporting `devices` gadget-zero devices.
     pub fn bench(devices: usize) -> anyhow::Result<ServerProcess> {
         let exe = std::env::current_exe()?;
+        let client = crate::tls::Client::new()?;
         let started = Instant::now();
         let mut child = Command::new(exe)
-            .args(["serve", "--devices", &devices.to_string()])
+            .args(["serve", "--devices", &devices.to_string(), "--tls-state"])
+            .arg(client.server_dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -101,7 +112,9 @@ impl ServerProcess {
         }
         let usbip = words.next().context("no address")?.parse()?;
         let raw = Some(words.next().context("no raw address")?.parse()?);
+        let tls = words.next().context("no TLS address")?.parse()?;
         Ok(ServerProcess {
+            tls: Some((tls, Arc::new(client))),
             pid: child.id(),
             stdin: child.stdin.take(),
             stdout: Some(stdout),
@@ -160,6 +173,7 @@ impl ServerProcess {
             usbip,
             raw: None,
             startup,
+            tls: None,
         })
     }
 

@@ -126,6 +126,11 @@ pub async fn import(addr: SocketAddr, busid: &str) -> anyhow::Result<Connection>
             Err(e) => bail!("import {busid}: {e}"),
         }
     };
+    configure(conn).await
+}
+
+/// Selects the source/sink configuration of an imported gadget zero.
+pub async fn configure(conn: Connection) -> anyhow::Result<Connection> {
     let set_config = [
         0x00,
         0x09, // SET_CONFIGURATION

@@ -11,6 +11,7 @@ mod lean;
 mod load;
 mod raw;
 mod report;
+mod tls;
 
 use std::path::PathBuf;
 
@@ -36,7 +37,7 @@ struct Args {
     /// The usbipd binary for memory and start-up [default: next to this binary]
     #[arg(long, value_name = "PATH")]
     usbipd: Option<PathBuf>,
-    /// Figures to run, comma-separated: bulk,small,latency,many,memory,startup
+    /// Figures to run, comma-separated: bulk,small,latency,many,tls,memory,startup
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -48,13 +49,16 @@ enum Cmd {
     Serve {
         #[arg(long, default_value_t = 64)]
         devices: usize,
+        /// Also serve TLS, with the server state (key, trusted clients) in this directory
+        #[arg(long, value_name = "DIR")]
+        tls_state: Option<PathBuf>,
     },
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let result = match args.command {
-        Some(Cmd::Serve { devices }) => child::serve(devices),
+        Some(Cmd::Serve { devices, tls_state }) => child::serve(devices, tls_state),
         None => run(args),
     };
     match result {
@@ -110,6 +114,12 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .map(|g| g.usbip_mib_s)
                 .max_by(f64::total_cmp);
             report.rows.extend(figures::many(&mut server, &plan, peak).await?);
+        }
+        if wants("tls") {
+            eprintln!("TLS");
+            let (rows, notes) = tls::figure(&mut server, &plan).await?;
+            report.rows.extend(rows);
+            report.notes.extend(notes);
         }
         drop(server);
         if wants("memory") || wants("startup") {

@@ -16,3 +16,4 @@ pub mod listing;
 pub mod persist;
 pub mod platform;
 pub mod server;
+pub mod tls;

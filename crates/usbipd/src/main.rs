@@ -15,6 +15,8 @@ async fn main() -> std::process::ExitCode {
         Command::Unbind(args) => cli::binding::unbind(args).await,
         Command::Detach(args) => cli::detach::run(args).await,
         Command::Client(cmd) => cli::client::run(cmd).await,
+        Command::Trust(cmd) => cli::trust::run(cmd),
+        Command::Pair(args) => cli::trust::pair(args),
         Command::Virtual(cmd) => cli::virtual_device::run(cmd).await,
         Command::ServiceFile(args) => cli::service_files::run(args),
         Command::Completions(args) => cli::docs::completions(args),

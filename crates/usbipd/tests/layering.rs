@@ -27,6 +27,8 @@ const LAYERS: &[&str] = &[
     // The IPC protocol and the TCP server.
     "ipc",
     "server",
+    // USB/IP in TLS: keys, trust, pairing, rustls configuration, relay and kernel TLS.
+    "tls",
     // Packet capture of the server's URBs (pcapng).
     "capture",
     // The device model (virtual and host devices).

@@ -17,6 +17,7 @@ if [ $$ = 1 ]; then
 fi
 
 # knobs from the kernel command line (the host orchestrator sets them)
+TLS_PORT= TLS_CODE= TLS_FP=
 MODE=client SERVER=10.0.2.2 PORT=3240 KBD=0-1 SER=0-2 STO=0-3 LOOP=0-4 KEYS= SECTORS= HOSTMD5=
 FS_KB=49152 RAW_BLK=832 HOST_BLK=960 # vfat size; 64 KiB block offsets of the raw areas
 KBDID=1209:0001 SERID=1209:0002 STOID=1209:0003 LOOPID=0525:a4a0
@@ -27,6 +28,7 @@ for x in $(cat /proc/cmdline); do
     e2e_loop=*) LOOP=${x#*=};;       e2e_keys=*) KEYS=${x#*=};;      e2e_sectors=*) SECTORS=${x#*=};;
     e2e_hostmd5=*) HOSTMD5=${x#*=};;  e2e_fs_kb=*) FS_KB=${x#*=};;   e2e_raw_blk=*) RAW_BLK=${x#*=};;
     e2e_host_blk=*) HOST_BLK=${x#*=};;
+    e2e_tls_port=*) TLS_PORT=${x#*=};; e2e_tls_code=*) TLS_CODE=${x#*=};; e2e_tls_fp=*) TLS_FP=${x#*=};;
     e2e_ids=*) set -- $(echo ${x#*=} | tr , ' '); KBDID=$1 SERID=$2 STOID=$3 LOOPID=$4;;
   esac
 done
@@ -343,6 +345,68 @@ if [ $rc = 0 ] && grep -q 'auto: detached port' /tmp/auto.log && waitfor 50 gone
   pass client-auto-sigterm-detach "exit $rc, ports free"
 else fail client-auto-sigterm-detach "exit $rc; $(usbipd client port 2>&1)"; fi
 sed 's/^/  auto.log: /' /tmp/auto.log
+
+# ---- USB/IP in TLS: usbipd client attach --tls (pairing, relay, trust, changed server key) -------
+if [ -n "$TLS_PORT" ]; then
+  TLSR="--remote $SERVER:$TLS_PORT --hardware-id $STOID"
+  # kernel TLS (AES-GCM): the crypto templates are loaded here, as the guest has no module autoload
+  for m in tls gcm ghash-generic ctr; do modprobe $m || echo "modprobe $m failed"; done
+  # a client whose key the server does not trust: refused before any device is listed
+  out=$(tmo 30 $UC attach --tls $TLSR --fingerprint $TLS_FP --state-dir /tmp/tls-stranger 2>&1); rc=$?
+  if [ $rc != 0 ] && echo "$out" | grep -q "does not trust this client's key" && [ "$($UC port --json)" = "[]" ]; then
+    pass tls-untrusted-refused "exit $rc: $(echo $out | tail -c 300)"
+  else fail tls-untrusted-refused "exit $rc: $(echo $out)"; fi
+  wait_host tls-refused
+  # read throughput of the same disk region (16 MiB, page cache dropped) per path, for the report
+  read_rate() { sync; echo 3 > /proc/sys/vm/drop_caches; local t0=$(ms)
+    tmo 60 dd if=/dev/$sd of=/dev/null bs=65536 count=256 2>/dev/null
+    awk -v ms=$(($(ms) - t0)) 'BEGIN { printf "%.1f", 16000 / (ms > 0 ? ms : 1) }'; }
+  rate_plain=- rate_relay=- rate_ktls=-
+  if tmo 30 $UC attach --remote $SERVER:$PORT --hardware-id $STOID > /dev/null 2>&1 && waitfor 200 sto_disk; then
+    rate_plain=$(read_rate)
+  fi
+  $UC detach --all > /dev/null 2>&1; waitfor 50 gone
+  # the pairing code registers this client's key; the import goes through the TLS relay
+  t0=$(ms)
+  $UC attach --tls $TLSR --pair $TLS_CODE --fingerprint $TLS_FP --no-kernel-tls --state-dir /tmp/tls-client > /tmp/tls.log 2>&1 & tp=$!
+  if waitfor 200 sto_disk; then
+    pass tls-pair-attach "$(tr '\n' ' ' < /tmp/tls.log | tail -c 400) disk /dev/$sd after $(($(ms) - t0)) ms"
+    got=$(host_md5)
+    [ "$got" = "$HOSTMD5" ] && pass tls-storage-read-host-data "/dev/$sd md5 $got" ||
+      fail tls-storage-read-host-data "/dev/$sd md5 $got, host wrote $HOSTMD5"
+    yes "usbipd-e2e raw sector pattern 0123456789abcdef" | head -c 1048576 > /tmp/raw.bin
+    want=$(md5sum < /tmp/raw.bin | cut -d' ' -f1)
+    got=$(tmo 30 dd if=/dev/$sd bs=65536 skip=$RAW_BLK count=16 2>/dev/null | md5sum | cut -d' ' -f1)
+    [ "$got" = "$want" ] && pass tls-storage-raw-sectors "md5 $got" || fail tls-storage-raw-sectors "md5 $got, want $want"
+    rate_relay=$(read_rate)
+  else fail tls-pair-attach "no disk in 20 s: $(tr '\n' ' ' < /tmp/tls.log)"; fi
+  # detach: the kernel frees the port, the relay ends, the attach command exits
+  $UC detach --all > /dev/null 2>&1
+  relay_done() { ! kill -0 $tp 2>/dev/null; }
+  if waitfor 100 relay_done && waitfor 50 gone && [ "$($UC port --json)" = "[]" ]; then
+    wait $tp; pass tls-detach "relay exited $?"
+  else fail tls-detach "relay still running or port in use: $($UC port 2>&1)"; kill $tp 2>/dev/null; fi
+  # again without the code or the pin (the key is trusted now, the server's key known), and with
+  # kernel TLS: the command exits once vhci-hcd has the socket with the session's keys
+  out=$(tmo 30 $UC attach --tls $TLSR --state-dir /tmp/tls-client 2>&1); rc=$?
+  if [ $rc = 0 ] && waitfor 200 sto_disk && [ "$(host_md5)" = "$HOSTMD5" ]; then
+    pass tls-reattach-trusted "$(echo $out | tail -c 300)"
+    rate_ktls=$(read_rate)
+    echo "$out" | grep -q "(kernel TLS)" && pass tls-kernel-tls "vhci-hcd reads the disk through kernel TLS: $(echo $out | tail -c 200)" ||
+      fail tls-kernel-tls "not kernel TLS: $(echo $out)"
+  else fail tls-reattach-trusted "exit $rc: $(echo $out)"; fail tls-kernel-tls "no attach"; fi
+  $UC detach --all > /dev/null 2>&1; waitfor 50 gone
+  ratio() { awk -v a=$1 -v b=$rate_plain 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "-" }'; }
+  echo "TLS-BENCH guest read of 16 MiB through vhci-hcd: plain $rate_plain MiB/s, TLS relay $rate_relay MiB/s (ratio $(ratio $rate_relay)), kernel TLS $rate_ktls MiB/s (ratio $(ratio $rate_ktls))"
+  # the server's key changes: the client refuses it, naming the old and the new key
+  wait_host tls-rekey
+  out=$(tmo 30 $UC attach --tls $TLSR --state-dir /tmp/tls-client 2>&1); rc=$?
+  if [ $rc != 0 ] && echo "$out" | grep -q "KEY CHANGED" && echo "$out" | grep -qF "known $TLS_FP, now SHA256:" &&
+     [ "$($UC port --json)" = "[]" ]; then
+    pass tls-changed-key-refused "exit $rc: $(echo $out | tail -c 300)"
+  else fail tls-changed-key-refused "exit $rc: $(echo $out)"; fi
+  wait_host tls-wire
+fi
 
 if [ $FAILED != 0 ]; then echo "=== guest dmesg (tail)"; dmesg | tail -80; fi
 t "done"

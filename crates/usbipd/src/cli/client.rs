@@ -3,10 +3,12 @@
 
 use crate::bindings::{parse_hardware_id, Binding};
 use crate::client::attach::{attach, detach};
+use crate::client::attach_tls::{attach_tls, Transport};
 use crate::client::records;
 use crate::client::remote::Selector;
 use crate::client::status::{attached, PortState};
 use crate::client::sysfs::Vhci;
+use crate::client::tls::ClientTls;
 use crate::client::{supervise, unit};
 
 #[derive(Debug, clap::Subcommand)]
@@ -19,6 +21,14 @@ pub enum ClientCommand {
     Port(PortArgs),
     /// Print a systemd unit that keeps a device attached (`attach ... --auto` as a service).
     ServiceFile(ServiceFileArgs),
+    /// Print this client's TLS key (created on first use) for `usbipd trust add` on a server.
+    Key(KeyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeyArgs {
+    #[command(flatten)]
+    pub state: super::StateArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -50,8 +60,24 @@ pub struct AttachArgs {
     pub hardware_id: Option<String>,
     /// Stay running and keep the device attached: attach again (with backoff) whenever the
     /// kernel frees the port; detach and exit on SIGTERM
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tls")]
     pub auto: bool,
+    /// Connect to the server's TLS listener (default port 3241): the server's key is pinned
+    /// on first use (or with --fingerprint) and this client presents its own key. Stays running
+    /// while the device is attached when the kernel has no TLS (it relays)
+    #[arg(long)]
+    pub tls: bool,
+    /// The server key to expect (SHA256:..., from `usbipd pair` or the server's log)
+    #[arg(long, value_name = "SHA256:...", requires = "tls")]
+    pub fingerprint: Option<crate::tls::Fingerprint>,
+    /// A one-time code from `usbipd pair` on the server: registers this client's key there
+    #[arg(long, value_name = "CODE", requires = "tls")]
+    pub pair: Option<String>,
+    /// Relay TLS in this process even where the kernel could do TLS itself
+    #[arg(long, requires = "tls")]
+    pub no_kernel_tls: bool,
+    #[command(flatten)]
+    pub state: super::StateArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,6 +104,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Detach(args) => run_detach(args),
         ClientCommand::Port(args) => run_port(args),
         ClientCommand::ServiceFile(args) => run_service_file(args),
+        ClientCommand::Key(args) => run_key(args),
     }
 }
 
@@ -93,10 +120,13 @@ fn selector(busid: Option<String>, hardware_id: Option<String>) -> anyhow::Resul
 }
 
 async fn run_attach(args: AttachArgs) -> anyhow::Result<()> {
-    let selector = selector(args.busid, args.hardware_id)?;
+    let selector = selector(args.busid.clone(), args.hardware_id.clone())?;
     let vhci = Vhci::open()?;
     if args.auto {
         return supervise::run(&vhci, &args.remote, &selector).await;
+    }
+    if args.tls {
+        return run_attach_tls(&vhci, &args, &selector).await;
     }
     let a = attach(&vhci, &args.remote, &selector).await?;
     println!(
@@ -108,6 +138,65 @@ async fn run_attach(args: AttachArgs) -> anyhow::Result<()> {
         args.remote,
         a.port
     );
+    Ok(())
+}
+
+async fn run_attach_tls(vhci: &Vhci, args: &AttachArgs, selector: &Selector) -> anyhow::Result<()> {
+    let tls = ClientTls::open(&args.state.dir()?, args.fingerprint)?;
+    let (a, transport) = attach_tls(
+        vhci,
+        &args.remote,
+        selector,
+        &tls,
+        args.pair.as_deref(),
+        !args.no_kernel_tls,
+    )
+    .await?;
+    let how = match transport {
+        Transport::KernelTls => "kernel TLS",
+        Transport::Relay(_) => "TLS relayed by this process",
+    };
+    println!(
+        "attached {} ({:04x}:{:04x}, {} Mbit/s) from {} on port {} ({how})",
+        a.busid,
+        a.vid,
+        a.pid,
+        a.speed.as_mbps(),
+        args.remote,
+        a.port
+    );
+    let Transport::Relay(relay) = transport else {
+        return Ok(());
+    };
+    // The device lives as long as the relay: until the kernel lets the port go (detach, the
+    // device gone) or the server closes; a signal detaches first.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        done = relay => match done {
+            Ok(Ok((down, up))) => tracing::info!(port = a.port, bytes_from_server = down, bytes_to_server = up, "relay ended: the port was detached or the server closed"),
+            Ok(Err(e)) => tracing::info!(port = a.port, error = %e, "relay ended"),
+            Err(e) => tracing::warn!(port = a.port, error = %e, "relay task failed"),
+        },
+        _ = term.recv() => detach_quietly(vhci, a.port),
+        _ = tokio::signal::ctrl_c() => detach_quietly(vhci, a.port),
+    }
+    Ok(())
+}
+
+/// Detaches `port` on the way out; it may be free already.
+fn detach_quietly(vhci: &Vhci, port: u32) {
+    match detach(vhci, port) {
+        Ok(()) => println!("detached port {port}"),
+        Err(e) => tracing::info!(port, error = %e, "detach on exit"),
+    }
+}
+
+fn run_key(args: KeyArgs) -> anyhow::Result<()> {
+    let dir = args.state.dir()?;
+    let (identity, _) = crate::tls::Identity::load_or_create(&dir.join(crate::tls::CLIENT_KEY))?;
+    println!("{}", identity.public_key().to_line("usbipd-client"));
+    println!("fingerprint: {}", identity.fingerprint());
     Ok(())
 }
 

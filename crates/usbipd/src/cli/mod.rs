@@ -10,6 +10,7 @@ pub mod logging;
 pub mod server;
 pub mod service_files;
 pub mod status;
+pub mod trust;
 pub mod virtual_device;
 
 use std::path::PathBuf;
@@ -73,6 +74,11 @@ pub enum Command {
     /// The VM side (Linux, vhci-hcd): attach a remote server's device to this machine.
     #[command(subcommand)]
     Client(client::ClientCommand),
+    /// Client keys the TLS listener admits (`--listen-tls`).
+    #[command(subcommand)]
+    Trust(trust::TrustCommand),
+    /// Print a one-time code with which a client registers its key over TLS.
+    Pair(trust::PairArgs),
     /// Control virtual devices of the running server.
     #[command(subcommand)]
     Virtual(virtual_device::VirtualCommand),

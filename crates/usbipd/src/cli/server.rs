@@ -24,7 +24,7 @@ use crate::extension::supervisor::{
     Backoff, ChildSpec, EmbeddedSupervisor, SupervisedChild, Supervisor,
 };
 use crate::host_exports::HostExports;
-use crate::server::{Allowlist, Server, ServerConfig};
+use crate::server::{Allowlist, Server, ServerConfig, TlsServer};
 
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
@@ -35,6 +35,10 @@ pub struct ServerArgs {
     /// To share on a network: --listen 0.0.0.0:3240 together with --allow CIDR
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
+    /// Also serve USB/IP inside TLS 1.3 on this address (port 3241 when not given); repeat for
+    /// several. Clients must present a trusted key (usbipd trust add, usbipd pair)
+    #[arg(long, value_name = "ADDR[:PORT]", value_parser = parse_tls_listen)]
+    pub listen_tls: Vec<SocketAddr>,
     /// Only accept clients from this network (CIDR); repeat for several [default: everyone]
     #[arg(long, value_name = "CIDR")]
     pub allow: Vec<ipnet::IpNet>,
@@ -170,8 +174,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tokio::spawn(control::serve(control_listener, ctx));
 
     let listeners = Server::bind(&listen).await?;
+    let tls_listeners = Server::bind(&args.listen_tls).await?;
     let link_limits = server_config.clone();
     let mut server = Server::new(registry, server_config);
+    if !args.listen_tls.is_empty() {
+        let tls = TlsServer::open(&args.state.dir()?)?;
+        info!(addresses = ?args.listen_tls, fingerprint = %tls.fingerprint(), "serving USB/IP in TLS; clients pin this server key");
+        server = server.with_tls(Arc::new(tls));
+    }
     let mut supervisor = None;
     if args.extension != "off" {
         if args.extension == "embedded" {
@@ -188,7 +198,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         ));
     }
     tokio::select! {
-        _ = server.serve(listeners) => {}
+        _ = server.serve_tls(listeners, tls_listeners) => {}
         _ = crate::platform::signals::shutdown_signal() => info!("shutting down"),
     }
     if let Some(s) = supervisor {
@@ -321,6 +331,18 @@ fn listen_addresses(cli: &[SocketAddr], config: &[SocketAddr]) -> Vec<SocketAddr
     }
 }
 
+/// `--listen-tls`: `ADDR:PORT`, or an address alone for port 3241.
+fn parse_tls_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    s.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, crate::tls::DEFAULT_TLS_PORT))
+        .map_err(|_| format!("`{s}` is not ADDR or ADDR:PORT"))
+}
+
 /// The listen addresses that other machines can reach (anything but loopback).
 fn beyond_loopback(listen: &[SocketAddr]) -> Vec<SocketAddr> {
     listen
@@ -349,6 +371,23 @@ mod exposure_tests {
         let exposed = beyond_loopback(&listen);
         assert_eq!(exposed, listen[2..].to_vec());
         assert!(beyond_loopback(&listen[..2]).is_empty());
+    }
+
+    #[test]
+    fn tls_listen_addresses_default_to_port_3241() {
+        assert_eq!(
+            parse_tls_listen("127.0.0.1").unwrap(),
+            "127.0.0.1:3241".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_tls_listen("[::1]").unwrap(),
+            "[::1]:3241".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_tls_listen("0.0.0.0:4000").unwrap(),
+            "0.0.0.0:4000".parse::<SocketAddr>().unwrap()
+        );
+        assert!(parse_tls_listen("host").is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `usbip-client`), and hand the connected socket to vhci-hcd on a free port of the device's
 //! speed. One detach: free a port.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use anyhow::Context;
 use tokio::net::lookup_host;
@@ -56,6 +56,24 @@ pub async fn attach(vhci: &Vhci, remote: &str, selector: &Selector) -> anyhow::R
     socket
         .set_nonblocking(false)
         .context("making the socket blocking")?;
+    let origin = Origin {
+        host: addr.ip().to_string(),
+        port: addr.port().to_string(),
+        busid: busid.clone(),
+    };
+    // The kernel holds its own reference to the socket; ours closes on drop.
+    hand_over(vhci, socket.as_raw_fd(), &record, origin)
+}
+
+/// Gives the connected socket `fd`, at the start of the URB phase of the import of `record`,
+/// to vhci-hcd on a free port of the device's speed, and records the port as `usbip` does.
+pub fn hand_over(
+    vhci: &Vhci,
+    fd: RawFd,
+    record: &usbip_proto::DeviceRecord,
+    origin: Origin,
+) -> anyhow::Result<Attached> {
+    let busid = origin.busid.clone();
     let mut last_error = None;
     for _ in 0..PORT_RACE_TRIES {
         let ports = vhci.ports()?;
@@ -69,19 +87,11 @@ pub async fn attach(vhci: &Vhci, remote: &str, selector: &Selector) -> anyhow::R
                 record.speed.as_mbps()
             );
         };
-        let line = attach_line(port, socket.as_raw_fd(), record.devid(), record.speed);
+        let line = attach_line(port, fd, record.devid(), record.speed);
         tracing::debug!("attach: {line}");
         match vhci.write_attach(&line) {
             Ok(()) => {
-                records::save(
-                    port,
-                    &Origin {
-                        host: addr.ip().to_string(),
-                        port: addr.port().to_string(),
-                        busid: busid.clone(),
-                    },
-                );
-                // The kernel holds its own reference to the socket; ours closes on drop.
+                records::save(port, &origin);
                 return Ok(Attached {
                     port,
                     busid,

@@ -5,10 +5,12 @@
 //! `sysfs` and `records` do the I/O; `attach` puts them together; `auto` decides and `supervise` does what `--auto` does; `unit` is the systemd unit for it.
 
 pub mod attach;
+pub mod attach_tls;
 pub mod auto;
 pub mod records;
 pub mod remote;
 pub mod status;
 pub mod supervise;
 pub mod sysfs;
+pub mod tls;
 pub mod unit;

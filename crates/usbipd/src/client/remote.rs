@@ -6,13 +6,18 @@ use usbip_proto::ExportedDevice;
 /// `HOST`, `HOST:PORT`, `IPV6`, `[IPV6]:PORT` to what `lookup_host` takes (the USB/IP port,
 /// 3240, when none is given).
 pub fn socket_target(host: &str) -> String {
+    socket_target_on(host, usbip_proto::USBIP_PORT)
+}
+
+/// As [`socket_target`], with `port` when none is given (3241 for TLS).
+pub fn socket_target_on(host: &str, port: u16) -> String {
     let bare_v6 = host.parse::<std::net::Ipv6Addr>().is_ok();
     if bare_v6 {
-        format!("[{host}]:{}", usbip_proto::USBIP_PORT)
+        format!("[{host}]:{port}")
     } else if host.contains(':') {
         host.to_string()
     } else {
-        format!("{host}:{}", usbip_proto::USBIP_PORT)
+        format!("{host}:{port}")
     }
 }
 

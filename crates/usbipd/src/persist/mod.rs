@@ -5,6 +5,7 @@
 pub mod locations;
 pub mod lock;
 pub mod private_dir;
+pub mod versioned;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

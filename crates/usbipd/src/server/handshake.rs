@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 use usbip_proto::{OpReply, OpRequest, OpStatus};
 
+use super::stream::Conn;
 use super::{session, External, ServerConfig};
 use crate::device::registry::Registry;
 use crate::device::{Completer, OpenError};
@@ -19,8 +19,8 @@ use crate::device::{Completer, OpenError};
 /// Called once a client's import was accepted and its reply sent (the device is "in use").
 pub(crate) type OnAttached = Box<dyn FnOnce() + Send>;
 
-pub(super) async fn handle(
-    mut stream: TcpStream,
+pub(super) async fn handle<S: Conn>(
+    mut stream: S,
     peer: SocketAddr,
     registry: &Arc<Registry>,
     external: Option<&Arc<dyn External>>,
@@ -53,18 +53,27 @@ pub(super) async fn handle(
             }
             let mut out = Vec::new();
             OpReply::DevList(devices).encode(&mut out);
-            if let Err(e) = stream.write_all(&out).await {
+            if let Err(e) = send(&mut stream, &out).await {
                 warn!(%peer, error = %e, "device list not sent");
             }
         }
         OpRequest::Import { busid } => match external {
             // Devices held by the extension are served there: the connection is handed over.
             Some(external) if !registry.contains(&busid) => {
-                if let Err(mut stream) = external.import(stream, peer, busid.clone(), buf).await {
-                    info!(%peer, %busid, "import refused: no such device");
-                    let mut out = Vec::new();
-                    OpReply::Import(Err(OpStatus::NoDev)).encode(&mut out);
-                    let _ = stream.write_all(&out).await;
+                let mut out = Vec::new();
+                OpReply::Import(Err(OpStatus::NoDev)).encode(&mut out);
+                match stream.into_tcp() {
+                    Ok(tcp) => {
+                        if let Err(mut tcp) = external.import(tcp, peer, busid.clone(), buf).await {
+                            info!(%peer, %busid, "import refused: no such device");
+                            let _ = send(&mut tcp, &out).await;
+                        }
+                    }
+                    // The extension takes a TCP socket; a TLS session cannot be handed over.
+                    Err(mut stream) => {
+                        info!(%peer, %busid, "import refused: no such device here (devices held by the extension are not served over TLS)");
+                        let _ = send(&mut stream, &out).await;
+                    }
                 }
             }
             _ => serve_import(stream, peer, busid, buf, registry, config, None).await,
@@ -75,8 +84,8 @@ pub(super) async fn handle(
 /// Answers OP_REQ_IMPORT for `busid` from `registry` and, if accepted, runs the URB session
 /// until the client leaves. `leftover` holds bytes that arrived after the request. The
 /// extension calls this on connections the daemon handed over.
-pub(crate) async fn serve_import(
-    mut stream: TcpStream,
+pub(crate) async fn serve_import<S: Conn>(
+    mut stream: S,
     peer: SocketAddr,
     busid: String,
     leftover: BytesMut,
@@ -98,7 +107,7 @@ pub(crate) async fn serve_import(
                 OpStatus::Na => "not exported to this client",
                 _ => "no such device",
             };
-            let _ = stream.write_all(&refuse(status, why)).await;
+            let _ = send(&mut stream, &refuse(status, why)).await;
             return;
         }
     };
@@ -111,14 +120,14 @@ pub(crate) async fn serve_import(
                 OpenError::Gone => OpStatus::NoDev,
                 OpenError::Failed(_) => OpStatus::DevErr,
             };
-            let _ = stream.write_all(&refuse(status, &e.to_string())).await;
+            let _ = send(&mut stream, &refuse(status, &e.to_string())).await;
             return;
         }
     };
     let record = claim.device().describe().record;
     let mut out = Vec::new();
     OpReply::Import(Ok(record.clone())).encode(&mut out);
-    if let Err(e) = stream.write_all(&out).await {
+    if let Err(e) = send(&mut stream, &out).await {
         warn!(%peer, %busid, error = %e, "import reply not sent");
         return;
     }
@@ -156,8 +165,14 @@ pub(crate) async fn serve_import(
 }
 
 /// Reads until one whole request has arrived. `Ok(None)`: the peer closed first.
+/// Writes a whole reply and flushes it (TLS buffers; TCP does not).
+async fn send(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
 async fn read_request(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
 ) -> Result<Option<OpRequest>, Box<dyn std::error::Error + Send + Sync>> {
     loop {

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use super::policy::PerAddress;
+use super::tls::TlsServer;
 use super::{handshake, External, ServerConfig};
 use crate::device::registry::Registry;
 
@@ -24,6 +25,7 @@ pub struct Server {
     connections: Arc<Semaphore>,
     per_address: Arc<PerAddress>,
     external: Option<Arc<dyn External>>,
+    tls: Option<Arc<TlsServer>>,
 }
 
 impl Server {
@@ -36,12 +38,19 @@ impl Server {
             registry,
             config: Arc::new(config),
             external: None,
+            tls: None,
         }
     }
 
     /// Also lists and serves the devices of `external` (the extension).
     pub fn with_external(mut self, external: Arc<dyn External>) -> Server {
         self.external = Some(external);
+        self
+    }
+
+    /// Serves the listeners given to [`Server::serve_tls`] with TLS, as `tls` says.
+    pub fn with_tls(mut self, tls: Arc<TlsServer>) -> Server {
+        self.tls = Some(tls);
         self
     }
 
@@ -64,15 +73,26 @@ impl Server {
 
     /// Accepts on all listeners until the task is dropped.
     pub async fn serve(&self, listeners: Vec<TcpListener>) {
+        self.serve_tls(listeners, Vec::new()).await
+    }
+
+    /// Accepts plain USB/IP on `plain` and USB/IP in TLS on `tls` (which needs
+    /// [`Server::with_tls`]) until the task is dropped.
+    pub async fn serve_tls(&self, plain: Vec<TcpListener>, tls: Vec<TcpListener>) {
         let mut tasks = tokio::task::JoinSet::new();
-        for listener in listeners {
+        let tls_server = self.tls.clone();
+        let all = plain
+            .into_iter()
+            .map(|l| (l, None))
+            .chain(tls.into_iter().map(|l| (l, tls_server.clone())));
+        for (listener, tls) in all {
             let server = self.clone();
-            tasks.spawn(async move { server.accept_loop(listener).await });
+            tasks.spawn(async move { server.accept_loop(listener, tls).await });
         }
         while tasks.join_next().await.is_some() {}
     }
 
-    async fn accept_loop(&self, listener: TcpListener) {
+    async fn accept_loop(&self, listener: TcpListener, tls: Option<Arc<TlsServer>>) {
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(conn) => conn,
@@ -100,16 +120,21 @@ impl Server {
             };
             configure_socket(&stream);
             let server = self.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                debug!(%peer, "connected");
-                handshake::handle(
-                    stream,
-                    peer,
-                    &server.registry,
-                    server.external.as_ref(),
-                    &server.config,
-                )
-                .await;
+                debug!(%peer, tls = tls.is_some(), "connected");
+                let (registry, external, config) =
+                    (&server.registry, server.external.as_ref(), &*server.config);
+                match tls {
+                    None => handshake::handle(stream, peer, registry, external, config).await,
+                    Some(tls) => {
+                        if let Some(stream) =
+                            tls.accept(stream, peer, config.handshake_timeout).await
+                        {
+                            handshake::handle(stream, peer, registry, external, config).await
+                        }
+                    }
+                }
                 debug!(%peer, "disconnected");
                 drop((permit, slot));
             });

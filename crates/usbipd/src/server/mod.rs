@@ -8,6 +8,8 @@ mod handshake;
 mod listener;
 pub mod policy;
 mod session;
+pub mod stream;
+pub mod tls;
 mod writer;
 
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ pub use crate::device::allowlist::Allowlist;
 
 pub(crate) use handshake::serve_import;
 pub use listener::Server;
+pub use tls::TlsServer;
 use usbip_proto::Limits;
 pub use writer::TotalBuffered;
 

@@ -12,13 +12,12 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 use usbip_proto::{errno, Command, Direction, ProtoError, Reply, RetSubmit, RetUnlink};
 
+use super::stream::Conn;
 use super::writer::{self, Backlog};
 use super::ServerConfig;
 use crate::capture::SessionCapture;
@@ -103,13 +102,13 @@ struct Session<'a> {
 
 /// Runs the URB phase until the client leaves or breaks the protocol. Everything in flight is
 /// cancelled on the way out (by dropping the device session).
-pub(super) async fn run(
-    stream: TcpStream,
+pub(super) async fn run<S: Conn>(
+    stream: S,
     leftover: BytesMut,
     attached: Attached<'_>,
     config: &ServerConfig,
 ) -> End {
-    let (read_half, write_half) = stream.into_split();
+    let (read_half, write_half) = stream.split();
     let (replies, reply_rx) = mpsc::unbounded_channel();
     let backlog = Backlog::new(config.total_buffered.clone());
     let writer = tokio::spawn(writer::run(write_half, reply_rx, backlog.clone()));
@@ -171,7 +170,7 @@ pub(super) async fn run(
 impl Session<'_> {
     async fn run(
         &mut self,
-        mut reader: OwnedReadHalf,
+        mut reader: impl AsyncRead + Unpin,
         mut buf: BytesMut,
         completions: &mut mpsc::UnboundedReceiver<UrbCompletion>,
         revoked: &mut watch::Receiver<bool>,
@@ -215,6 +214,9 @@ impl Session<'_> {
                             return end;
                         }
                     }
+                    // A TLS peer that closes without close_notify (vhci-hcd with kernel TLS
+                    // just closes the socket) has left, as a TCP peer sending FIN has.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return End::ClientClosed,
                     Err(e) => return End::Io(e),
                 },
             }

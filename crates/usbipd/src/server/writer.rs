@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use usbip_proto::{IsoPacket, Reply, HEADER_LEN, ISO_PACKET_LEN};
 
@@ -87,8 +86,8 @@ pub(super) fn wire_len(reply: &Reply) -> usize {
     }
 }
 
-pub(super) async fn run(
-    mut socket: OwnedWriteHalf,
+pub(super) async fn run<W: AsyncWrite + Unpin>(
+    mut socket: W,
     mut replies: mpsc::UnboundedReceiver<Reply>,
     backlog: Backlog,
 ) {
@@ -103,7 +102,11 @@ pub(super) async fn run(
             bytes += wire_len(&reply);
             encode(reply, &mut scratch, &mut pieces);
         }
-        if write_pieces(&mut socket, &scratch, &pieces).await.is_err() {
+        // The flush matters for TLS, which may keep the end of a batch in its buffer; on a TCP
+        // socket it does nothing.
+        if write_pieces(&mut socket, &scratch, &pieces).await.is_err()
+            || socket.flush().await.is_err()
+        {
             return; // the session notices the closed connection on its read side
         }
         backlog.written(bytes);
@@ -140,8 +143,8 @@ fn encode(reply: Reply, scratch: &mut Vec<u8>, pieces: &mut Vec<Piece>) {
     }
 }
 
-async fn write_pieces(
-    socket: &mut OwnedWriteHalf,
+async fn write_pieces<W: AsyncWrite + Unpin>(
+    socket: &mut W,
     scratch: &[u8],
     pieces: &[Piece],
 ) -> std::io::Result<()> {

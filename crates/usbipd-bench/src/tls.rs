@@ -1,0 +1,184 @@
+//! The TLS figure (issue 17): bulk IN throughput and GET_DESCRIPTOR latency over TLS against
+//! plain USB/IP, on the same server process, the same kind of device and in the same run. Two
+//! TLS paths: TLS in this process (what `usbip-client` over rustls does; the server always does
+//! TLS in user space) and the client's relay (TLS, then a Unix socket pair, read by the client
+//! as vhci-hcd would read it). Kernel TLS on the client needs TCP_ULP "tls" in the kernel; where
+//! it is missing, the report says so instead of a figure.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use usbip_client::{Connection, Submit};
+use usbipd::client::tls::ClientTls;
+use usbipd::device::r#virtual::gadget_zero;
+use usbipd::tls::relay;
+use usbipd::tls::trust::Trust;
+
+use crate::child::ServerProcess;
+use crate::figures::Plan;
+use crate::load::{self, percentile_us, Counters};
+use crate::report::{size, Row};
+
+/// A client key the bench server trusts, and the server's state directory.
+pub struct Client {
+    server_dir: tempfile::TempDir,
+    _client_dir: tempfile::TempDir,
+    tls: ClientTls,
+}
+
+impl Client {
+    pub fn new() -> anyhow::Result<Client> {
+        let server_dir = tempfile::tempdir()?;
+        let client_dir = tempfile::tempdir()?;
+        let tls = ClientTls::open(client_dir.path(), None)?;
+        Trust::new(server_dir.path()).add(tls.fingerprint(), "usbipd-bench")?;
+        Ok(Client {
+            server_dir,
+            _client_dir: client_dir,
+            tls,
+        })
+    }
+
+    pub fn server_dir(&self) -> &Path {
+        self.server_dir.path()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Route {
+    Plain,
+    Tls,
+    Relay,
+}
+
+impl Route {
+    fn name(self) -> &'static str {
+        match self {
+            Route::Plain => "plain TCP",
+            Route::Tls => "TLS in the client process",
+            Route::Relay => "TLS relay to a socket pair",
+        }
+    }
+}
+
+async fn connect(server: &ServerProcess, path: Route, busid: &str) -> anyhow::Result<Connection> {
+    if path == Route::Plain {
+        return load::import(server.usbip, busid).await;
+    }
+    let (addr, client) = server
+        .tls
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the bench server has no TLS listener"))?;
+    let stream = client.tls.connect("bench", *addr, None).await?;
+    let conn = match path {
+        Route::Relay => {
+            let (kernel, ours) = relay::socket_pair()?;
+            tokio::spawn(relay::relay(stream, ours));
+            kernel.set_nonblocking(true)?;
+            Connection::import_over(tokio::net::UnixStream::from_std(kernel)?, busid).await?
+        }
+        _ => Connection::import_over(stream, busid).await?,
+    };
+    load::configure(conn).await
+}
+
+pub async fn figure(
+    server: &mut ServerProcess,
+    plan: &Plan,
+) -> anyhow::Result<(Vec<Row>, Vec<String>)> {
+    let paths = [Route::Plain, Route::Tls, Route::Relay];
+    let mut conns = Vec::new();
+    for (i, &path) in paths.iter().enumerate() {
+        conns.push(connect(server, path, &format!("0-{}", 10 + i)).await?);
+    }
+    let shapes: &[(usize, usize)] = if plan.quick {
+        &[(64 << 10, 16)]
+    } else {
+        &[(4 << 10, 16), (64 << 10, 1), (64 << 10, 16)]
+    };
+    let mut rows = Vec::new();
+    for &(n, depth) in shapes {
+        let mut plain = 0.0;
+        for (&path, conn) in paths.iter().zip(&conns) {
+            let c = Arc::new(Counters::default());
+            let task = tokio::spawn(load::urbs(
+                conn.clone(),
+                Submit::bulk_in(gadget_zero::EP_IN & 0x0f, n as u32),
+                depth,
+                c.clone(),
+            ));
+            let w = load::measure(server, &[c], plan.warmup, plan.duration).await;
+            task.await?;
+            anyhow::ensure!(w.errors == 0, "{}: {} URBs failed", path.name(), w.errors);
+            eprintln!(
+                "  bulk IN {} x{depth} over {}: {:.0} MiB/s (server {:.2} cores, client {:.2})",
+                size(n),
+                path.name(),
+                w.mib_per_sec(),
+                w.server_cpu / w.secs,
+                w.client_cpu / w.secs
+            );
+            if path == Route::Plain {
+                plain = w.mib_per_sec();
+                continue;
+            }
+            rows.push(
+                Row::new(
+                    "TLS",
+                    format!("bulk IN {} x{depth}, {}", size(n), path.name()),
+                    w.mib_per_sec(),
+                    "MiB/s",
+                )
+                .baseline(plain),
+            );
+        }
+    }
+    let count = plan.latency_count / 2;
+    let mut p50 = Vec::new();
+    for conn in &conns {
+        let conn = conn.clone();
+        let mut times = tokio::spawn(async move {
+            let setup = [0x80, 0x06, 0x00, 0x01, 0, 0, 18, 0];
+            let mut times = Vec::with_capacity(count);
+            for i in 0..count + count / 10 {
+                let t = Instant::now();
+                let done = conn.submit(Submit::control(setup, Vec::new())).await?;
+                anyhow::ensure!(done.status == 0, "GET_DESCRIPTOR failed: {}", done.status);
+                if i >= count / 10 {
+                    times.push(t.elapsed());
+                }
+            }
+            anyhow::Ok(times)
+        })
+        .await??;
+        times.sort();
+        p50.push((percentile_us(&times, 50.0), percentile_us(&times, 99.0)));
+    }
+    for (i, &path) in paths.iter().enumerate().skip(1) {
+        eprintln!(
+            "  URB latency over {}: p50 {:.1} us, p99 {:.1} us vs plain {:.1} / {:.1} us",
+            path.name(),
+            p50[i].0,
+            p50[i].1,
+            p50[0].0,
+            p50[0].1
+        );
+        rows.push(
+            Row::new(
+                "TLS",
+                format!("GET_DESCRIPTOR p50, {}", path.name()),
+                p50[i].0,
+                "us",
+            )
+            .baseline(p50[0].0),
+        );
+    }
+    let ulps = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp").unwrap_or_default();
+    let note = if ulps.split_whitespace().any(|u| u == "tls") {
+        "TLS: this kernel has TCP_ULP tls, but the bench measures TLS in user space and the relay only; kernel TLS is used by `usbipd client attach --tls` with vhci-hcd".to_string()
+    } else {
+        format!("TLS: no kernel TLS on this machine (tcp_available_ulp: {}): the kernel-TLS path cannot be measured here", ulps.trim())
+    };
+    Ok((rows, vec![note]))
+}
