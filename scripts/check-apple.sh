@@ -8,28 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(rustc-web cargo-web rust-web-src rust-web-clippy)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  # The package lists are refreshed only when apt does not know the packages yet.
-  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
-fi
-
-# Absolute paths: rustup's proxies in ~/.cargo/bin come first on PATH and have no rust-src.
-# `cargo clippy` would find rustup's cargo-clippy, so Debian's is called directly.
-# RUSTC_BOOTSTRAP=1 lets Debian's stable cargo accept -Zbuild-std.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_APPLE:-$PWD/target/apple}"
-export RUSTC=/usr/bin/rustc CARGO=/usr/bin/cargo RUSTC_BOOTSTRAP=1
-unset RUSTFLAGS RUSTC_WRAPPER
-build_std=-Zbuild-std=std,panic_abort
+. scripts/lib/debian-rust.sh
+debian_rust_install
+debian_rust_env "${CARGO_TARGET_DIR_APPLE:-$PWD/target/apple}"
+build_std=$debian_rust_build_std
 
 # clippy compiles everything `cargo check` does (and lints it): one pass per target.
 for target in aarch64-apple-darwin x86_64-apple-darwin; do

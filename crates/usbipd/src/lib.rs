@@ -15,3 +15,4 @@ pub mod listing;
 pub mod persist;
 pub mod platform;
 pub mod server;
+pub mod vm;
