@@ -121,7 +121,7 @@ fn lima_attach_copies_the_client_for_the_vms_cpu_and_detach_runs_the_vms_detach(
         [
             "limactl shell dev uname -m".to_string(),
             format!("limactl copy {} dev:/tmp/usbipd-client", client.display()),
-            "limactl shell dev sudo install -m 0755 /tmp/usbipd-client /usr/local/bin/usbipd".into(),
+            "limactl shell dev sudo sh -c cp /tmp/usbipd-client /usr/local/bin/usbipd.new && chmod 0755 /usr/local/bin/usbipd.new && mv /usr/local/bin/usbipd.new /usr/local/bin/usbipd".into(),
             "limactl shell dev sudo /usr/local/bin/usbipd client attach --remote host.lima.internal --busid 0-3".into(),
         ]
     );

@@ -3,10 +3,11 @@
 //! runs anything (`runner` does), so every sequence is tested as it is.
 //!
 //! Lima (and Colima, which is Lima): `limactl copy` the client into the VM, `limactl shell VM
-//! sudo install` it as /usr/local/bin/usbipd, then `sudo usbipd client attach` (one attach), or
-//! with `--auto` a `usbipd client attach --auto` started in its own session that outlives the
-//! shell; detach runs `usbipd client detach --busid` or stops that process with SIGTERM (it
-//! detaches the port itself).
+//! sudo sh -c 'cp ... && mv ...'` it to /usr/local/bin/usbipd, then `sudo usbipd client attach`
+//! (one attach), or with `--auto` a `usbipd client attach --auto` started in its own session
+//! that outlives the shell, its pid in /run; detach runs `usbipd client detach --busid` or stops
+//! that process with SIGTERM (it detaches the port itself). Only sh and core utilities (cp,
+//! chmod, mv, setsid, kill, cat) besides our binary: any Linux VM, busybox ones included.
 //!
 //! Docker Desktop, as Docker documents USB/IP: a privileged container in the host's PID
 //! namespace, `nsenter -t 1 -m` into the VM's mount namespace, where the client runs. The client
@@ -226,17 +227,21 @@ pub fn attach_plan(a: &Attachment, client: &Path) -> Result<Vec<Step>, PlanError
                 "limactl",
                 &["copy", &client_arg, &format!("{instance}:{LIMA_STAGING}")],
             );
-            let install = lima_shell(
-                instance,
-                &["sudo", "install", "-m", "0755", LIMA_STAGING, LIMA_CLIENT],
+            // Replaced by a rename: a running `--auto` client keeps its old file.
+            let put = format!(
+                "cp {LIMA_STAGING} {LIMA_CLIENT}.new && chmod 0755 {LIMA_CLIENT}.new && \
+                 mv {LIMA_CLIENT}.new {LIMA_CLIENT}"
             );
+            let install = lima_shell(instance, &["sudo", "sh", "-c", &put]);
             let attach_args = client_attach(LIMA_CLIENT, a);
             let attach = if a.auto {
-                // Its own session (no hangup when the shell ends), output to a log in the VM.
+                // Its own session (no hangup when the shell ends), output to a log in the VM,
+                // its pid in /run for the detach (setsid execs: `$!` is the client's pid).
                 let line = format!(
-                    "setsid {} </dev/null >>{} 2>&1 &",
+                    "setsid {} </dev/null >>{} 2>&1 & echo $! > {}",
                     attach_args.join(" "),
-                    lima_log(&a.busid)
+                    lima_log(&a.busid),
+                    lima_pid_file(&a.busid)
                 );
                 lima_shell(instance, &["sudo", "sh", "-c", &line])
             } else {
@@ -269,6 +274,11 @@ pub fn attach_plan(a: &Attachment, client: &Path) -> Result<Vec<Step>, PlanError
     })
 }
 
+/// The pid file of a Lima VM's `--auto` client (in /run: gone after a reboot, as the client).
+pub fn lima_pid_file(busid: &str) -> String {
+    format!("/run/usbipd-attach-{busid}.pid")
+}
+
 /// The log of a Lima VM's `--auto` client.
 pub fn lima_log(busid: &str) -> String {
     format!("/var/log/usbipd-attach-{busid}.log")
@@ -280,8 +290,9 @@ pub fn detach_plan(a: &Attachment) -> Result<Vec<Step>, PlanError> {
     check(a)?;
     Ok(match (&a.vm, a.auto) {
         (Vm::Lima { instance }, true) => {
-            let pattern = client_attach(LIMA_CLIENT, a).join(" ");
-            vec![lima_shell(instance, &["sudo", "pkill", "-TERM", "-f", &pattern])]
+            let pid = lima_pid_file(&a.busid);
+            let line = format!("kill -TERM $(cat {pid}) && rm -f {pid}");
+            vec![lima_shell(instance, &["sudo", "sh", "-c", &line])]
         }
         (Vm::Lima { instance }, false) => vec![lima_shell(
             instance,

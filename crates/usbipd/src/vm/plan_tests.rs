@@ -35,7 +35,7 @@ fn lima_one_shot_copies_installs_and_attaches_with_sudo() {
         lines(&steps),
         [
             "limactl copy /opt/usbipd/usbipd-aarch64-linux default:/tmp/usbipd-client",
-            "limactl shell default sudo install -m 0755 /tmp/usbipd-client /usr/local/bin/usbipd",
+            "limactl shell default sudo sh -c 'cp /tmp/usbipd-client /usr/local/bin/usbipd.new && chmod 0755 /usr/local/bin/usbipd.new && mv /usr/local/bin/usbipd.new /usr/local/bin/usbipd'",
             "limactl shell default sudo /usr/local/bin/usbipd client attach --remote host.lima.internal --busid 1-2.3",
         ]
     );
@@ -58,7 +58,7 @@ fn lima_auto_runs_in_its_own_session_and_detach_sends_it_sigterm() {
             "sudo",
             "sh",
             "-c",
-            "setsid /usr/local/bin/usbipd client attach --remote host.lima.internal --busid 1-2.3 --auto </dev/null >>/var/log/usbipd-attach-1-2.3.log 2>&1 &"
+            "setsid /usr/local/bin/usbipd client attach --remote host.lima.internal --busid 1-2.3 --auto </dev/null >>/var/log/usbipd-attach-1-2.3.log 2>&1 & echo $! > /run/usbipd-attach-1-2.3.pid"
         ]
     );
     let stop = detach_plan(&lima(true)).unwrap();
@@ -68,10 +68,9 @@ fn lima_auto_runs_in_its_own_session_and_detach_sends_it_sigterm() {
             "shell",
             "default",
             "sudo",
-            "pkill",
-            "-TERM",
-            "-f",
-            "/usr/local/bin/usbipd client attach --remote host.lima.internal --busid 1-2.3 --auto"
+            "sh",
+            "-c",
+            "kill -TERM $(cat /run/usbipd-attach-1-2.3.pid) && rm -f /run/usbipd-attach-1-2.3.pid"
         ]
     );
 }
