@@ -113,7 +113,10 @@ fn words(call: &[String]) -> String {
 fn lima_attach_copies_the_client_for_the_vms_cpu_and_detach_runs_the_vms_detach() {
     let w = world();
     let out = ok(&w.usbipd(&["attach", "--busid", "0-3", "--lima", "dev"]));
-    assert!(out.contains("0-3 attached in Lima VM dev (from host.lima.internal)"), "{out}");
+    assert!(
+        out.contains("0-3 attached in Lima VM dev (from host.lima.internal)"),
+        "{out}"
+    );
     let calls = w.take();
     let client = w.clients.join("usbipd-aarch64-linux");
     assert_eq!(
@@ -142,14 +145,27 @@ fn lima_attach_copies_the_client_for_the_vms_cpu_and_detach_runs_the_vms_detach(
 fn docker_auto_pipes_the_client_in_and_detach_all_stops_the_container() {
     let w = world();
     let out = ok(&w.usbipd(&[
-        "attach", "--busid", "0-1", "--docker", "--auto", "--remote", "host.docker.internal:3241",
+        "attach",
+        "--busid",
+        "0-1",
+        "--docker",
+        "--auto",
+        "--remote",
+        "host.docker.internal:3241",
     ]));
     assert!(out.contains("kept attached"), "{out}");
     let calls = w.take();
     assert_eq!(calls.len(), 3, "{calls:?}");
     assert_eq!(words(&calls[0]), "docker version --format {{.Server.Arch}}");
-    assert_eq!(calls[1][..6], ["docker", "run", "--rm", "-i", "--privileged", "--pid=host"]);
-    assert_eq!(w.stdin(1), b"x86_64 client", "the x86_64 client goes in on stdin");
+    assert_eq!(
+        calls[1][..6],
+        ["docker", "run", "--rm", "-i", "--privileged", "--pid=host"]
+    );
+    assert_eq!(
+        w.stdin(1),
+        b"x86_64 client",
+        "the x86_64 client goes in on stdin"
+    );
     assert_eq!(
         words(&calls[2]),
         "docker run --rm -d --name usbipd-attach-0-1 --privileged --pid=host alpine nsenter -t 1 -m -- /run/usbipd-client/usbipd client attach --remote host.docker.internal:3241 --busid 0-1 --auto"
@@ -167,11 +183,20 @@ fn a_failing_step_stops_the_plan_and_records_nothing() {
     let w = world();
     std::fs::write(w.fakes.join("fail.limactl"), b"").unwrap();
     let out = w.usbipd(&[
-        "attach", "--busid", "0-3", "--lima", "dev", "--client", "/nonexistent-is-fine-for-copy",
+        "attach",
+        "--busid",
+        "0-3",
+        "--lima",
+        "dev",
+        "--client",
+        "/nonexistent-is-fine-for-copy",
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("`limactl copy /nonexistent-is-fine-for-copy dev:/tmp/usbipd-client` failed"), "{err}");
+    assert!(
+        err.contains("`limactl copy /nonexistent-is-fine-for-copy dev:/tmp/usbipd-client` failed"),
+        "{err}"
+    );
     assert_eq!(w.take().len(), 1, "nothing after the failed copy");
     assert!(!records_file(&w.state).exists());
 }
@@ -183,7 +208,10 @@ fn a_missing_client_or_tool_is_named() {
     let out = w.usbipd(&["attach", "--busid", "0-3", "--lima", "dev"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no static Linux client usbipd-aarch64-linux"), "{err}");
+    assert!(
+        err.contains("no static Linux client usbipd-aarch64-linux"),
+        "{err}"
+    );
     assert!(err.contains("scripts/build-static.sh"), "{err}");
     std::fs::remove_file(w.fakes.join("docker")).unwrap();
     let out = Command::new(BIN)

@@ -119,7 +119,10 @@ fn client_dirs() -> Vec<PathBuf> {
     if let Some(d) = std::env::var_os("USBIPD_LINUX_CLIENTS") {
         dirs.push(PathBuf::from(d));
     }
-    if let Some(bin) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(bin) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         if let Some(prefix) = bin.parent() {
             dirs.push(prefix.join("share/usbipd/linux"));
         }
@@ -163,7 +166,12 @@ mod tests {
             find_client(Arch::X86_64, &dirs).unwrap(),
             a.path().join("usbipd-x86_64-linux")
         );
-        let e = find_client(Arch::Aarch64, &dirs[..1]).unwrap_err().to_string();
-        assert!(e.contains("usbipd-aarch64-linux") && e.contains("--client"), "{e}");
+        let e = find_client(Arch::Aarch64, &dirs[..1])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("usbipd-aarch64-linux") && e.contains("--client"),
+            "{e}"
+        );
     }
 }

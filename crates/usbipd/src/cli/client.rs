@@ -125,7 +125,9 @@ fn run_detach(args: DetachArgs) -> anyhow::Result<()> {
                 .filter(|p| records::load(*p).is_some_and(|o| o.busid == *busid))
                 .collect();
             if ports.is_empty() {
-                anyhow::bail!("no attached port holds remote busid {busid} (see `usbipd client port`)");
+                anyhow::bail!(
+                    "no attached port holds remote busid {busid} (see `usbipd client port`)"
+                );
             }
             ports
         }

@@ -63,7 +63,10 @@ fn stop_vm_clients(
         {
             Ok(()) => println!("stopped the client of {} in its VM", a.busid),
             Err(e) => {
-                eprintln!("usbipd: stopping the client of {} in its VM: {e:#}", a.busid);
+                eprintln!(
+                    "usbipd: stopping the client of {} in its VM: {e:#}",
+                    a.busid
+                );
                 failed.push(a);
             }
         }

@@ -138,9 +138,7 @@ impl Vm {
     pub fn arch_probe(&self) -> Step {
         match self {
             Vm::Lima { instance } => Step::new("limactl", &["shell", instance, "uname", "-m"]),
-            Vm::Docker { .. } => {
-                Step::new("docker", &["version", "--format", "{{.Server.Arch}}"])
-            }
+            Vm::Docker { .. } => Step::new("docker", &["version", "--format", "{{.Server.Arch}}"]),
         }
     }
 }
@@ -152,7 +150,8 @@ pub fn container_name(busid: &str) -> String {
 
 fn check(a: &Attachment) -> Result<(), PlanError> {
     let busid_ok = a.busid.split_once('-').is_some_and(|(bus, ports)| {
-        let number = |p: &str| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
+        let number =
+            |p: &str| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
         number(bus) && ports.split('.').all(number)
     });
     if !busid_ok || a.busid.len() >= 32 {
@@ -161,7 +160,9 @@ fn check(a: &Attachment) -> Result<(), PlanError> {
     let remote_ok = !a.remote.is_empty()
         && !a.remote.starts_with('-')
         && a.remote.len() < 256
-        && a.remote.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c));
+        && a.remote
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c));
     if !remote_ok {
         return Err(PlanError::Remote(a.remote.clone()));
     }
@@ -169,7 +170,9 @@ fn check(a: &Attachment) -> Result<(), PlanError> {
         Vm::Lima { instance } => {
             let ok = !instance.is_empty()
                 && !instance.starts_with('-')
-                && instance.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+                && instance
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
             if !ok {
                 return Err(PlanError::Instance(instance.clone()));
             }
@@ -177,7 +180,9 @@ fn check(a: &Attachment) -> Result<(), PlanError> {
         Vm::Docker { image } => {
             let ok = !image.is_empty()
                 && !image.starts_with('-')
-                && image.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c));
+                && image
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c));
             if !ok {
                 return Err(PlanError::Image(image.clone()));
             }
@@ -188,10 +193,12 @@ fn check(a: &Attachment) -> Result<(), PlanError> {
 
 /// The `usbipd client attach` arguments run in the VM.
 fn client_attach(exe: &str, a: &Attachment) -> Vec<String> {
-    let mut v: Vec<String> = [exe, "client", "attach", "--remote", &a.remote, "--busid", &a.busid]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut v: Vec<String> = [
+        exe, "client", "attach", "--remote", &a.remote, "--busid", &a.busid,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     if a.auto {
         v.push("--auto".into());
     }

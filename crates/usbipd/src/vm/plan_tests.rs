@@ -146,7 +146,10 @@ fn nothing_reaches_a_shell_unchecked() {
     );
     let mut a = lima(true);
     a.remote = "host$(reboot)".into();
-    assert!(matches!(attach_plan(&a, Path::new("/c")), Err(PlanError::Remote(_))));
+    assert!(matches!(
+        attach_plan(&a, Path::new("/c")),
+        Err(PlanError::Remote(_))
+    ));
     let mut a = lima(false);
     a.vm = Vm::Lima {
         instance: "--help".into(),
@@ -156,7 +159,10 @@ fn nothing_reaches_a_shell_unchecked() {
     a.vm = Vm::Docker {
         image: "alpine sh".into(),
     };
-    assert!(matches!(attach_plan(&a, Path::new("/c")), Err(PlanError::Image(_))));
+    assert!(matches!(
+        attach_plan(&a, Path::new("/c")),
+        Err(PlanError::Image(_))
+    ));
 }
 
 #[test]

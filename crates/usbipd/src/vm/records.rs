@@ -65,7 +65,8 @@ impl Attachments {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| RecordsError::Write(dir.into(), e))?;
         }
-        persist::write_atomically(path, &json, 0o600).map_err(|e| RecordsError::Write(path.into(), e))
+        persist::write_atomically(path, &json, 0o600)
+            .map_err(|e| RecordsError::Write(path.into(), e))
     }
 
     /// Records `a`, replacing an earlier entry for its busid.
@@ -126,6 +127,9 @@ mod tests {
         let e = Attachments::load(&p).unwrap_err().to_string();
         assert!(e.contains("vm-attachments.json"), "{e}");
         std::fs::write(&p, r#"{"version": 9, "entries": []}"#).unwrap();
-        assert!(matches!(Attachments::load(&p), Err(RecordsError::Version(_, 9))));
+        assert!(matches!(
+            Attachments::load(&p),
+            Err(RecordsError::Version(_, 9))
+        ));
     }
 }

@@ -41,7 +41,8 @@ impl Runner for Processes {
         tracing::debug!("running {}", step.display());
         let stdin = match &step.stdin {
             Some(path) => Stdio::from(
-                File::open(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?,
+                File::open(path)
+                    .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?,
             ),
             None => Stdio::null(),
         };
@@ -52,7 +53,10 @@ impl Runner for Processes {
             .output()
             .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
-                    fail(format!("cannot run: {} is not installed (or not on PATH)", step.program))
+                    fail(format!(
+                        "cannot run: {} is not installed (or not on PATH)",
+                        step.program
+                    ))
                 } else {
                     fail(format!("cannot run: {e}"))
                 }
