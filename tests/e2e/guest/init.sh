@@ -324,7 +324,8 @@ host_md5() { tmo 30 dd if=/dev/$sd bs=65536 skip=$HOST_BLK count=16 2>/dev/null 
 # -m` comes back to the guest's (the VM's). The host names resolve as they do in those VMs.
 echo "$SERVER host.lima.internal host.docker.internal" >> /etc/hosts
 echo "hosts: files dns" > /etc/nsswitch.conf
-mkdir -p /usr/local/bin /opt/usbipd-linux && ln -sf /usr/bin/usbipd /opt/usbipd-linux/usbipd-$(uname -m)-linux
+# /usr/local/bin and /var/log as a VM has them
+mkdir -p /usr/local/bin /var/log /opt/usbipd-linux && ln -sf /usr/bin/usbipd /opt/usbipd-linux/usbipd-$(uname -m)-linux
 vm_run() { PATH=/opt/vm-tools:$PATH USBIPD_LINUX_CLIENTS=/opt/usbipd-linux tmo 30 usbipd "$@"; }
 # vm_attach NAME ARGS...: `usbipd attach --busid STORAGE ARGS`, the host's data read back, then
 # `usbipd detach --busid STORAGE` frees the port

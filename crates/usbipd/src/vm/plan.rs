@@ -243,9 +243,10 @@ pub fn attach_plan(a: &Attachment, client: &Path) -> Result<Vec<Step>, PlanError
             let attach_args = client_attach(LIMA_CLIENT, a);
             let attach = if a.auto {
                 // Its own session (no hangup when the shell ends), output to a log in the VM,
-                // its pid in /run for the detach (setsid execs: `$!` is the client's pid).
+                // its pid in /run for the detach (setsid execs: `$!` is the client's pid); a client that
+                // exits at once (bad address, no vhci-hcd) fails the step.
                 let line = format!(
-                    "setsid {} </dev/null >>{} 2>&1 & echo $! > {}",
+                    "setsid {} </dev/null >>{} 2>&1 & echo $! > {} && sleep 1 && kill -0 $!",
                     attach_args.join(" "),
                     lima_log(&a.busid),
                     lima_pid_file(&a.busid)

@@ -58,7 +58,7 @@ fn lima_auto_runs_in_its_own_session_and_detach_sends_it_sigterm() {
             "sudo",
             "sh",
             "-c",
-            "setsid /usr/local/bin/usbipd client attach --remote host.lima.internal --busid 1-2.3 --auto </dev/null >>/var/log/usbipd-attach-1-2.3.log 2>&1 & echo $! > /run/usbipd-attach-1-2.3.pid"
+            "setsid /usr/local/bin/usbipd client attach --remote host.lima.internal --busid 1-2.3 --auto </dev/null >>/var/log/usbipd-attach-1-2.3.log 2>&1 & echo $! > /run/usbipd-attach-1-2.3.pid && sleep 1 && kill -0 $!"
         ]
     );
     let stop = detach_plan(&lima(true)).unwrap();
