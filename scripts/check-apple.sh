@@ -8,41 +8,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(rustc-web cargo-web rust-web-src rust-web-clippy)
-# The lockfile's dependencies need at least this rustc (plist, proptest, time: 1.88); bookworm's
-# first rustc-web was 1.85, its security updates bring 1.96.
-min_minor=88
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-rustc_minor() { /usr/bin/rustc --version 2>/dev/null | sed -n 's/^rustc 1\.\([0-9]*\)\..*/\1/p'; }
-if [ ${#missing[@]} -eq 0 ] && [ "$(rustc_minor)" -lt "$min_minor" ]; then
-  echo "upgrading ${packages[*]} ($(/usr/bin/rustc --version) is older than 1.$min_minor)"
-  missing=("${packages[@]}")
-  apt-get update -qq
-fi
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  # The package lists are refreshed only when apt does not know the packages yet.
-  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
-fi
-
-# Absolute paths: rustup's proxies in ~/.cargo/bin come first on PATH and have no rust-src.
-# `cargo clippy` would find rustup's cargo-clippy, so Debian's is called directly.
-# RUSTC_BOOTSTRAP=1 lets Debian's stable cargo accept -Zbuild-std.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_APPLE:-$PWD/target/apple}"
-export RUSTC=/usr/bin/rustc CARGO=/usr/bin/cargo RUSTC_BOOTSTRAP=1
-unset RUSTFLAGS RUSTC_WRAPPER
+. scripts/lib/debian-rust.sh
+debian_rust_install
+debian_rust_env "${CARGO_TARGET_DIR_APPLE:-$PWD/target/apple}"
+build_std=$debian_rust_build_std
 # tracing-oslog's build script compiles a C wrapper against the SDK's <os/log.h>, which is not
 # here; it skips that under DOCS_RS (checked, never linked, like docs.rs). No other crate in
 # the lockfile reads the variable.
 export DOCS_RS=1
-build_std=-Zbuild-std=std,panic_abort
 # ring's C and assembly need the macOS SDK: its build script gets a stub compiler and archiver
 # (empty objects; nothing is linked here). Its Rust code is type-checked and linted as the rest.
 stub="$PWD/scripts/apple-cc-stub.sh"

@@ -7,7 +7,9 @@
 #   BINARY   default target/release/usbipd
 #   OUT_DIR  default dist
 # Environment: TARGET (default: rustc's host triple, else `uname -sm`), BASE_URL (where the
-# tarball will be published, for the Homebrew formula), SOURCE_DATE_EPOCH (reproducible tar).
+# tarball will be published, for the Homebrew formula), SOURCE_DATE_EPOCH (reproducible tar),
+# STATIC=1: also the static Linux binaries (x86_64 and aarch64 musl, scripts/build-static.sh,
+# the one build step here; cached in target/static), checked with `file`.
 #
 # Produces in OUT_DIR:
 #   usbipd-VERSION-TARGET.tar.gz         bin/usbipd, lib/systemd/system/usbipd-extension.service
@@ -17,6 +19,11 @@
 #                                        share/man/man1/*.1, bash/zsh/fish completions
 #   usbipd-VERSION-TARGET.tar.gz.sha256
 #   usbipd.rb                            Homebrew formula from packaging/homebrew/usbipd.rb.in
+# and with STATIC=1:
+#   usbipd-VERSION-ARCH-unknown-linux-musl(.sha256)  the static binaries, to drop into a VM or a
+#                                        container image; also in the tarball as
+#                                        share/usbipd/linux/usbipd-ARCH-linux, where
+#                                        `usbipd attach --lima/--docker` finds them
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${1:-$root/target/release/usbipd}"
@@ -48,6 +55,24 @@ install -m 0755 "$bin" "$dir/bin/usbipd"
 "$bin" completions bash > "$dir/share/bash-completion/completions/usbipd"
 "$bin" completions zsh > "$dir/share/zsh/site-functions/_usbipd"
 "$bin" completions fish > "$dir/share/fish/vendor_completions.d/usbipd.fish"
+static_out=()
+if [ "${STATIC:-0}" = 1 ]; then
+  mkdir -p "$dir/share/usbipd/linux"
+  for arch in x86_64 aarch64; do
+    target=$arch-unknown-linux-musl
+    built=$("$root/scripts/build-static.sh" "$target")
+    # `file` says e.g. "ELF 64-bit LSB executable, ARM aarch64, ..., statically linked, stripped"
+    desc=$(file -b "$built")
+    want=$([ $arch = x86_64 ] && echo x86-64 || echo aarch64)
+    case $desc in
+      *"$want"*static*) ;;
+      *) echo "package.sh: $built is not a static $arch executable: $desc" >&2; exit 1;;
+    esac
+    echo "$target: $(stat -c %s "$built") bytes: $desc" >&2
+    install -m 0755 "$built" "$dir/share/usbipd/linux/usbipd-$arch-linux"
+    static_out+=("$built:usbipd-$version-$target")
+  done
+fi
 for doc in README.md ARCHITECTURE.md LICENSE LICENSE-MIT LICENSE-APACHE; do
   [ -f "$root/$doc" ] && install -m 0644 "$root/$doc" "$dir/share/doc/usbipd/"
 done
@@ -64,6 +89,11 @@ sed -e "s|@VERSION@|$version|g" \
     -e "s|@SHA256@|$sha|g" \
     "$root/packaging/homebrew/usbipd.rb.in" > "$out/usbipd.rb"
 
+for pair in "${static_out[@]}"; do
+  install -m 0755 "${pair%%:*}" "$out/${pair#*:}"
+  (cd "$out" && sha256sum "${pair#*:}" > "${pair#*:}.sha256")
+  echo "$out/${pair#*:}"
+done
 echo "$tarball"
 echo "$tarball.sha256"
 echo "$out/usbipd.rb"

@@ -11,6 +11,13 @@ section() { printf '\n==== %s\n' "$*"; }
 section "build"
 cargo build --release --workspace --bins
 
+section "static Linux binary (musl, x86_64; the kernel-client guest runs it as its client)"
+# aarch64 is built by `STATIC=1 scripts/package.sh` only (a whole LTO build more)
+static_client=$(scripts/build-static.sh x86_64-unknown-linux-musl)
+desc=$(file -b "$static_client")
+echo "$static_client: $(stat -c %s "$static_client") bytes: $desc"
+case $desc in *x86-64*static*) ;; *) echo "not a static x86-64 executable"; exit 1;; esac
+
 section "cargo install, as the README shows it (into a temporary root; reuses the build above)"
 install_root="$(mktemp -d)"
 cargo install --quiet --locked --path crates/usbipd --root "$install_root" --target-dir target
@@ -56,7 +63,7 @@ fi
 
 section "end-to-end: the Linux kernel client in QEMU"
 bash tests/e2e/setup.sh
-bash tests/e2e/run.sh "$PWD/target/release/usbipd"
+USBIPD_E2E_CLIENT="$static_client" bash tests/e2e/run.sh "$PWD/target/release/usbipd"
 
 section "end-to-end: host passthrough on QEMU-emulated USB hardware"
 bash tests/e2e/run-host.sh "$PWD/target/release/usbipd"

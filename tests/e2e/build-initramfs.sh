@@ -41,6 +41,8 @@ mkdir -p "$R/usr/share/misc" "$R/usr/share/hwdata"
   ln -s ../misc/usb.ids "$R/usr/share/hwdata/usb.ids"
 echo 'root:x:0:0:root:/root:/bin/sh' > "$R/etc/passwd"
 echo 'root:x:0:' > "$R/etc/group"
+# stand-ins for limactl, docker and sudo: the guest plays the VM of `usbipd attach --lima/--docker`
+mkdir -p "$R/opt/vm-tools" && cp "$HERE"/guest/vm-tools/* "$R/opt/vm-tools/"
 cp "${INIT:-$HERE/guest/init.sh}" "$R/init" && chmod +x "$R/init"
 cp "$HERE/guest/lib.sh" "$R/lib.sh"
 (cd "$R" && find . | cpio -o -H newc --quiet | gzip -1) > "$OUT.tmp"

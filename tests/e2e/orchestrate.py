@@ -52,6 +52,8 @@ EXPECTED = (
        "client-storage-raw-sectors", "client-attach-keyboard", "client-enumerate-keyboard",
        "host-type-keys-client", "client-keyboard-keys", "client-port", "client-detach-port",
        "client-detach-all"]
+    + [f"vm-{v}-{step}" for v in ("lima", "lima-auto", "docker", "docker-auto") for step in ("attach", "detach")]
+    + ["vm-docker-usbip-attach", "vm-client-detach-busid"]
     + ["client-auto-attach", "host-server-restart", "client-auto-reattach", "client-auto-sigterm-detach"]
     # the first server's --capture, decoded by tshark after the run
     + ["capture-tshark", "capture-get-descriptor", "capture-storage-cbw", "capture-storage-csw",

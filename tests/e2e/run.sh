@@ -18,11 +18,12 @@ if [ "$BIN" = "$ROOT/target/release/usbipd" ]; then
 elif [ ! -x "$BIN" ]; then
   echo "no such binary: $BIN" >&2; exit 2
 fi
-# the guest runs this binary too (`usbipd client`): setup.sh puts $E2E/client/usbipd (stripped,
-# with its shared libraries) into the initramfs
+# the guest runs usbipd too (`usbipd client`, `usbipd attach` with stand-ins for limactl and
+# docker): $USBIPD_E2E_CLIENT (scripts/test.sh sets it to the static musl build) or this binary;
+# setup.sh puts $E2E/client/usbipd (stripped, with its shared libraries if any) into the initramfs
 CLIENT_DIR=${USBIPD_E2E_DIR:-$ROOT/target/e2e}/client
 mkdir -p "$CLIENT_DIR"
-strip -o "$CLIENT_DIR/usbipd.new" "$BIN"
+strip -o "$CLIENT_DIR/usbipd.new" "${USBIPD_E2E_CLIENT:-$BIN}"
 cmp -s "$CLIENT_DIR/usbipd.new" "$CLIENT_DIR/usbipd" && rm "$CLIENT_DIR/usbipd.new" ||
   mv "$CLIENT_DIR/usbipd.new" "$CLIENT_DIR/usbipd"
 E2E=$(timeout 1800 "$HERE/setup.sh")

@@ -62,7 +62,7 @@ done
 # 4. the initramfs, rebuilt only when one of its inputs changed
 #    with our usbipd for `usbipd client` in the guest, as run.sh left it in $E2E/client (stripped)
 CLIENT=$(ls "$E2E"/client/usbipd 2>/dev/null || true)
-stamp=$( { echo "$KVER"; cat "$HERE/build-initramfs.sh" "$HERE/guest/init.sh" "$HERE/guest/lib.sh";
+stamp=$( { echo "$KVER"; cat "$HERE/build-initramfs.sh" "$HERE/guest/init.sh" "$HERE/guest/lib.sh" "$HERE"/guest/vm-tools/*;
            sha256sum "$E2E"/bin/* $CLIENT /bin/busybox /usr/sbin/usbip; } | sha256sum | cut -d' ' -f1)
 if [ ! -f "$E2E/initramfs.cpio.gz" ] || [ "$(cat "$E2E/initramfs.stamp" 2>/dev/null)" != "$stamp" ]; then
   log "building initramfs"

@@ -17,3 +17,4 @@ pub mod persist;
 pub mod platform;
 pub mod server;
 pub mod tls;
+pub mod vm;

@@ -13,6 +13,7 @@ async fn main() -> std::process::ExitCode {
         Command::List(args) => cli::list::run(args).await,
         Command::Bind(args) => cli::binding::bind(args).await,
         Command::Unbind(args) => cli::binding::unbind(args).await,
+        Command::Attach(args) => cli::attach::run(args).await,
         Command::Detach(args) => cli::detach::run(args).await,
         Command::Client(cmd) => cli::client::run(cmd).await,
         Command::Trust(cmd) => cli::trust::run(cmd),

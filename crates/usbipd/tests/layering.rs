@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&str] = &[
     // The command line.
     "cli",
-    // The daemon, its control socket and activation; the VM-side client.
+    // The Mac side of `usbipd attach --lima/--docker` (commands run in a VM); the VM-side client.
+    "vm",
     "client",
+    // The daemon, its control socket and activation.
     "control",
     "listing",
     "activation",

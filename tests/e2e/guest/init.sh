@@ -316,10 +316,50 @@ if out=$(tmo 20 $UC detach --all 2>&1) && waitfor 50 gone && [ "$($UC port --jso
   pass client-detach-all "$(echo $out)"
 else fail client-detach-all "$(echo $out); port: $($UC port 2>&1)"; fi
 
-# ---- --auto: the disk comes back by itself after the host's server restarts; SIGTERM detaches -----
 sto_disk() { d=$(find_dev $STOID) && sd=$(ls $d/${d##*/}:1.0/host*/target*/*/block 2>/dev/null | head -1) &&
              [ -n "$sd" ] && [ -b /dev/$sd ]; }
 host_md5() { tmo 30 dd if=/dev/$sd bs=65536 skip=$HOST_BLK count=16 2>/dev/null | md5sum | cut -d' ' -f1; }
+
+# ---- `usbipd attach --lima/--docker` (the Mac-side command), with this guest as the VM ------------
+# The stand-ins in /opt/vm-tools run here what `usbipd attach` planned, unchanged: `limactl shell`
+# runs the command, `docker run` runs it in a mount namespace of its own, from which `nsenter -t 1
+# -m` comes back to the guest's (the VM's). The host names resolve as they do in those VMs.
+echo "$SERVER host.lima.internal host.docker.internal" >> /etc/hosts
+echo "hosts: files dns" > /etc/nsswitch.conf
+# /usr/local/bin and /var/log as a VM has them
+mkdir -p /usr/local/bin /var/log /opt/usbipd-linux && ln -sf /usr/bin/usbipd /opt/usbipd-linux/usbipd-$(uname -m)-linux
+vm_run() { PATH=/opt/vm-tools:$PATH USBIPD_LINUX_CLIENTS=/opt/usbipd-linux tmo 30 usbipd "$@"; }
+# vm_attach NAME ARGS...: `usbipd attach --busid STORAGE ARGS`, the host's data read back, then
+# `usbipd detach --busid STORAGE` frees the port
+vm_attach() {
+  local name=$1 out t0; shift
+  t0=$(ms)
+  if out=$(vm_run attach --busid $STO "$@" 2>&1) && waitfor 200 sto_disk && [ "$(host_md5)" = "$HOSTMD5" ]; then
+    pass vm-$name-attach "$(echo $out) -- /dev/$sd md5 ok $(($(ms) - t0)) ms after the command began"
+  else fail vm-$name-attach "$(echo $out)"; fi
+  if out=$(vm_run detach --busid $STO 2>&1) && waitfor 100 sto_gone && [ "$($UC port --json)" = "[]" ]; then
+    pass vm-$name-detach "$(echo $out)"
+  else fail vm-$name-detach "$(echo $out); $($UC port 2>&1)"; fi
+}
+vm_attach lima --lima e2e --remote host.lima.internal:$PORT
+vm_attach lima-auto --lima e2e --auto --remote host.lima.internal:$PORT
+vm_attach docker --docker --remote host.docker.internal:$PORT
+vm_attach docker-auto --docker --auto --remote host.docker.internal:$PORT
+# Docker's own recipe (the VM's usbip tool after nsenter); `usbipd client detach --busid` finds
+# the port from the record usbip wrote (the UTM recipe's detach)
+if out=$(PATH=/opt/vm-tools:$PATH tmo 30 docker run --rm --privileged --pid=host alpine nsenter -t 1 -m -- \
+           usbip --tcp-port $PORT attach -r host.docker.internal -b $STO 2>&1) &&
+   waitfor 200 sto_disk && [ "$(host_md5)" = "$HOSTMD5" ]; then
+  pass vm-docker-usbip-attach "$(echo $out) /dev/$sd md5 ok"
+else fail vm-docker-usbip-attach "$(echo $out)"; fi
+if out=$(tmo 20 $UC detach --busid $STO 2>&1) && waitfor 100 sto_gone && [ "$($UC port --json)" = "[]" ]; then
+  pass vm-client-detach-busid "$(echo $out)"
+else fail vm-client-detach-busid "$(echo $out); $($UC port 2>&1)"; fi
+for f in /var/log/usbipd-attach-$STO.log /run/docker-stand-in/usbipd-attach-$STO.log; do
+  [ -f $f ] && sed "s|^|  ${f##*/}: |" $f
+done
+
+# ---- --auto: the disk comes back by itself after the host's server restarts; SIGTERM detaches -----
 attaches() { grep -c 'auto: attached' /tmp/auto.log; }
 # by hardware id: the host brings its server back with the disk on another busid
 usbipd client attach --auto --remote $SERVER:$PORT --hardware-id $STOID > /tmp/auto.log 2>&1 & ap=$!

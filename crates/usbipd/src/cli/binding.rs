@@ -106,6 +106,28 @@ async fn daemon_mode(control: &ControlArg) -> Option<Mode> {
 }
 
 pub async fn bind(args: BindArgs) -> anyhow::Result<()> {
+    bind_with(args, false).await
+}
+
+/// Shares `busid` unless it is shared already (`usbipd attach`): the same path as `usbipd bind`,
+/// through the extension when it answers, else the bindings file.
+pub async fn ensure_shared(
+    busid: &str,
+    state: &StateArg,
+    control: &ControlArg,
+    socket: &ExtensionSocketArg,
+) -> anyhow::Result<()> {
+    let args = BindArgs {
+        busid: Some(busid.to_string()),
+        hardware_id: None,
+        state: state.clone(),
+        control: control.clone(),
+        socket: socket.clone(),
+    };
+    bind_with(args, true).await
+}
+
+async fn bind_with(args: BindArgs, already_ok: bool) -> anyhow::Result<()> {
     let binding = binding_of(&args.busid, &args.hardware_id)?;
     let mode = daemon_mode(&args.control).await;
     if let Some(Mode::Fallback { .. }) = mode {
@@ -127,6 +149,10 @@ pub async fn bind(args: BindArgs) -> anyhow::Result<()> {
                     Ok(())
                 }
                 Ok(other) => anyhow::bail!("unexpected answer from the extension: {other:?}"),
+                Err(e) if already_ok && e.code == ErrorCode::AlreadyBound => {
+                    println!("{busid} is shared already");
+                    Ok(())
+                }
                 Err(e) => Err(explain(&e)),
             };
         }

@@ -81,11 +81,14 @@ pub struct AttachArgs {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("which").required(true).args(["port", "all"])))]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["port", "busid", "all"])))]
 pub struct DetachArgs {
     /// The vhci port (`usbipd client port`)
     #[arg(long, short = 'p')]
     pub port: Option<u32>,
+    /// The ports holding this remote busid (as recorded at attach, `usbipd client port`)
+    #[arg(long, short = 'b')]
+    pub busid: Option<String>,
     /// Every attached port
     #[arg(long, short = 'a')]
     pub all: bool,
@@ -202,9 +205,22 @@ fn run_key(args: KeyArgs) -> anyhow::Result<()> {
 
 fn run_detach(args: DetachArgs) -> anyhow::Result<()> {
     let vhci = Vhci::open()?;
-    let ports: Vec<u32> = match args.port {
-        Some(p) => vec![p],
-        None => attached(&vhci.ports()?).iter().map(|p| p.port).collect(),
+    let used: Vec<u32> = attached(&vhci.ports()?).iter().map(|p| p.port).collect();
+    let ports: Vec<u32> = match (args.port, &args.busid) {
+        (Some(p), _) => vec![p],
+        (None, Some(busid)) => {
+            let ports: Vec<u32> = used
+                .into_iter()
+                .filter(|p| records::load(*p).is_some_and(|o| o.busid == *busid))
+                .collect();
+            if ports.is_empty() {
+                anyhow::bail!(
+                    "no attached port holds remote busid {busid} (see `usbipd client port`)"
+                );
+            }
+            ports
+        }
+        (None, None) => used,
     };
     for port in ports {
         detach(&vhci, port)?;

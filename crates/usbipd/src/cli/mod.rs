@@ -1,5 +1,6 @@
 //! The command line: one module per command; `main.rs` only parses and dispatches.
 
+pub mod attach;
 pub mod binding;
 pub mod client;
 pub mod detach;
@@ -64,7 +65,10 @@ pub enum Command {
     Bind(binding::BindArgs),
     /// Stop sharing host devices.
     Unbind(binding::UnbindArgs),
-    /// End a client's session from the server side; the device stays shared.
+    /// Attach a device inside a Lima/Colima VM or Docker Desktop's VM (binds it if needed).
+    Attach(attach::AttachArgs),
+    /// End a client's session from the server side (and stop a `usbipd attach` client in its
+    /// VM); the device stays shared.
     Detach(detach::DetachArgs),
     /// The extension's health, claimed devices and recent errors.
     Status(status::StatusArgs),
@@ -93,7 +97,7 @@ pub enum Command {
 }
 
 /// `--control PATH`, shared by the commands that talk to a running server.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ControlArg {
     /// Control socket of the running server [default: /run/usbipd/control.sock as root, else $XDG_RUNTIME_DIR/usbipd/control.sock]
     #[arg(long, value_name = "PATH")]
