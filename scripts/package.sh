@@ -6,8 +6,9 @@
 # Usage: scripts/package.sh [BINARY] [OUT_DIR]
 #   BINARY   default target/release/usbipd
 #   OUT_DIR  default dist
-# Environment: TARGET (default: rustc's host triple, else `uname -sm`), BASE_URL (where the
-# tarball will be published, for the Homebrew formula), SOURCE_DATE_EPOCH (reproducible tar),
+# Environment: TARGET (default: rustc's host triple, else `uname -sm`), HOMEPAGE (the project's
+# page, for the Homebrew formula), BASE_URL (where the tarball will be published, for the
+# formula; default HOMEPAGE/releases/download/vVERSION), SOURCE_DATE_EPOCH (reproducible tar),
 # STATIC=1: also the static Linux binaries (x86_64 and aarch64 musl, scripts/build-static.sh,
 # the one build step here; cached in target/static), checked with `file`.
 #
@@ -38,7 +39,8 @@ if [ -z "${TARGET:-}" ]; then
   [ -n "$TARGET" ] || TARGET="$(uname -s | tr 'A-Z' 'a-z')-$(uname -m)"
 fi
 name="usbipd-$version-$TARGET"
-base_url="${BASE_URL:-https://example.invalid/usbipd/releases/download/v$version}"
+homepage="${HOMEPAGE:-https://example.invalid/usbipd}"
+base_url="${BASE_URL:-$homepage/releases/download/v$version}"
 
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
@@ -85,6 +87,7 @@ sha="$(sha256sum "$tarball" | awk '{print $1}')"
 echo "$sha  $name.tar.gz" > "$tarball.sha256"
 
 sed -e "s|@VERSION@|$version|g" \
+    -e "s|@HOMEPAGE@|$homepage|g" \
     -e "s|@URL@|$base_url/$name.tar.gz|g" \
     -e "s|@SHA256@|$sha|g" \
     "$root/packaging/homebrew/usbipd.rb.in" > "$out/usbipd.rb"

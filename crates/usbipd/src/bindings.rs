@@ -1,16 +1,17 @@
 //! Which host devices are shared: the persistent list `usbipd bind` and `unbind` edit.
 //!
-//! Only devices that match a binding are ever exported (and so ever opened). The file is JSON
-//! with a version, written atomically; an unknown future version is refused, not guessed at.
+//! Only devices that match a binding are ever exported (and so ever opened). The file is a
+//! [`versioned`] JSON file: written atomically, an unknown future version refused, not guessed at.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::device::host::HostDeviceInfo;
-use crate::persist;
+use crate::persist::versioned::{self, FileError, Versioned};
 
-const VERSION: u32 = 1;
+/// Readable by all: the bindings say which devices are shared, nothing secret.
+const MODE: u32 = 0o644;
 
 /// One binding: a port (busid), or every device with a VID:PID.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,86 +38,28 @@ pub struct Bindings {
     pub entries: Vec<Binding>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum BindingsError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path} is not a valid bindings file: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-    #[error("{path} has version {found}, newer than this usbipd understands ({VERSION}); upgrade usbipd")]
-    FutureVersion { path: PathBuf, found: u32 },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot encode the bindings for {path}: {source}")]
-    Encode {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-    #[error("cannot lock {path}: {source}")]
-    Lock {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+/// Why the bindings could not be read or written (the policy of [`persist::versioned`]).
+pub type BindingsError = FileError;
+
+impl Versioned for Bindings {
+    const VERSION: u32 = 1;
+    const WHAT: &'static str = "bindings file";
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn set_version(&mut self, version: u32) {
+        self.version = version;
+    }
 }
 
 impl Bindings {
     /// Loads the bindings; a missing file means none.
     pub fn load(path: &Path) -> Result<Bindings, BindingsError> {
-        // A file planted in a directory someone else controls is not our bindings.
-        if let Some(dir) = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty() && d.exists())
-        {
-            persist::private_dir::check_dir(dir, false).map_err(|e| BindingsError::Read {
-                path: path.to_owned(),
-                source: e.into(),
-            })?;
-        }
-        let text = match std::fs::read(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Bindings::default()),
-            Err(source) => {
-                return Err(BindingsError::Read {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
-        };
-        let bindings: Bindings =
-            serde_json::from_slice(&text).map_err(|source| BindingsError::Parse {
-                path: path.to_owned(),
-                source,
-            })?;
-        if bindings.version > VERSION {
-            return Err(BindingsError::FutureVersion {
-                path: path.to_owned(),
-                found: bindings.version,
-            });
-        }
-        Ok(bindings)
+        versioned::load(path)
     }
 
     pub fn save(&self, path: &Path) -> Result<(), BindingsError> {
-        let mut out = self.clone();
-        out.version = VERSION;
-        // Never an empty file in place of the bindings: a failed encoding writes nothing.
-        let bytes = serde_json::to_vec_pretty(&out).map_err(|source| BindingsError::Encode {
-            path: path.to_owned(),
-            source,
-        })?;
-        persist::write_atomically(path, &bytes, 0o644).map_err(|source| BindingsError::Write {
-            path: path.to_owned(),
-            source,
-        })
+        versioned::save(path, &mut self.clone(), MODE)
     }
 
     /// Loads, changes and saves the bindings under an exclusive lock (`<path>.lock`), so that
@@ -126,23 +69,7 @@ impl Bindings {
         path: &Path,
         change: impl FnOnce(&mut Bindings) -> (bool, T),
     ) -> Result<T, BindingsError> {
-        let lock_path = path.with_extension("json.lock");
-        let lock_err = |source| BindingsError::Lock {
-            path: lock_path.clone(),
-            source,
-        };
-        // Held until `_lock` drops at the end of this function: load, change and save are one step.
-        let _lock = persist::lock::lock_exclusive(&lock_path, true).map_err(|e| match e {
-            persist::lock::LockError::Io(e) => lock_err(e),
-            // Only a non-waiting lock reports a holder.
-            persist::lock::LockError::Held(_) => lock_err(std::io::ErrorKind::WouldBlock.into()),
-        })?;
-        let mut bindings = Bindings::load(path)?;
-        let (changed, result) = change(&mut bindings);
-        if changed {
-            bindings.save(path)?;
-        }
-        Ok(result)
+        versioned::update(path, MODE, change)
     }
 
     pub fn is_bound(&self, device: &HostDeviceInfo) -> bool {

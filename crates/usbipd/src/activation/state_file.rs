@@ -1,15 +1,15 @@
-//! The state file: `ActivationState` as versioned JSON, written atomically (temp file, fsync,
-//! rename, fsync of the directory) so a crash leaves the old or the new state, never half of one.
+//! The state file: `ActivationState` as a [`versioned`] JSON file, written atomically so a crash
+//! leaves the old or the new state, never half of one.
 //!
 //! It must never fail the daemon: an unreadable or foreign file reads as "not attempted".
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
 use super::state::{ActivationState, STATE_VERSION};
+use crate::persist::versioned::{self, Versioned};
 
 /// The state file at one path.
 #[derive(Debug, Clone)]
@@ -28,31 +28,30 @@ impl StateFile {
 
     /// Reads the state; a missing, unreadable, corrupt or other-version file gives the default.
     pub fn load(&self) -> ActivationState {
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return ActivationState::default(),
+        match versioned::load(&self.path) {
+            Ok(s) => s,
             Err(e) => {
-                warn!(path = %self.path.display(), error = %e, "activation state unreadable; starting afresh");
-                return ActivationState::default();
-            }
-        };
-        match serde_json::from_slice::<ActivationState>(&bytes) {
-            Ok(s) if s.version == STATE_VERSION => s,
-            Ok(s) => {
-                warn!(path = %self.path.display(), version = s.version, "activation state of another version; starting afresh");
-                ActivationState::default()
-            }
-            Err(e) => {
-                warn!(path = %self.path.display(), error = %e, "activation state corrupt; starting afresh");
+                warn!(error = %e, "activation state not usable; starting afresh");
                 ActivationState::default()
             }
         }
     }
 
     pub fn save(&self, state: &ActivationState) -> io::Result<()> {
-        let mut json = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-        json.push(b'\n');
-        crate::persist::write_atomically(&self.path, &json, 0o644)
+        versioned::save(&self.path, &mut state.clone(), 0o644).map_err(io::Error::other)
+    }
+}
+
+/// Only this version is read: an older layout reads as "not attempted", like a newer one.
+impl Versioned for ActivationState {
+    const VERSION: u32 = STATE_VERSION;
+    const OLDEST: u32 = STATE_VERSION;
+    const WHAT: &'static str = "activation state";
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn set_version(&mut self, version: u32) {
+        self.version = version;
     }
 }
 
@@ -60,6 +59,7 @@ impl StateFile {
 mod tests {
     use super::super::state::{InstallStatus, Outcome};
     use super::*;
+    use std::fs;
 
     #[test]
     fn round_trip_and_no_temp_left() {

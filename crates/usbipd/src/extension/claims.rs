@@ -1,12 +1,13 @@
 //! The claim registry on disk: which devices are bound, what kernel driver each had, and which
-//! are half-way through an unbind. Written atomically (temp file, fsync, rename, fsync of the
-//! directory) so that a crash leaves the old or the new file, never a torn one.
-//!
-//! Versioned: a file from a future version is refused with a clear error, never guessed at.
+//! are half-way through an unbind. A [`versioned`] JSON file: written atomically, so that a crash
+//! leaves the old or the new file, never a torn one, and a file from a future version is refused
+//! with a clear error, never guessed at.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::persist::versioned::{self, FileError, Versioned};
 
 /// The format this build writes and reads.
 pub const STATE_VERSION: u32 = 1;
@@ -47,10 +48,21 @@ impl ClaimRecord {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct StateFile {
     version: u32,
     claims: Vec<ClaimRecord>,
+}
+
+impl Versioned for StateFile {
+    const VERSION: u32 = STATE_VERSION;
+    const WHAT: &'static str = "claim registry";
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn set_version(&mut self, version: u32) {
+        self.version = version;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,48 +95,46 @@ impl ClaimStore {
 
     /// The saved claims; none if the file does not exist yet.
     pub fn load(&self) -> Result<Vec<ClaimRecord>, StoreError> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(self.io(source)),
-        };
-        #[derive(Deserialize)]
-        struct Version {
-            version: u32,
-        }
-        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        };
-        let version = serde_json::from_slice::<Version>(&bytes)
-            .map_err(corrupt)?
-            .version;
-        if version > STATE_VERSION {
-            return Err(StoreError::FutureVersion {
-                path: self.path.clone(),
-                found: version,
-            });
-        }
-        Ok(serde_json::from_slice::<StateFile>(&bytes)
-            .map_err(corrupt)?
-            .claims)
+        Ok(versioned::load::<StateFile>(&self.path)?.claims)
     }
 
-    /// Replaces the saved claims, atomically and durably.
+    /// Replaces the saved claims, atomically and durably; 0600: the registry is the
+    /// extension's own business.
     pub fn save(&self, claims: &[ClaimRecord]) -> Result<(), StoreError> {
-        let file = StateFile {
+        let mut file = StateFile {
             version: STATE_VERSION,
             claims: claims.to_vec(),
         };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| self.io(e.into()))?;
-        // The one crash-safe write; 0600: the registry is the extension's own business.
-        crate::persist::write_atomically(&self.path, &bytes, 0o600).map_err(|e| self.io(e))
+        Ok(versioned::save(&self.path, &mut file, 0o600)?)
     }
+}
 
-    fn io(&self, source: std::io::Error) -> StoreError {
-        StoreError::Io {
-            path: self.path.clone(),
-            source,
+/// The registry's own wording of the shared policy's errors.
+impl From<FileError> for StoreError {
+    fn from(e: FileError) -> StoreError {
+        match e {
+            FileError::FutureVersion { path, found, .. } => {
+                StoreError::FutureVersion { path, found }
+            }
+            FileError::Parse { path, source, .. } => StoreError::Corrupt {
+                path,
+                reason: source.to_string(),
+            },
+            FileError::Encode { path, source, .. } => StoreError::Io {
+                path,
+                source: source.into(),
+            },
+            FileError::OldVersion {
+                path,
+                found,
+                oldest,
+            } => StoreError::Corrupt {
+                path,
+                reason: format!("format version {found}, older than {oldest}"),
+            },
+            FileError::Read { path, source }
+            | FileError::Write { path, source }
+            | FileError::Lock { path, source } => StoreError::Io { path, source },
         }
     }
 }

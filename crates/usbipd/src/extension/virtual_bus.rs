@@ -140,10 +140,9 @@ impl KernelState {
     }
 }
 
+/// Through the one crash-safe write, readable by the test processes that watch it.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    crate::persist::write_atomically(path, bytes, 0o644)
 }
 
 fn alive(pid: u32) -> bool {

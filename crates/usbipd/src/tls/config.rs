@@ -103,7 +103,7 @@ impl ClientCertVerifier for ClientKeyVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        Err(Error::PeerIncompatible(PeerIncompatible::Tls12NotOffered))
+        tls12_refused()
     }
 
     fn verify_tls13_signature(
@@ -112,18 +112,11 @@ impl ClientCertVerifier for ClientKeyVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature_with_raw_key(
-            message,
-            &SubjectPublicKeyInfoDer::from(cert.as_ref()),
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_raw_key_tls13(&self.provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        raw_key_schemes(&self.provider)
     }
 
     fn requires_raw_public_keys(&self) -> bool {
@@ -180,7 +173,7 @@ impl ServerCertVerifier for ServerKeyVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        Err(Error::PeerIncompatible(PeerIncompatible::Tls12NotOffered))
+        tls12_refused()
     }
 
     fn verify_tls13_signature(
@@ -189,23 +182,43 @@ impl ServerCertVerifier for ServerKeyVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature_with_raw_key(
-            message,
-            &SubjectPublicKeyInfoDer::from(cert.as_ref()),
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_raw_key_tls13(&self.provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        raw_key_schemes(&self.provider)
     }
 
     fn requires_raw_public_keys(&self) -> bool {
         true
     }
+}
+
+/// Both verifiers refuse TLS 1.2: raw public keys are TLS 1.3 only here.
+fn tls12_refused() -> Result<HandshakeSignatureValid, Error> {
+    Err(Error::PeerIncompatible(PeerIncompatible::Tls12NotOffered))
+}
+
+/// Both verifiers check a TLS 1.3 signature against the peer's raw public key.
+fn verify_raw_key_tls13(
+    provider: &CryptoProvider,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, Error> {
+    verify_tls13_signature_with_raw_key(
+        message,
+        &SubjectPublicKeyInfoDer::from(cert.as_ref()),
+        dss,
+        &provider.signature_verification_algorithms,
+    )
+}
+
+/// The signature schemes both verifiers accept: the provider's.
+fn raw_key_schemes(provider: &CryptoProvider) -> Vec<SignatureScheme> {
+    provider
+        .signature_verification_algorithms
+        .supported_schemes()
 }
 
 /// The server's configuration for one connection.

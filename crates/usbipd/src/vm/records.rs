@@ -1,13 +1,13 @@
 //! Which busids `usbipd attach --lima/--docker` attached, and where: `vm-attachments.json` in the
 //! state directory, so that `usbipd detach --busid` (or `--all`) knows what to stop in the VM.
-//! Versioned JSON, written atomically; one entry per busid (a new attach replaces the old).
+//! A [`versioned`] JSON file, written atomically; one entry per busid (a new attach replaces the old).
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::plan::Attachment;
-use crate::persist;
+use crate::persist::versioned::{self, FileError, Versioned};
 
 const VERSION: u32 = 1;
 
@@ -29,6 +29,34 @@ pub enum RecordsError {
     Write(PathBuf, std::io::Error),
 }
 
+/// This file's wording of the shared policy's errors.
+impl From<FileError> for RecordsError {
+    fn from(e: FileError) -> RecordsError {
+        match e {
+            FileError::Read { path, source } => RecordsError::Read(path, source),
+            FileError::Parse { path, source, .. } | FileError::Encode { path, source, .. } => {
+                RecordsError::Parse(path, source)
+            }
+            FileError::FutureVersion { path, found, .. }
+            | FileError::OldVersion { path, found, .. } => RecordsError::Version(path, found),
+            FileError::Write { path, source } | FileError::Lock { path, source } => {
+                RecordsError::Write(path, source)
+            }
+        }
+    }
+}
+
+impl Versioned for Attachments {
+    const VERSION: u32 = VERSION;
+    const WHAT: &'static str = "attachments file";
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn set_version(&mut self, version: u32) {
+        self.version = version;
+    }
+}
+
 /// The file in `state_dir`.
 pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("vm-attachments.json")
@@ -37,36 +65,15 @@ pub fn path(state_dir: &Path) -> PathBuf {
 impl Attachments {
     /// The file's entries; none when it does not exist.
     pub fn load(path: &Path) -> Result<Attachments, RecordsError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Attachments {
-                    version: VERSION,
-                    entries: Vec::new(),
-                })
-            }
-            Err(e) => return Err(RecordsError::Read(path.into(), e)),
-        };
-        let a: Attachments =
-            serde_json::from_str(&text).map_err(|e| RecordsError::Parse(path.into(), e))?;
-        if a.version > VERSION {
-            return Err(RecordsError::Version(path.into(), a.version));
-        }
-        Ok(a)
+        Ok(versioned::load(path)?)
     }
 
     pub fn save(&self, path: &Path) -> Result<(), RecordsError> {
-        let mut json = serde_json::to_vec_pretty(&Attachments {
+        let mut out = Attachments {
             version: VERSION,
             entries: self.entries.clone(),
-        })
-        .map_err(|e| RecordsError::Parse(path.into(), e))?;
-        json.push(b'\n');
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| RecordsError::Write(dir.into(), e))?;
-        }
-        persist::write_atomically(path, &json, 0o600)
-            .map_err(|e| RecordsError::Write(path.into(), e))
+        };
+        Ok(versioned::save(path, &mut out, 0o600)?)
     }
 
     /// Records `a`, replacing an earlier entry for its busid.
