@@ -518,6 +518,8 @@ check $n-unbind "rc=$rc $(echo $o)" [ $rc = 0 ]
 check $n-storage-returned "driver '$(drv $(intf0 $SD))'" \
   eval 'waitfor 100 bound_to $(intf0 $SD) usb-storage && waitfor 150 has_disk $SD'
 hp_server_stop
+echo "=== $n server log: hotplug, claims and imports"
+grep -E "hotplug|unplugged|gone|is back|claimed|released|import|WARN|ERROR" /tmp/$n.log | tail -16
 
 if [ $FAILED != 0 ]; then echo "=== our server log"; tail -60 /tmp/server.log; echo "=== guest dmesg (tail)"; dmesg | tail -60; fi
 t "done"
