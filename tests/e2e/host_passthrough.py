@@ -52,7 +52,10 @@ HOTPLUG = [f"hp-{mode}-{c}" for mode in ("noudev", "udev") for c in (
     "hotplug-source", "list-before", "bind", "list-bound", "attach", "list-attached", "session-ended",
     "claim-released", "list-unplugged", "reclaimed", "not-left-to-usb-storage", "list-reclaimed",
     "reattach", "reattach-raw", "detach", "unbind", "list-unbound", "storage-returned")] + ["hp-udevd-running"]
-EXPECTED = LOCAL + OURS + EXTENSION + HOTPLUG + KERNEL + ["list-compare", "bench"]
+# our client with --auto in the guest keeps the bound disk attached across device_del/device_add
+CLIENT_AUTO = [f"hp-auto-{c}" for c in ("bind", "attach", "port-freed", "reattach", "logged", "sigterm-detach",
+                                         "unbind", "storage-returned")]
+EXPECTED = LOCAL + OURS + EXTENSION + HOTPLUG + CLIENT_AUTO + KERNEL + ["list-compare", "bench"]
 # QEMU monitor commands that pull the disk's cable and plug it back in (same port, same backend)
 UNPLUG = "device_del stickdev"
 REPLUG = "device_add usb-storage,bus=xhci.0,port=2,drive=stick,id=stickdev"
@@ -184,6 +187,10 @@ class Suite:
                 self.json[m.group(1)] = json.loads(m.group(2))
             except ValueError:
                 self.json[m.group(1)] = m.group(2)
+            return True
+        m = re.search(r"E2E MEASURE (\S+) (.*)", line)
+        if m:
+            print(f"MEASURE {m.group(1)}: {m.group(2)}", flush=True)
             return True
         m = re.search(r"E2E BENCH (\S+) (\d+) (\d+)", line)
         if m:

@@ -3,7 +3,8 @@
 # shared by our usbipd through usbfs and imported over 127.0.0.1 by the guest's own vhci-hcd, then the
 # same devices shared by the kernel's usbip-host + usbipd, for comparison. Prints "E2E CHECK name
 # PASS|FAIL reason", "E2E JSON server {...}" and "E2E BENCH server MiB centiseconds" lines; "E2E READY
-# keys-x" asks the host to press keys on the emulated keyboard and answer "GO keys-x".
+# keys-x" asks the host to press keys on the emulated keyboard and answer "GO keys-x"; "E2E MEASURE
+# name text" is a figure the host prints.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 if [ $$ = 1 ]; then
   mount -t proc proc /proc
@@ -399,14 +400,20 @@ kill $KPID
 # guest has none: only the kernel's uevents), then with udevd running ----------------------------------
 hlist() { out=$(tmo 20 usbipd list $XC 2>&1); echo "$out" | grep "^$SB " | tr -s ' '; }
 hlists() { out=$(tmo 20 usbipd list $XC 2>&1); echo "$out" | grep -Eq "^$SB +$STOID .*$1"; }
-hotplug() {
-  local n=hp-$1 hpid o rc s got
-  t "hotplug $1"
-  mkdir -p /run/$n /tmp/state-$n
-  X="--extension-socket /run/$n/ext.sock" XC="--control /run/$n/control.sock --state-dir /tmp/state-$n"
+# hp_server NAME: our server in extension mode, its sockets and state under NAME, log /tmp/NAME.log;
+# sets X, XC and hpid
+hp_server() {
+  mkdir -p /run/$1 /tmp/state-$1
+  X="--extension-socket /run/$1/ext.sock" XC="--control /run/$1/control.sock --state-dir /tmp/state-$1"
   RUST_LOG=${RUST_LOG:-info} usbipd server --listen 127.0.0.1:3240 --config /tmp/usbipd.toml --extension embedded \
-    $X --extension-state /run/$n/claims.json $XC > /tmp/$n.log 2>&1 & hpid=$!
-  waitfor 150 eval '[ -n "$(ext_pid)" ]' && waitfor 50 [ -S /run/$n/control.sock ]
+    $X --extension-state /run/$1/claims.json $XC > /tmp/$1.log 2>&1 & hpid=$!
+  waitfor 150 eval '[ -n "$(ext_pid)" ]' && waitfor 50 [ -S /run/$1/control.sock ]
+}
+hp_server_stop() { kill $hpid; waitfor 50 eval '! kill -0 $hpid 2>/dev/null'; waitfor 50 eval '! proc_named usbipd'; }
+hotplug() {
+  local n=hp-$1 o rc s got
+  t "hotplug $1"
+  hp_server $n
   check $n-hotplug-source "$(grep -o "hotplug: following [a-z' ]*" /tmp/$n.log | head -1)" \
     grep -q "hotplug: following the kernel's uevents" /tmp/$n.log
   check $n-list-before "$(hlist)" hlists "not shared\$"
@@ -452,7 +459,7 @@ hotplug() {
   check $n-list-unbound "$(hlist)" hlists "not shared\$"
   check $n-storage-returned "driver '$(drv $(intf0 $SD))'" \
     eval 'waitfor 100 bound_to $(intf0 $SD) usb-storage && waitfor 150 has_disk $SD'
-  kill $hpid; waitfor 50 eval '! kill -0 $hpid 2>/dev/null'; waitfor 50 eval '! proc_named usbipd'
+  hp_server_stop
   echo "=== $n server log: hotplug and claims"
   grep -E "hotplug|unplugged|gone|is back|claimed|released" /tmp/$n.log | tail -12
 }
@@ -465,6 +472,54 @@ systemd-udevd --daemon > /tmp/udevd.log 2>&1
 check hp-udevd-running "$(cat /tmp/udevd.log)" waitfor 50 proc_named systemd-udevd
 hotplug udev
 udevadm control --exit 2>/dev/null
+
+# ---- our client with --auto against our server, both in this guest: the bound disk unplugged and
+# plugged back (device_del/device_add again) comes back in the guest by itself through vhci-hcd, with
+# the same bytes; the client logs each transition and SIGTERM detaches -------------------------------
+t "client --auto replug"
+ms() { awk '{printf "%d", $1 * 1000}' /proc/uptime; }
+n=hp-auto AL=/tmp/hp-auto-client.log
+hp_server $n
+o=$(tmo 20 usbipd bind --busid $SB $X $XC 2>&1); rc=$?
+check $n-bind "rc=$rc $(echo $o)" eval '[ $rc = 0 ] && claim_is $SB claimed'
+# auto_disk: the imported disk is there (sets VD); auto_raw: md5 of its known raw MiB
+auto_disk() { VD=$(find_dev $STOID vhci) && has_disk $VD; }
+auto_raw() { tmo 30 dd if=/dev/$(disk_of $VD) bs=65536 skip=$RAW_BLK count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1; }
+attaches() { grep -c 'auto: attached' $AL; }
+RUST_LOG=${RUST_LOG:-info} usbipd client attach --remote 127.0.0.1 --busid $SB --auto > $AL 2>&1 & ap=$!
+if waitfor 200 auto_disk; then
+  got=$(auto_raw)
+  check $n-attach "port $(ports), /dev/$(disk_of $VD) raw md5 $got want $RAWMD5" [ "$got" = "$RAWMD5" ]
+else fail $n-attach "no imported disk in 20 s; ports '$(ports)'; $(tail -3 $AL)"; fi
+wait_host unplug-auto || fail $n-port-freed "the host never answered"
+freed() { [ -z "$(ports)" ] && gone $STOID; }
+logged_free() { grep -q "auto: port [0-9]* is free" $AL; }
+waitfor 80 freed; waitfor 30 logged_free
+check $n-port-freed "ports '$(ports)' after device_del; client: $(grep 'is free' $AL | tail -1 | sed 's/.*auto: //')" \
+  eval 'freed && logged_free'
+wait_host replug-auto || fail $n-reattach "the host never answered"
+s=$(ms)
+if waitfor 300 eval '[ "$(attaches)" -ge 2 ] && auto_disk'; then
+  e=$(ms); got=$(auto_raw)
+  echo "E2E MEASURE replug-reattach $((e - s)) ms from device_add to the imported disk back (client --auto)"
+  check $n-reattach "/dev/$(disk_of $VD) on port $(ports) back $((e - s)) ms after device_add, raw md5 $got want $RAWMD5" \
+    eval '[ "$got" = "$RAWMD5" ] && [ -n "$(ports)" ]'
+else fail $n-reattach "not back 30 s after device_add; ports '$(ports)'; $(tail -3 $AL)"; fi
+# the transitions, in order: attached, port free, (failed attaches while unplugged), attached again
+order=$(sed -nE 's/.*auto: (attached|port [0-9]+ is free).*/\1/p' $AL | sed 's/port [0-9]* is free/free/' | tr '\n' ' ')
+check $n-logged "transitions: $order" [ "$order" = "attached free attached " ]
+kill -TERM $ap; wait $ap; rc=$?
+waitfor 50 freed
+check $n-sigterm-detach "exit $rc; $(grep 'auto: detached port' $AL | sed 's/.*auto: //'); ports '$(ports)'" \
+  eval '[ $rc = 0 ] && grep -q "auto: detached port" $AL && freed'
+sed 's/^/  client --auto: /' $AL
+o=$(tmo 20 usbipd unbind --busid $SB $X $XC 2>&1); rc=$?
+check $n-unbind "rc=$rc $(echo $o)" [ $rc = 0 ]
+check $n-storage-returned "driver '$(drv $(intf0 $SD))'" \
+  eval 'waitfor 100 bound_to $(intf0 $SD) usb-storage && waitfor 150 has_disk $SD'
+hp_server_stop
+echo "=== $n server log: hotplug, claims and imports"
+grep -E "hotplug|unplugged|gone|is back|claimed|released|import|WARN|ERROR" /tmp/$n.log | tail -16
 
 if [ $FAILED != 0 ]; then echo "=== our server log"; tail -60 /tmp/server.log; echo "=== guest dmesg (tail)"; dmesg | tail -60; fi
 t "done"
