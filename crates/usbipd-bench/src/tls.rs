@@ -62,6 +62,28 @@ impl Route {
     }
 }
 
+/// [`connect`], retried for a few seconds: the figure before this one may have held every
+/// connection slot of this address (`max_connections_per_address`), and the server frees them
+/// only as it sees those connections close, so a new one can be turned away at first.
+async fn connect_when_free(
+    server: &ServerProcess,
+    path: Route,
+    busid: &str,
+) -> anyhow::Result<Connection> {
+    let mut tries = 0;
+    loop {
+        match connect(server, path, busid).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) if tries < 30 => {
+                tries += 1;
+                eprintln!("  {}: {e}; again in 100 ms", path.name());
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 async fn connect(server: &ServerProcess, path: Route, busid: &str) -> anyhow::Result<Connection> {
     if path == Route::Plain {
         return load::import(server.usbip, busid).await;
@@ -90,7 +112,7 @@ pub async fn figure(
     let paths = [Route::Plain, Route::Tls, Route::Relay];
     let mut conns = Vec::new();
     for (i, &path) in paths.iter().enumerate() {
-        conns.push(connect(server, path, &format!("0-{}", 10 + i)).await?);
+        conns.push(connect_when_free(server, path, &format!("0-{}", 10 + i)).await?);
     }
     let shapes: &[(usize, usize)] = if plan.quick {
         &[(64 << 10, 16)]
