@@ -3,18 +3,25 @@
 //! devices' sessions itself. The daemon talks to it over `ipc`.
 //!
 //! `bus` is its view of the hardware (usbfs/IOKit adapter, or `virtual_bus` in tests),
-//! `claims` the registry file, `service` the core, `health` status and recent errors,
-//! `supervisor` embedded mode's restarts, `link` the daemon's side. It never accepts a request
+//! `claims` the registry file, `claim_book` the claim state machine as plain data, `service`
+//! the core that carries out the book's transitions, `sessions` the imported devices' sessions,
+//! `status` what it reports, `shutdown` its stop, `dispatch` its IPC face, `health` status and
+//! recent errors, `supervisor` embedded mode's restarts, `link` the daemon's side. It never accepts a request
 //! it has not validated, and never opens a device nobody bound.
 
 pub mod bus;
+pub mod claim_book;
 pub mod claims;
+pub mod dispatch;
 pub mod health;
 pub mod host_bus;
 pub mod instance_lock;
 pub mod limits;
 pub mod link;
 pub mod service;
+pub mod sessions;
+pub mod shutdown;
+pub mod status;
 pub mod supervisor;
 #[cfg(feature = "test-support")]
 pub mod virtual_bus;
@@ -31,8 +38,9 @@ use crate::ipc::socket::IpcListener;
 use crate::server::ServerConfig;
 use bus::HostBus;
 use claims::ClaimStore;
+use dispatch::ExtensionHandler;
 use health::HealthState;
-use service::{Extension, ExtensionHandler};
+use service::Extension;
 
 /// Where the extension listens unless told otherwise.
 pub fn default_socket() -> Result<PathBuf, crate::persist::NoUserDirectory> {
