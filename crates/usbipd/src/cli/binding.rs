@@ -229,7 +229,7 @@ pub async fn unbind(args: UnbindArgs) -> anyhow::Result<()> {
 
 /// A busid binding names a port: refuse one where nothing is plugged in (a hardware id may
 /// name a device that is not there yet).
-#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[cfg(host_usb)]
 fn ensure_present(busid: &str) -> anyhow::Result<()> {
     use crate::device::host::{HostBackend, NusbBackend};
     let present = NusbBackend.list().unwrap_or_default();
@@ -242,7 +242,7 @@ fn ensure_present(busid: &str) -> anyhow::Result<()> {
     }
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+#[cfg(not(host_usb))]
 fn ensure_present(_: &str) -> anyhow::Result<()> {
     anyhow::bail!("host devices are not supported on this platform")
 }

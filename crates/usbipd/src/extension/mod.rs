@@ -74,37 +74,29 @@ fn open_bus(opts: &RunOptions) -> anyhow::Result<Arc<dyn HostBus>> {
         return Ok(bus);
     }
     let _ = opts;
-    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    #[cfg(host_usb)]
     return Ok(host_bus::UsbHostBus::system());
-    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    #[cfg(not(host_usb))]
     anyhow::bail!("this platform has no host bus backend")
 }
 
-/// macOS: peers must be signed by our team when we are signed (see `ipc::signature`).
-#[cfg(target_os = "macos")]
+/// Where the platform reads code signatures (macOS), peers must be signed by our team when we
+/// are signed (see `ipc::signature`); elsewhere the uid/gid check is the whole of peer
+/// authentication.
 fn signature_policy() -> SignaturePolicy {
-    let reader = Arc::new(crate::platform::macos::CodeSignatures);
-    let (policy, why) = SignaturePolicy::for_own_signature(reader);
-    info!("{why}");
-    policy
-}
-
-/// Elsewhere the uid/gid check is the whole of peer authentication.
-#[cfg(not(target_os = "macos"))]
-fn signature_policy() -> SignaturePolicy {
-    SignaturePolicy::NotChecked
+    match crate::platform::code_signatures() {
+        Some(reader) => {
+            let (policy, why) = SignaturePolicy::for_own_signature(reader);
+            info!("{why}");
+            policy
+        }
+        None => SignaturePolicy::NotChecked,
+    }
 }
 
 /// Checks privileges and logs precisely what is missing.
 fn self_check(bus: &dyn HostBus) -> Vec<String> {
-    #[cfg(target_os = "linux")]
-    let missing = crate::platform::linux::missing_privileges(std::path::Path::new("/dev/bus/usb"));
-    #[cfg(not(target_os = "linux"))]
-    let missing: Vec<String> = if nix::unistd::geteuid().is_root() {
-        Vec::new()
-    } else {
-        vec!["not root: capturing devices from their kernel drivers needs root".into()]
-    };
+    let missing = crate::platform::missing_privileges();
     for m in &missing {
         if bus.kind() == "virtual" {
             info!(missing = %m, "privilege check (not needed for the virtual bus)");
