@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::bus::{BusDevice, BusEvent, ClaimError, Claimed, HostBus, Stage};
+use super::bus::{BusClaim, BusDevice, BusError, BusEvent, HostBus, Stage};
 use crate::device::host::capture::OwnReenumerations;
 use crate::device::host::{
     self, ClaimReason, ClaimedHostDevice, HostBackend, HostDeviceInfo, HostErrorKind, HotplugEvent,
@@ -220,16 +220,16 @@ impl UsbHostBus {
         }
     }
 
-    fn find(&self, busid: &str) -> Result<HostDeviceInfo, ClaimError> {
+    fn find(&self, busid: &str) -> Result<HostDeviceInfo, BusError> {
         let listed = self.backend.list().map_err(|e| {
-            let mut err = ClaimError::new(ErrorCode::ClaimFailed);
+            let mut err = BusError::new(ErrorCode::ClaimFailed);
             err.os = e.os_code.map(os_code);
             err
         })?;
         listed
             .into_iter()
             .find(|d| d.busid == busid)
-            .ok_or_else(|| ClaimError::new(ErrorCode::DeviceGone))
+            .ok_or_else(|| BusError::new(ErrorCode::DeviceGone))
     }
 }
 
@@ -268,12 +268,12 @@ fn os_code(code: u32) -> OsCode {
 }
 
 /// The stable code of a failed open or claim of the host backend, with its OS code.
-pub fn claim_error(e: &host::ClaimError, stage: Stage) -> ClaimError {
+pub fn claim_error(e: &host::ClaimError, stage: Stage) -> BusError {
     // On Linux the OS code is the errno of the usbfs call: classify it like every other.
     if let (true, Some(errno)) = (OS == Os::Linux, e.error.os_code) {
         if let Ok(errno) = i32::try_from(errno) {
             if errno > 0 {
-                return ClaimError::from_errno(stage, errno);
+                return BusError::from_errno(stage, errno);
             }
         }
     }
@@ -284,13 +284,13 @@ pub fn claim_error(e: &host::ClaimError, stage: Stage) -> ClaimError {
         (ClaimReason::HeldByDriver, _) => ErrorCode::DeviceBusy,
         (ClaimReason::Other, _) => ErrorCode::ClaimFailed,
     };
-    ClaimError {
+    BusError {
         code,
         os: e.error.os_code.map(os_code),
     }
 }
 
-fn host_error(e: &host::HostError, stage: Stage) -> ClaimError {
+fn host_error(e: &host::HostError, stage: Stage) -> BusError {
     let reason = match e.kind {
         HostErrorKind::Disconnected | HostErrorKind::NotFound => ClaimReason::Gone,
         HostErrorKind::PermissionDenied => ClaimReason::PermissionDenied,
@@ -323,7 +323,7 @@ impl HostBus for UsbHostBus {
         }
     }
 
-    fn claim(&self, busid: &str) -> Result<Box<dyn Claimed>, ClaimError> {
+    fn claim(&self, busid: &str) -> Result<Box<dyn BusClaim>, BusError> {
         let info = self.find(busid)?;
         let driver = self
             .sysfs
@@ -353,7 +353,7 @@ impl HostBus for UsbHostBus {
         }))
     }
 
-    fn reattach(&self, busid: &str) -> Result<(), ClaimError> {
+    fn reattach(&self, busid: &str) -> Result<(), BusError> {
         let mut ops = self
             .backend
             .open(busid)
@@ -401,7 +401,7 @@ impl HostClaim {
     }
 }
 
-impl Claimed for HostClaim {
+impl BusClaim for HostClaim {
     fn device(&self) -> Arc<dyn Device> {
         self.device.clone()
     }
@@ -410,9 +410,9 @@ impl Claimed for HostClaim {
         self.detached.clone()
     }
 
-    fn release(self: Box<Self>) -> Result<(), ClaimError> {
+    fn release(self: Box<Self>) -> Result<(), BusError> {
         let Some(mut ops) = self.device.take(SESSION_RETURN) else {
-            return Err(ClaimError::new(ErrorCode::ReleaseFailed));
+            return Err(BusError::new(ErrorCode::ReleaseFailed));
         };
         // Dropping nusb's interfaces releases them and reconnects the drivers it detached;
         // the explicit connect covers interfaces claimed after a configuration change.

@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::bus::{BusDevice, BusEvent, ClaimError, Claimed, HostBus};
+use super::bus::{BusClaim, BusDevice, BusError, BusEvent, HostBus};
 use super::claim_book::{BookError, ClaimBook, RestoreStep};
 use super::claims::{ClaimRecord, ClaimStore, StoreError};
 use super::health::HealthState;
@@ -22,7 +22,7 @@ use crate::ipc::{ClaimInfo, ErrorCode, Event, EventKind};
 use crate::server::ServerConfig;
 
 /// The book as the extension keeps it: claim handles from the bus, session tasks.
-pub(super) type Book = ClaimBook<Box<dyn Claimed>, JoinHandle<()>>;
+pub(super) type Book = ClaimBook<Box<dyn BusClaim>, JoinHandle<()>>;
 
 /// Why a request to the extension failed, before it is given a wire code.
 #[derive(Debug, thiserror::Error)]
@@ -33,9 +33,9 @@ pub enum ExtensionError {
     #[error(transparent)]
     StateFile(StoreError),
     #[error("cannot claim {busid}")]
-    Claim { busid: String, cause: ClaimError },
+    Claim { busid: String, cause: BusError },
     #[error("{busid} was not given back to its driver")]
-    Release { busid: String, cause: ClaimError },
+    Release { busid: String, cause: BusError },
     /// An imported connection's descriptor is not a TCP socket.
     #[error("not a TCP socket: {0}")]
     NotTcp(std::io::Error),
@@ -136,12 +136,12 @@ impl Extension {
 
     /// Claims the device of the slot at `busid` (state Claiming). On success it is exported;
     /// on failure the slot waits (Absent) and the error is recorded.
-    async fn claim_into_slot(&self, busid: &str, kind: EventKind) -> Result<(), ClaimError> {
+    async fn claim_into_slot(&self, busid: &str, kind: EventKind) -> Result<(), BusError> {
         let bus = self.bus.clone();
         let id = busid.to_string();
         let result = tokio::task::spawn_blocking(move || bus.claim(&id))
             .await
-            .unwrap_or_else(|_| Err(ClaimError::new(ErrorCode::Internal)));
+            .unwrap_or_else(|_| Err(BusError::new(ErrorCode::Internal)));
         match result {
             Ok(handle) => {
                 let device = handle.device();
@@ -149,7 +149,7 @@ impl Extension {
                 let record = self
                     .book()
                     .claimed(busid, handle, driver)
-                    .map_err(|_| ClaimError::new(ErrorCode::Internal))?;
+                    .map_err(|_| BusError::new(ErrorCode::Internal))?;
                 self.exports.add(device);
                 info!(busid, vid_pid = %vid_pid(&record), detached_driver = record.detached_driver.as_deref().unwrap_or("-"), transition = "claiming -> claimed", "claimed");
                 self.emit(kind, &record);
@@ -159,7 +159,7 @@ impl Extension {
                 let record = self
                     .book()
                     .claim_failed(busid)
-                    .map_err(|_| ClaimError::new(ErrorCode::Internal))?;
+                    .map_err(|_| BusError::new(ErrorCode::Internal))?;
                 self.failed(Some(busid), &e, "claim");
                 self.emit(EventKind::ClaimFailed, &record);
                 Err(e)
@@ -167,7 +167,7 @@ impl Extension {
         }
     }
 
-    pub(super) fn failed(&self, busid: Option<&str>, e: &ClaimError, what: &str) {
+    pub(super) fn failed(&self, busid: Option<&str>, e: &BusError, what: &str) {
         let os = e.os.map(|o| o.to_string()).unwrap_or_else(|| "-".into());
         warn!(busid = busid.unwrap_or("-"), code = %e.code, os = %os, "{what} failed");
         self.health
@@ -260,7 +260,7 @@ impl Extension {
         if let Some(handle) = taken.handle {
             let released = tokio::task::spawn_blocking(move || handle.release())
                 .await
-                .unwrap_or_else(|_| Err(ClaimError::new(ErrorCode::Internal)));
+                .unwrap_or_else(|_| Err(BusError::new(ErrorCode::Internal)));
             if let Err(cause) = released {
                 self.failed(Some(busid), &cause, "release");
                 result = Err(ExtensionError::Release {

@@ -9,7 +9,7 @@ use usbip_proto::OpReply;
 
 use super::claim_book::{Slot, SlotState};
 use super::service::Extension;
-use crate::ipc::{ClaimInfo, HostDeviceInfo, StatusReport};
+use crate::ipc::{BusDeviceReport, ClaimInfo, StatusReport};
 
 /// One claim as `usbipd status` shows it; `client` is who uses the device, if anyone.
 fn claim_info<H, S>(slot: &Slot<H, S>, client: Option<SocketAddr>) -> ClaimInfo {
@@ -61,12 +61,12 @@ impl Extension {
         }
     }
 
-    pub fn host_devices(&self) -> Vec<HostDeviceInfo> {
+    pub fn host_devices(&self) -> Vec<BusDeviceReport> {
         let bound = self.book().busids();
         self.bus
             .devices()
             .into_iter()
-            .map(|d| HostDeviceInfo {
+            .map(|d| BusDeviceReport {
                 bound: bound.contains(&d.busid),
                 busid: d.busid,
                 vid: d.vid,
