@@ -55,6 +55,15 @@ fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// `src/` and its Rust files, sorted.
+fn crate_sources() -> (PathBuf, Vec<PathBuf>) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    source_files(&src, &mut files);
+    files.sort();
+    (src, files)
+}
+
 /// The top-level modules a file names through `crate::`, outside comments.
 fn crate_paths(text: &str) -> BTreeSet<String> {
     let mut used = BTreeSet::new();
@@ -78,10 +87,7 @@ fn crate_paths(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn no_module_imports_from_a_layer_above_it() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    source_files(&src, &mut files);
-    files.sort();
+    let (src, files) = crate_sources();
     let rank = |m: &str| LAYERS.iter().position(|l| *l == m);
 
     let mut wrong = Vec::new();
@@ -153,10 +159,7 @@ fn product_code(text: &str) -> String {
 
 #[test]
 fn target_os_is_named_only_under_platform() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    source_files(&src, &mut files);
-    files.sort();
+    let (src, files) = crate_sources();
     let mut wrong = Vec::new();
     let mut moved = Vec::new();
     for file in &files {

@@ -15,15 +15,15 @@ fn dev(busid: &str, serial: Option<&str>) -> BusDevice {
     }
 }
 
-fn record(busid: &str, serial: Option<&str>, phase: Phase) -> ClaimRecord {
-    ClaimRecord {
-        busid: busid.into(),
-        vid: 0x1234,
-        pid: 0x5678,
-        serial: serial.map(Into::into),
-        detached_driver: Some("usbhid".into()),
-        phase,
-    }
+use crate::extension::claims::sample_record as record;
+
+/// A book with 1-2 and 1-3 bound, both claiming.
+fn two_claiming() -> Book {
+    let mut book = Book::new();
+    let present = [dev("1-2", None), dev("1-3", None)];
+    book.bind("1-2", &present).unwrap();
+    book.bind("1-3", &present).unwrap();
+    book
 }
 
 fn state(book: &Book, busid: &str) -> Option<SlotState> {
@@ -50,10 +50,7 @@ fn bind_takes_a_present_unbound_device_only() {
 
 #[test]
 fn a_claim_succeeds_or_leaves_the_slot_waiting() {
-    let mut book = Book::new();
-    let present = [dev("1-2", None), dev("1-3", None)];
-    book.bind("1-2", &present).unwrap();
-    book.bind("1-3", &present).unwrap();
+    let mut book = two_claiming();
     // A claim that detached no driver keeps the one seen at bind.
     let r = book.claimed("1-2", "h12", None).unwrap();
     assert_eq!(r.detached_driver.as_deref(), Some("usbhid"));
@@ -180,10 +177,7 @@ fn restore_claims_present_devices_waits_for_others_and_finishes_unbinds() {
 
 #[test]
 fn shutdown_takes_every_claim_but_keeps_the_slots() {
-    let mut book = Book::new();
-    let present = [dev("1-2", None), dev("1-3", None)];
-    book.bind("1-2", &present).unwrap();
-    book.bind("1-3", &present).unwrap();
+    let mut book = two_claiming();
     book.claimed("1-2", "h", None).unwrap();
     let taken = book.take_all();
     let handles: Vec<_> = taken.iter().map(|t| t.handle).collect();
