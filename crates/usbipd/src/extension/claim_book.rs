@@ -117,10 +117,6 @@ impl<H, S> ClaimBook<H, S> {
         self.slots.keys().cloned().collect()
     }
 
-    pub fn contains(&self, busid: &str) -> bool {
-        self.slots.contains_key(busid)
-    }
-
     pub fn get(&self, busid: &str) -> Option<&Slot<H, S>> {
         self.slots.get(busid)
     }

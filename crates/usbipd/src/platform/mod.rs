@@ -8,6 +8,8 @@
 //! - `system_log`: a tracing layer into the platform's own log for a service (macOS).
 //! - `signals`: the shutdown signals a foreground process or a service stops on.
 //! - `sd_notify`: systemd readiness notification (Linux service; a no-op elsewhere).
+//! - `kernel_events`: USB devices arriving and leaving as the kernel announces them (Linux
+//!   uevents; none elsewhere).
 //! - `net`: socket options and flags only some kernels have (TCP_USER_TIMEOUT, MSG_NOSIGNAL).
 //! - [`OS`], [`device_capture`], [`code_signatures`], [`missing_privileges`]: the facts and
 //!   parts the logic above picks between, so it names no OS itself.
@@ -28,6 +30,7 @@ pub use macos::{device_facts, peer_cred};
 pub mod busid;
 pub mod capturer;
 pub mod descriptors;
+pub mod kernel_events;
 pub mod net;
 pub mod os_error;
 pub mod sd_notify;
