@@ -102,7 +102,7 @@ impl HostExports {
 }
 
 /// Refreshes on every hotplug event until the watcher ends.
-#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[cfg(host_usb)]
 pub async fn follow_hotplug(exports: Arc<HostExports>) {
     let watch = match tokio::task::spawn_blocking(crate::device::host::HotplugWatch::new).await {
         Ok(Ok(w)) => w,

@@ -168,7 +168,7 @@ pub fn merge(rows: &mut Vec<DeviceEntry>, view: &ExtensionView) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipc::HostDeviceInfo;
+    use crate::ipc::BusDeviceReport;
     use usbip_proto::{DeviceRecord, ExportedDevice, Speed};
 
     fn claim(busid: &str, state: &str, client: Option<&str>) -> ClaimInfo {
@@ -220,8 +220,8 @@ mod tests {
         }
     }
 
-    fn host(busid: &str, bound: bool) -> HostDeviceInfo {
-        HostDeviceInfo {
+    fn host(busid: &str, bound: bool) -> BusDeviceReport {
+        BusDeviceReport {
             busid: busid.into(),
             vid: 0x0525,
             pid: 0xa4a0,

@@ -13,9 +13,10 @@ use usbipd::device::r#virtual::gadget_zero;
 use usbipd::device::registry::Registry;
 use usbipd::extension::bus::HostBus;
 use usbipd::extension::claims::ClaimStore;
+use usbipd::extension::dispatch::ExtensionHandler;
 use usbipd::extension::health::HealthState;
 use usbipd::extension::link::ExtensionLink;
-use usbipd::extension::service::{Extension, ExtensionHandler};
+use usbipd::extension::service::Extension;
 use usbipd::extension::virtual_bus::{
     Fault, FaultStage, VirtualBus, VirtualBusSpec, VirtualDeviceSpec,
 };

@@ -29,12 +29,10 @@ pub enum Os {
 
 impl Os {
     pub fn current() -> Os {
-        if cfg!(target_os = "linux") {
-            Os::Linux
-        } else if cfg!(target_os = "macos") {
-            Os::Macos
-        } else {
-            Os::Other
+        match crate::platform::OS {
+            crate::platform::Os::Linux => Os::Linux,
+            crate::platform::Os::Macos => Os::Macos,
+            crate::platform::Os::Other => Os::Other,
         }
     }
 }

@@ -9,8 +9,7 @@ use crate::vm::plan::{self, Arch, Attachment, Vm};
 use crate::vm::records::{self, Attachments};
 use crate::vm::runner::{run_plan, Processes, Runner};
 
-use super::extension::ExtensionSocketArg;
-use super::{ControlArg, StateArg};
+use super::SharingPlaces;
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("vm").required(true).args(["lima", "docker"])))]
@@ -39,11 +38,7 @@ pub struct AttachArgs {
     #[arg(long, value_name = "IMAGE", default_value = "alpine")]
     pub image: String,
     #[command(flatten)]
-    pub state: StateArg,
-    #[command(flatten)]
-    pub control: ControlArg,
-    #[command(flatten)]
-    pub socket: ExtensionSocketArg,
+    pub places: SharingPlaces,
 }
 
 pub async fn run(args: AttachArgs) -> anyhow::Result<()> {
@@ -73,8 +68,7 @@ pub async fn run_with(args: AttachArgs, runner: &mut dyn Runner) -> anyhow::Resu
     plan::detach_plan(&attachment)?;
     // Virtual devices (bus 0) are always shared by the server that serves them.
     if !args.busid.starts_with("0-") {
-        super::binding::ensure_shared(&args.busid, &args.state, &args.control, &args.socket)
-            .await?;
+        super::binding::ensure_shared(&args.busid, &args.places).await?;
     }
     let client = match &args.client {
         Some(path) => path.clone(),
@@ -93,7 +87,7 @@ pub async fn run_with(args: AttachArgs, runner: &mut dyn Runner) -> anyhow::Resu
     };
     let steps = plan::attach_plan(&attachment, &client)?;
     run_plan(runner, &steps)?;
-    let path = records::path(&args.state.dir()?);
+    let path = records::path(&args.places.state.dir()?);
     let mut all = Attachments::load(&path)?;
     all.put(attachment.clone());
     all.save(&path)?;

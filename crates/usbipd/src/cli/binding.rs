@@ -7,7 +7,7 @@ use crate::bindings::{parse_hardware_id, Binding, Bindings};
 use crate::control::{self, Request};
 
 use super::extension::ExtensionSocketArg;
-use super::{ControlArg, StateArg};
+use super::{ControlArg, SharingPlaces};
 use crate::ipc::{self, ErrorCode, IpcError};
 
 #[derive(Debug, clap::Args)]
@@ -23,11 +23,7 @@ pub struct BindArgs {
     #[arg(long, short = 'i', value_name = "VID:PID")]
     pub hardware_id: Option<String>,
     #[command(flatten)]
-    pub state: StateArg,
-    #[command(flatten)]
-    pub control: ControlArg,
-    #[command(flatten)]
-    pub socket: ExtensionSocketArg,
+    pub places: SharingPlaces,
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,11 +37,7 @@ pub struct UnbindArgs {
     #[arg(long, short = 'a')]
     pub all: bool,
     #[command(flatten)]
-    pub state: StateArg,
-    #[command(flatten)]
-    pub control: ControlArg,
-    #[command(flatten)]
-    pub socket: ExtensionSocketArg,
+    pub places: SharingPlaces,
 }
 
 /// The CLI's rendering of an extension error: message, code, advice, OS code.
@@ -111,25 +103,18 @@ pub async fn bind(args: BindArgs) -> anyhow::Result<()> {
 
 /// Shares `busid` unless it is shared already (`usbipd attach`): the same path as `usbipd bind`,
 /// through the extension when it answers, else the bindings file.
-pub async fn ensure_shared(
-    busid: &str,
-    state: &StateArg,
-    control: &ControlArg,
-    socket: &ExtensionSocketArg,
-) -> anyhow::Result<()> {
+pub async fn ensure_shared(busid: &str, places: &SharingPlaces) -> anyhow::Result<()> {
     let args = BindArgs {
         busid: Some(busid.to_string()),
         hardware_id: None,
-        state: state.clone(),
-        control: control.clone(),
-        socket: socket.clone(),
+        places: places.clone(),
     };
     bind_with(args, true).await
 }
 
 async fn bind_with(args: BindArgs, already_ok: bool) -> anyhow::Result<()> {
     let binding = binding_of(&args.busid, &args.hardware_id)?;
-    let mode = daemon_mode(&args.control).await;
+    let mode = daemon_mode(&args.places.control).await;
     if let Some(Mode::Fallback { .. }) = mode {
         eprintln!("compatibility mode: the extension is not active yet, so usbipd opens the device itself");
     }
@@ -138,7 +123,7 @@ async fn bind_with(args: BindArgs, already_ok: bool) -> anyhow::Result<()> {
         let request = ipc::Request::Bind {
             busid: busid.clone(),
         };
-        if let Some(answer) = via_extension(&args.socket, request).await {
+        if let Some(answer) = via_extension(&args.places.socket, request).await {
             return match answer {
                 Ok(ipc::Response::Bound(c)) => {
                     let driver = c
@@ -160,7 +145,7 @@ async fn bind_with(args: BindArgs, already_ok: bool) -> anyhow::Result<()> {
     if let Binding::Busid(busid) = &binding {
         ensure_present(busid)?;
     }
-    let path = args.state.bindings_path()?;
+    let path = args.places.state.bindings_path()?;
     let added = Bindings::update(&path, |bindings| {
         let added = bindings.add(binding.clone());
         (added, added)
@@ -169,7 +154,7 @@ async fn bind_with(args: BindArgs, already_ok: bool) -> anyhow::Result<()> {
         println!("already shared");
         return Ok(());
     }
-    apply(&args.control).await;
+    apply(&args.places.control).await;
     Ok(())
 }
 
@@ -183,7 +168,7 @@ pub async fn unbind(args: UnbindArgs) -> anyhow::Result<()> {
     };
     let mut extension_done = false;
     if let Some(request) = request {
-        if let Some(answer) = via_extension(&args.socket, request).await {
+        if let Some(answer) = via_extension(&args.places.socket, request).await {
             match answer {
                 Ok(ipc::Response::Unbound { busids }) => {
                     extension_done = true;
@@ -203,7 +188,7 @@ pub async fn unbind(args: UnbindArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let path = args.state.bindings_path()?;
+    let path = args.places.state.bindings_path()?;
     let binding = if args.all {
         None
     } else {
@@ -223,13 +208,13 @@ pub async fn unbind(args: UnbindArgs) -> anyhow::Result<()> {
         Ok(_) => {}
         Err(()) => anyhow::bail!("that device is not bound (see `usbipd list`)"),
     }
-    apply(&args.control).await;
+    apply(&args.places.control).await;
     Ok(())
 }
 
 /// A busid binding names a port: refuse one where nothing is plugged in (a hardware id may
 /// name a device that is not there yet).
-#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[cfg(host_usb)]
 fn ensure_present(busid: &str) -> anyhow::Result<()> {
     use crate::device::host::{HostBackend, NusbBackend};
     let present = NusbBackend.list().unwrap_or_default();
@@ -242,7 +227,7 @@ fn ensure_present(busid: &str) -> anyhow::Result<()> {
     }
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+#[cfg(not(host_usb))]
 fn ensure_present(_: &str) -> anyhow::Result<()> {
     anyhow::bail!("host devices are not supported on this platform")
 }

@@ -2,7 +2,7 @@
 //! a USB/IP server into this machine's kernel (as Linux's `usbip attach` does, without it).
 
 use crate::bindings::{parse_hardware_id, Binding};
-use crate::client::attach::{attach, detach};
+use crate::client::attach::{attach, detach, Attached};
 use crate::client::attach_tls::{attach_tls, Transport};
 use crate::client::records;
 use crate::client::remote::Selector;
@@ -31,24 +31,11 @@ pub struct KeyArgs {
     pub state: super::StateArg,
 }
 
+/// Which device of which server: `--remote` and one of `--busid`/`--hardware-id`, shared by
+/// `client attach` and `client service-file`.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["busid", "hardware_id"])))]
-pub struct ServiceFileArgs {
-    /// The USB/IP server: HOST or HOST:PORT
-    #[arg(long, short = 'r', value_name = "HOST[:PORT]")]
-    pub remote: String,
-    #[arg(long, short = 'b')]
-    pub busid: Option<String>,
-    #[arg(long, short = 'i', value_name = "VID:PID")]
-    pub hardware_id: Option<String>,
-    /// The executable the unit runs [default: this executable]
-    #[arg(long, value_name = "PATH")]
-    pub exe: Option<std::path::PathBuf>,
-}
-
-#[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("which").required(true).args(["busid", "hardware_id"])))]
-pub struct AttachArgs {
+pub struct RemoteDeviceArgs {
     /// The USB/IP server: HOST or HOST:PORT (default port 3240)
     #[arg(long, short = 'r', value_name = "HOST[:PORT]")]
     pub remote: String,
@@ -58,6 +45,27 @@ pub struct AttachArgs {
     /// The first device the server exports with this VID:PID, whatever its busid
     #[arg(long, short = 'i', value_name = "VID:PID")]
     pub hardware_id: Option<String>,
+}
+
+impl RemoteDeviceArgs {
+    fn selector(&self) -> anyhow::Result<Selector> {
+        selector(self.busid.clone(), self.hardware_id.clone())
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServiceFileArgs {
+    #[command(flatten)]
+    pub device: RemoteDeviceArgs,
+    /// The executable the unit runs [default: this executable]
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AttachArgs {
+    #[command(flatten)]
+    pub device: RemoteDeviceArgs,
     /// Stay running and keep the device attached: attach again (with backoff) whenever the
     /// kernel frees the port; detach and exit on SIGTERM
     #[arg(long, conflicts_with = "tls")]
@@ -123,32 +131,36 @@ fn selector(busid: Option<String>, hardware_id: Option<String>) -> anyhow::Resul
 }
 
 async fn run_attach(args: AttachArgs) -> anyhow::Result<()> {
-    let selector = selector(args.busid.clone(), args.hardware_id.clone())?;
+    let selector = args.device.selector()?;
     let vhci = Vhci::open()?;
     if args.auto {
-        return supervise::run(&vhci, &args.remote, &selector).await;
+        return supervise::run(&vhci, &args.device.remote, &selector).await;
     }
     if args.tls {
         return run_attach_tls(&vhci, &args, &selector).await;
     }
-    let a = attach(&vhci, &args.remote, &selector).await?;
-    println!(
-        "attached {} ({:04x}:{:04x}, {} Mbit/s) from {} on port {}",
+    let a = attach(&vhci, &args.device.remote, &selector).await?;
+    println!("{}", attached_line(&a, &args.device.remote));
+    Ok(())
+}
+
+/// What `client attach` prints once the device is attached.
+fn attached_line(a: &Attached, remote: &str) -> String {
+    format!(
+        "attached {} ({:04x}:{:04x}, {} Mbit/s) from {remote} on port {}",
         a.busid,
         a.vid,
         a.pid,
         a.speed.as_mbps(),
-        args.remote,
         a.port
-    );
-    Ok(())
+    )
 }
 
 async fn run_attach_tls(vhci: &Vhci, args: &AttachArgs, selector: &Selector) -> anyhow::Result<()> {
     let tls = ClientTls::open(&args.state.dir()?, args.fingerprint)?;
     let (a, transport) = attach_tls(
         vhci,
-        &args.remote,
+        &args.device.remote,
         selector,
         &tls,
         args.pair.as_deref(),
@@ -159,15 +171,7 @@ async fn run_attach_tls(vhci: &Vhci, args: &AttachArgs, selector: &Selector) -> 
         Transport::KernelTls => "kernel TLS",
         Transport::Relay(_) => "TLS relayed by this process",
     };
-    println!(
-        "attached {} ({:04x}:{:04x}, {} Mbit/s) from {} on port {} ({how})",
-        a.busid,
-        a.vid,
-        a.pid,
-        a.speed.as_mbps(),
-        args.remote,
-        a.port
-    );
+    println!("{} ({how})", attached_line(&a, &args.device.remote));
     let Transport::Relay(relay) = transport else {
         return Ok(());
     };
@@ -269,12 +273,12 @@ fn run_port(args: PortArgs) -> anyhow::Result<()> {
 }
 
 fn run_service_file(args: ServiceFileArgs) -> anyhow::Result<()> {
-    let selector = selector(args.busid, args.hardware_id)?;
+    let selector = args.device.selector()?;
     let exe = match args.exe {
         Some(p) => p,
         None => std::env::current_exe()?,
     };
-    let text = unit::unit(&exe, &args.remote, &selector)?;
+    let text = unit::unit(&exe, &args.device.remote, &selector)?;
     println!("# /etc/systemd/system/{}", unit::unit_name(&selector));
     print!("{text}");
     Ok(())

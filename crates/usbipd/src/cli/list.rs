@@ -99,7 +99,7 @@ fn display_name(d: &DeviceEntry) -> String {
     }
 }
 
-#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[cfg(host_usb)]
 fn host_devices_offline(args: &ListArgs) -> anyhow::Result<Vec<DeviceEntry>> {
     use crate::bindings::Bindings;
     use crate::device::host::{HostBackend, NusbBackend};
@@ -121,7 +121,7 @@ fn host_devices_offline(args: &ListArgs) -> anyhow::Result<Vec<DeviceEntry>> {
     Ok(devices)
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+#[cfg(not(host_usb))]
 fn host_devices_offline(_: &ListArgs) -> anyhow::Result<Vec<DeviceEntry>> {
     Ok(Vec::new())
 }

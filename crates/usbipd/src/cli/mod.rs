@@ -96,6 +96,18 @@ pub enum Command {
     ServiceFile(service_files::ServiceFileArgs),
 }
 
+/// Where the commands that share a device find the bindings, the running server and the
+/// extension (`bind`, `unbind`, `attach`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SharingPlaces {
+    #[command(flatten)]
+    pub state: StateArg,
+    #[command(flatten)]
+    pub control: ControlArg,
+    #[command(flatten)]
+    pub socket: extension::ExtensionSocketArg,
+}
+
 /// `--control PATH`, shared by the commands that talk to a running server.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ControlArg {

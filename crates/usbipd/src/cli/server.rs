@@ -217,7 +217,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 /// Shares the bound host devices and follows hotplug, where the platform has a host backend.
-#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[cfg(host_usb)]
 async fn host_devices(registry: &Arc<Registry>, bindings: PathBuf) -> Option<Arc<HostExports>> {
     use crate::device::host::NusbBackend;
     let exports = HostExports::new(Arc::new(NusbBackend), registry.clone(), bindings);
@@ -226,7 +226,7 @@ async fn host_devices(registry: &Arc<Registry>, bindings: PathBuf) -> Option<Arc
     Some(exports)
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+#[cfg(not(host_usb))]
 async fn host_devices(_: &Arc<Registry>, _: PathBuf) -> Option<Arc<HostExports>> {
     None
 }

@@ -12,7 +12,7 @@ use crate::activation::state_file::StateFile;
 use crate::activation::status::{self as activation_status, Facts, Os};
 use crate::activation::{manual, Mode};
 use crate::control;
-use crate::ipc::{client, ErrorCode, HostDeviceInfo, Request, Response, StatusReport};
+use crate::ipc::{client, BusDeviceReport, ErrorCode, Request, Response, StatusReport};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -115,7 +115,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 /// The human-readable status.
-pub fn render(s: &StatusReport, host: &[HostDeviceInfo]) -> String {
+pub fn render(s: &StatusReport, host: &[BusDeviceReport]) -> String {
     let h = &s.health;
     let mut out = format!(
         "Extension: running (pid {}, up {}s, version {}, protocol {}, mode {}, bus {})\n",

@@ -46,7 +46,7 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> VhciError + '_ {
 impl Vhci {
     /// Finds vhci-hcd's sysfs directory, loading the module with `modprobe` if it is missing.
     pub fn open() -> Result<Vhci, VhciError> {
-        if !cfg!(target_os = "linux") {
+        if crate::platform::OS != crate::platform::Os::Linux {
             return Err(VhciError::NotLinux);
         }
         if let Some(vhci) = Vhci::find(Path::new(PLATFORM)) {

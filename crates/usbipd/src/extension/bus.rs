@@ -38,28 +38,30 @@ pub enum BusEvent {
     },
     /// A claimed device's transfers failed because it is gone (ENODEV/ESHUTDOWN), and it is no
     /// longer on the bus: the unplug as the claim saw it, which may be the only sign of it
-    /// (no hotplug source). Applies to the claim only if [`Claimed::departed`] says so, so a
+    /// (no hotplug source). Applies to the claim only if [`BusClaim::departed`] says so, so a
     /// late report never releases the claim of a device that has returned since.
     Departed {
         busid: String,
     },
 }
 
-/// Why a claim or release failed: a stable code and the OS error behind it.
+/// Why a claim, release or reattach on the bus failed: a stable code and the OS error behind
+/// it. (The host backend's own error for a failed open or interface claim is
+/// `device::host::ClaimError`; `host_bus::claim_error` maps it to this.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimError {
+pub struct BusError {
     pub code: ErrorCode,
     pub os: Option<OsCode>,
 }
 
-impl ClaimError {
-    pub fn new(code: ErrorCode) -> ClaimError {
-        ClaimError { code, os: None }
+impl BusError {
+    pub fn new(code: ErrorCode) -> BusError {
+        BusError { code, os: None }
     }
 
     /// Classifies a positive errno from opening (`Stage::Open`), detaching a kernel driver
     /// (`Stage::Detach`), claiming or releasing.
-    pub fn from_errno(stage: Stage, errno: i32) -> ClaimError {
+    pub fn from_errno(stage: Stage, errno: i32) -> BusError {
         use nix::errno::Errno;
         let code = match (stage, Errno::from_raw(errno)) {
             (_, Errno::ENODEV | Errno::ENOENT | Errno::ESHUTDOWN) => ErrorCode::DeviceGone,
@@ -69,14 +71,14 @@ impl ClaimError {
             (_, Errno::EBUSY) => ErrorCode::DeviceBusy,
             _ => ErrorCode::ClaimFailed,
         };
-        ClaimError {
+        BusError {
             code,
             os: Some(OsCode::Errno(errno)),
         }
     }
 }
 
-impl fmt::Display for ClaimError {
+impl fmt::Display for BusError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.code)?;
         if let Some(os) = self.os {
@@ -95,9 +97,10 @@ pub enum Stage {
     Release,
 }
 
-/// A device the extension holds exclusively. Dropping it closes the device without giving it
-/// back to its kernel driver (as a crashed process would); [`Claimed::release`] gives it back.
-pub trait Claimed: Send + Sync {
+/// A claim on the bus: a device the extension holds exclusively. Dropping it closes the device
+/// without giving it back to its kernel driver (as a crashed process would);
+/// [`BusClaim::release`] gives it back.
+pub trait BusClaim: Send + Sync {
     /// The device to export; its sessions run in the extension.
     fn device(&self) -> Arc<dyn Device>;
 
@@ -105,7 +108,7 @@ pub trait Claimed: Send + Sync {
     fn detached_driver(&self) -> Option<String>;
 
     /// Closes the device and lets its kernel driver have it again.
-    fn release(self: Box<Self>) -> Result<(), ClaimError>;
+    fn release(self: Box<Self>) -> Result<(), BusError>;
 
     /// The device of this claim was seen to leave (see [`BusEvent::Departed`]).
     fn departed(&self) -> bool {
@@ -127,11 +130,11 @@ pub trait HostBus: Send + Sync + 'static {
     fn devices(&self) -> Vec<BusDevice>;
 
     /// Opens `busid` exclusively, detaching any kernel driver.
-    fn claim(&self, busid: &str) -> Result<Box<dyn Claimed>, ClaimError>;
+    fn claim(&self, busid: &str) -> Result<Box<dyn BusClaim>, BusError>;
 
     /// Gives `busid` back to its kernel drivers when nothing holds it any more (recovery after
     /// a crash: Linux USBDEVFS_CONNECT; on macOS a re-enumeration without capture).
-    fn reattach(&self, busid: &str) -> Result<(), ClaimError>;
+    fn reattach(&self, busid: &str) -> Result<(), BusError>;
 
     /// Plug and unplug events from now on.
     fn subscribe(&self) -> mpsc::UnboundedReceiver<BusEvent>;
@@ -143,7 +146,7 @@ mod tests {
 
     #[test]
     fn errnos_map_to_stable_codes() {
-        let c = |stage, e: nix::errno::Errno| ClaimError::from_errno(stage, e as i32).code;
+        let c = |stage, e: nix::errno::Errno| BusError::from_errno(stage, e as i32).code;
         use nix::errno::Errno::*;
         assert_eq!(c(Stage::Open, EACCES), ErrorCode::AccessDenied);
         assert_eq!(c(Stage::Detach, EPERM), ErrorCode::AccessDenied);
@@ -152,7 +155,7 @@ mod tests {
         assert_eq!(c(Stage::Open, ENODEV), ErrorCode::DeviceGone);
         assert_eq!(c(Stage::Release, EIO), ErrorCode::ReleaseFailed);
         assert_eq!(c(Stage::Claim, EIO), ErrorCode::ClaimFailed);
-        let e = ClaimError::from_errno(Stage::Open, 13);
+        let e = BusError::from_errno(Stage::Open, 13);
         assert_eq!(e.to_string(), "E020 AccessDenied (errno 13 (EACCES))");
     }
 }

@@ -139,19 +139,25 @@ impl From<FileError> for StoreError {
     }
 }
 
+/// A record of device 1234:5678, detached from usbhid, for tests.
+#[cfg(test)]
+pub(crate) fn sample_record(busid: &str, serial: Option<&str>, phase: Phase) -> ClaimRecord {
+    ClaimRecord {
+        busid: busid.into(),
+        vid: 0x1234,
+        pid: 0x5678,
+        serial: serial.map(Into::into),
+        detached_driver: Some("usbhid".into()),
+        phase,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn record(busid: &str, serial: Option<&str>) -> ClaimRecord {
-        ClaimRecord {
-            busid: busid.into(),
-            vid: 0x1234,
-            pid: 0x5678,
-            serial: serial.map(Into::into),
-            detached_driver: Some("usbhid".into()),
-            phase: Phase::Bound,
-        }
+        sample_record(busid, serial, Phase::Bound)
     }
 
     #[test]

@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::bus::{BusDevice, BusEvent, ClaimError, Claimed, HostBus, Stage};
+use super::bus::{BusClaim, BusDevice, BusError, BusEvent, HostBus, Stage};
 use crate::device::host::capture::OwnReenumerations;
 use crate::device::host::{
     self, ClaimReason, ClaimedHostDevice, HostBackend, HostDeviceInfo, HostErrorKind, HotplugEvent,
 };
 use crate::device::Device;
 use crate::ipc::{ErrorCode, OsCode};
+use crate::platform::{Os, OS};
 
 /// Where Linux shows a device's interfaces and their drivers.
 pub const SYSFS_USB_DEVICES: &str = "/sys/bus/usb/devices";
@@ -81,14 +82,29 @@ impl UsbHostBus {
     /// runtime; blocks briefly (lists the devices). A machine without a USB bus (no
     /// `/sys/bus/usb`) gets an empty bus and a warning, not a failure: the extension still
     /// serves, and says so.
-    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    #[cfg(host_usb)]
     pub fn system() -> Arc<UsbHostBus> {
-        let (sysfs, kind) = if cfg!(target_os = "linux") {
+        let (sysfs, kind) = if OS == Os::Linux {
             (Some(PathBuf::from(SYSFS_USB_DEVICES)), "usbfs")
         } else {
             (None, "iokit")
         };
-        let bus = Self::system_backend(sysfs, kind);
+        let bus = match crate::platform::device_capture() {
+            // Linux: nusb on usbfs, which detaches kernel drivers interface by interface.
+            None => UsbHostBus::new(Arc::new(host::NusbBackend), sysfs, kind),
+            // macOS: nusb on IOKit, capturing a device from its drivers when they hold it,
+            // after unmounting the volumes of a mass-storage device.
+            Some(capture) => {
+                let capturer =
+                    host::unmount::UnmountingCapturer::new(capture.capturer, capture.volumes);
+                let backend = host::capture::CapturingBackend::new(
+                    Arc::new(host::NusbBackend),
+                    Arc::new(capturer),
+                );
+                let own = backend.own_reenumerations();
+                UsbHostBus::with_own_reenumerations(Arc::new(backend), sysfs, kind, Some(own))
+            }
+        };
         let mut watch = match host::HotplugWatch::new() {
             Ok(w) => w,
             // No source (the watch logged it): unplugs are noticed by failed transfers only.
@@ -103,27 +119,6 @@ impl UsbHostBus {
             warn!("host hotplug watch ended: plug and unplug are no longer followed");
         });
         bus
-    }
-
-    /// Linux: nusb on usbfs, which detaches kernel drivers interface by interface.
-    #[cfg(target_os = "linux")]
-    fn system_backend(sysfs: Option<PathBuf>, kind: &'static str) -> Arc<UsbHostBus> {
-        UsbHostBus::new(Arc::new(host::NusbBackend), sysfs, kind)
-    }
-
-    /// macOS: nusb on IOKit, capturing a device from its drivers when they hold it, after
-    /// unmounting the volumes of a mass-storage device.
-    #[cfg(target_os = "macos")]
-    fn system_backend(sysfs: Option<PathBuf>, kind: &'static str) -> Arc<UsbHostBus> {
-        use crate::platform::macos::{DiskArbitration, IoKitCapturer};
-        let capturer = host::unmount::UnmountingCapturer::new(
-            Arc::new(IoKitCapturer),
-            Arc::new(DiskArbitration),
-        );
-        let backend =
-            host::capture::CapturingBackend::new(Arc::new(host::NusbBackend), Arc::new(capturer));
-        let own = backend.own_reenumerations();
-        UsbHostBus::with_own_reenumerations(Arc::new(backend), sysfs, kind, Some(own))
     }
 
     /// Passes a hotplug event on to the subscribers, except the departure of a device that
@@ -225,16 +220,16 @@ impl UsbHostBus {
         }
     }
 
-    fn find(&self, busid: &str) -> Result<HostDeviceInfo, ClaimError> {
+    fn find(&self, busid: &str) -> Result<HostDeviceInfo, BusError> {
         let listed = self.backend.list().map_err(|e| {
-            let mut err = ClaimError::new(ErrorCode::ClaimFailed);
+            let mut err = BusError::new(ErrorCode::ClaimFailed);
             err.os = e.os_code.map(os_code);
             err
         })?;
         listed
             .into_iter()
             .find(|d| d.busid == busid)
-            .ok_or_else(|| ClaimError::new(ErrorCode::DeviceGone))
+            .ok_or_else(|| BusError::new(ErrorCode::DeviceGone))
     }
 }
 
@@ -265,7 +260,7 @@ pub fn interface_driver(sysfs: &Path, busid: &str, configuration: u8) -> Option<
 }
 
 fn os_code(code: u32) -> OsCode {
-    if cfg!(target_os = "macos") {
+    if OS == Os::Macos {
         OsCode::IoReturn(code)
     } else {
         OsCode::Errno(code as i32)
@@ -273,12 +268,12 @@ fn os_code(code: u32) -> OsCode {
 }
 
 /// The stable code of a failed open or claim of the host backend, with its OS code.
-pub fn claim_error(e: &host::ClaimError, stage: Stage) -> ClaimError {
+pub fn claim_error(e: &host::ClaimError, stage: Stage) -> BusError {
     // On Linux the OS code is the errno of the usbfs call: classify it like every other.
-    if let (true, Some(errno)) = (cfg!(target_os = "linux"), e.error.os_code) {
+    if let (true, Some(errno)) = (OS == Os::Linux, e.error.os_code) {
         if let Ok(errno) = i32::try_from(errno) {
             if errno > 0 {
-                return ClaimError::from_errno(stage, errno);
+                return BusError::from_errno(stage, errno);
             }
         }
     }
@@ -289,13 +284,13 @@ pub fn claim_error(e: &host::ClaimError, stage: Stage) -> ClaimError {
         (ClaimReason::HeldByDriver, _) => ErrorCode::DeviceBusy,
         (ClaimReason::Other, _) => ErrorCode::ClaimFailed,
     };
-    ClaimError {
+    BusError {
         code,
         os: e.error.os_code.map(os_code),
     }
 }
 
-fn host_error(e: &host::HostError, stage: Stage) -> ClaimError {
+fn host_error(e: &host::HostError, stage: Stage) -> BusError {
     let reason = match e.kind {
         HostErrorKind::Disconnected | HostErrorKind::NotFound => ClaimReason::Gone,
         HostErrorKind::PermissionDenied => ClaimReason::PermissionDenied,
@@ -328,7 +323,7 @@ impl HostBus for UsbHostBus {
         }
     }
 
-    fn claim(&self, busid: &str) -> Result<Box<dyn Claimed>, ClaimError> {
+    fn claim(&self, busid: &str) -> Result<Box<dyn BusClaim>, BusError> {
         let info = self.find(busid)?;
         let driver = self
             .sysfs
@@ -358,7 +353,7 @@ impl HostBus for UsbHostBus {
         }))
     }
 
-    fn reattach(&self, busid: &str) -> Result<(), ClaimError> {
+    fn reattach(&self, busid: &str) -> Result<(), BusError> {
         let mut ops = self
             .backend
             .open(busid)
@@ -406,7 +401,7 @@ impl HostClaim {
     }
 }
 
-impl Claimed for HostClaim {
+impl BusClaim for HostClaim {
     fn device(&self) -> Arc<dyn Device> {
         self.device.clone()
     }
@@ -415,9 +410,9 @@ impl Claimed for HostClaim {
         self.detached.clone()
     }
 
-    fn release(self: Box<Self>) -> Result<(), ClaimError> {
+    fn release(self: Box<Self>) -> Result<(), BusError> {
         let Some(mut ops) = self.device.take(SESSION_RETURN) else {
-            return Err(ClaimError::new(ErrorCode::ReleaseFailed));
+            return Err(BusError::new(ErrorCode::ReleaseFailed));
         };
         // Dropping nusb's interfaces releases them and reconnects the drivers it detached;
         // the explicit connect covers interfaces claimed after a configuration change.

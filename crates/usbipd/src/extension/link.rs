@@ -16,7 +16,7 @@ use usbip_proto::{ExportedDevice, Limits, OpReply, OpRequest};
 
 use crate::ipc::client::{self, Client};
 use crate::ipc::{
-    from_hex, to_hex, ClaimInfo, EventKind, HostDeviceInfo, Request, Response, SessionLimits,
+    from_hex, to_hex, BusDeviceReport, ClaimInfo, EventKind, Request, Response, SessionLimits,
     MAX_LEFTOVER,
 };
 use futures_core::future::BoxFuture;
@@ -29,7 +29,7 @@ use crate::server::{External, ServerConfig};
 pub struct ExtensionView {
     pub exported: Vec<ExportedDevice>,
     pub claims: Vec<ClaimInfo>,
-    pub host: Vec<HostDeviceInfo>,
+    pub host: Vec<BusDeviceReport>,
 }
 
 pub struct ExtensionLink {

@@ -3,18 +3,25 @@
 //! devices' sessions itself. The daemon talks to it over `ipc`.
 //!
 //! `bus` is its view of the hardware (usbfs/IOKit adapter, or `virtual_bus` in tests),
-//! `claims` the registry file, `service` the core, `health` status and recent errors,
-//! `supervisor` embedded mode's restarts, `link` the daemon's side. It never accepts a request
+//! `claims` the registry file, `claim_book` the claim state machine as plain data, `service`
+//! the core that carries out the book's transitions, `sessions` the imported devices' sessions,
+//! `status` what it reports, `shutdown` its stop, `dispatch` its IPC face, `health` status and
+//! recent errors, `supervisor` embedded mode's restarts, `link` the daemon's side. It never accepts a request
 //! it has not validated, and never opens a device nobody bound.
 
 pub mod bus;
+pub mod claim_book;
 pub mod claims;
+pub mod dispatch;
 pub mod health;
 pub mod host_bus;
 pub mod instance_lock;
 pub mod limits;
 pub mod link;
 pub mod service;
+pub mod sessions;
+pub mod shutdown;
+pub mod status;
 pub mod supervisor;
 #[cfg(feature = "test-support")]
 pub mod virtual_bus;
@@ -31,8 +38,9 @@ use crate::ipc::socket::IpcListener;
 use crate::server::ServerConfig;
 use bus::HostBus;
 use claims::ClaimStore;
+use dispatch::ExtensionHandler;
 use health::HealthState;
-use service::{Extension, ExtensionHandler};
+use service::Extension;
 
 /// Where the extension listens unless told otherwise.
 pub fn default_socket() -> Result<PathBuf, crate::persist::NoUserDirectory> {
@@ -66,37 +74,29 @@ fn open_bus(opts: &RunOptions) -> anyhow::Result<Arc<dyn HostBus>> {
         return Ok(bus);
     }
     let _ = opts;
-    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    #[cfg(host_usb)]
     return Ok(host_bus::UsbHostBus::system());
-    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    #[cfg(not(host_usb))]
     anyhow::bail!("this platform has no host bus backend")
 }
 
-/// macOS: peers must be signed by our team when we are signed (see `ipc::signature`).
-#[cfg(target_os = "macos")]
+/// Where the platform reads code signatures (macOS), peers must be signed by our team when we
+/// are signed (see `ipc::signature`); elsewhere the uid/gid check is the whole of peer
+/// authentication.
 fn signature_policy() -> SignaturePolicy {
-    let reader = Arc::new(crate::platform::macos::CodeSignatures);
-    let (policy, why) = SignaturePolicy::for_own_signature(reader);
-    info!("{why}");
-    policy
-}
-
-/// Elsewhere the uid/gid check is the whole of peer authentication.
-#[cfg(not(target_os = "macos"))]
-fn signature_policy() -> SignaturePolicy {
-    SignaturePolicy::NotChecked
+    match crate::platform::code_signatures() {
+        Some(reader) => {
+            let (policy, why) = SignaturePolicy::for_own_signature(reader);
+            info!("{why}");
+            policy
+        }
+        None => SignaturePolicy::NotChecked,
+    }
 }
 
 /// Checks privileges and logs precisely what is missing.
 fn self_check(bus: &dyn HostBus) -> Vec<String> {
-    #[cfg(target_os = "linux")]
-    let missing = crate::platform::linux::missing_privileges(std::path::Path::new("/dev/bus/usb"));
-    #[cfg(not(target_os = "linux"))]
-    let missing: Vec<String> = if nix::unistd::geteuid().is_root() {
-        Vec::new()
-    } else {
-        vec!["not root: capturing devices from their kernel drivers needs root".into()]
-    };
+    let missing = crate::platform::missing_privileges();
     for m in &missing {
         if bus.kind() == "virtual" {
             info!(missing = %m, "privilege check (not needed for the virtual bus)");

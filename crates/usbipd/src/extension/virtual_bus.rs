@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 use usbip_proto::{errno, ExportedDevice};
 
-use super::bus::{BusDevice, BusEvent, ClaimError, Claimed, HostBus, Stage};
+use super::bus::{BusClaim, BusDevice, BusError, BusEvent, HostBus, Stage};
 use crate::device::r#virtual::{gadget_zero, BusPosition, VirtualDevice};
 use crate::device::{Completer, Device, DeviceSession, OpenError, Urb, UrbCompletion};
 
@@ -405,13 +405,13 @@ impl HostBus for VirtualBus {
             .collect()
     }
 
-    fn claim(&self, busid: &str) -> Result<Box<dyn Claimed>, ClaimError> {
+    fn claim(&self, busid: &str) -> Result<Box<dyn BusClaim>, BusError> {
         let mut state = self.lock();
         let (Some(spec), Some(device)) = (
             state.specs.get(busid).cloned(),
             state.live.get(busid).cloned(),
         ) else {
-            return Err(ClaimError::from_errno(
+            return Err(BusError::from_errno(
                 Stage::Open,
                 nix::errno::Errno::ENODEV as i32,
             ));
@@ -422,12 +422,12 @@ impl HostBus for VirtualBus {
                 FaultStage::Detach => Stage::Detach,
                 FaultStage::Claim => Stage::Claim,
             };
-            return Err(ClaimError::from_errno(stage, f.errno));
+            return Err(BusError::from_errno(stage, f.errno));
         }
         let own = self.pid;
         let kernel = state.kernel.devices.entry(busid.to_string()).or_default();
         if spec.held_by_program || kernel.holder.is_some_and(|p| p != own && alive(p)) {
-            return Err(ClaimError::from_errno(
+            return Err(BusError::from_errno(
                 Stage::Claim,
                 nix::errno::Errno::EBUSY as i32,
             ));
@@ -445,11 +445,11 @@ impl HostBus for VirtualBus {
         }))
     }
 
-    fn reattach(&self, busid: &str) -> Result<(), ClaimError> {
+    fn reattach(&self, busid: &str) -> Result<(), BusError> {
         let mut state = self.lock();
         let driver = state.specs.get(busid).and_then(|s| s.driver.clone());
         let Some(k) = state.kernel.devices.get_mut(busid) else {
-            return Err(ClaimError::from_errno(
+            return Err(BusError::from_errno(
                 Stage::Release,
                 nix::errno::Errno::ENODEV as i32,
             ));
@@ -505,7 +505,7 @@ impl VirtualClaim {
     }
 }
 
-impl Claimed for VirtualClaim {
+impl BusClaim for VirtualClaim {
     fn device(&self) -> Arc<dyn Device> {
         self.device.clone()
     }
@@ -518,7 +518,7 @@ impl Claimed for VirtualClaim {
         self.device.departed.reported.load(Ordering::SeqCst)
     }
 
-    fn release(self: Box<Self>) -> Result<(), ClaimError> {
+    fn release(self: Box<Self>) -> Result<(), BusError> {
         if self.crash_on_release {
             // The injected fault: die as a crash would, with no cleanup at all.
             std::process::abort();

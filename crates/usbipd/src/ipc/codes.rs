@@ -101,7 +101,7 @@ impl ErrorCode {
             ErrorCode::NoSuchDevice => "no device with this busid is plugged in; check the busid and the cable",
             ErrorCode::NotBound => "the device is not bound; `usbipd bind --busid <busid>` first",
             ErrorCode::AlreadyBound => "the device is bound already; nothing to do",
-            ErrorCode::AccessDenied if cfg!(target_os = "macos") => "the extension may not capture the device: it must run as root (`sudo usbipd extension install` sets up its launchd daemon)",
+            ErrorCode::AccessDenied if crate::platform::OS == crate::platform::Os::Macos => "the extension may not capture the device: it must run as root (`sudo usbipd extension install` sets up its launchd daemon)",
             ErrorCode::AccessDenied => "the extension may not open the device: run it as root, or grant it write access to /dev/bus/usb/<bus>/<dev> with a udev rule",
             ErrorCode::DeviceBusy => "another program holds the device; close it and bind again",
             ErrorCode::DetachFailed => "the kernel driver would not let go of the device; unload it or unmount the device's volumes, then bind again",

@@ -161,7 +161,7 @@ pub enum Response {
         nonce: String,
     },
     Status(StatusReport),
-    HostDevices(Vec<HostDeviceInfo>),
+    HostDevices(Vec<BusDeviceReport>),
     Bound(ClaimInfo),
     Unbound {
         busids: Vec<String>,
@@ -250,8 +250,11 @@ pub struct ClaimInfo {
     pub detached_driver: Option<String>,
 }
 
+/// A device on the extension's host bus as `Request::HostDevices` reports it: what the bus
+/// knows without opening it, and whether it is bound. (The host backend's own description of
+/// a device is `device::host::HostDeviceInfo`.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HostDeviceInfo {
+pub struct BusDeviceReport {
     pub busid: String,
     pub vid: u16,
     pub pid: u16,

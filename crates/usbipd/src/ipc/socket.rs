@@ -18,7 +18,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Mutex;
 
-use nix::sys::socket::{self, ControlMessage, MsgFlags};
+use nix::sys::socket::{self, ControlMessage};
 use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
 use tracing::debug;
@@ -47,14 +47,7 @@ pub struct IpcSocket {
     recv: Mutex<RecvState>,
 }
 
-#[cfg(target_os = "linux")]
-fn recv_flags() -> MsgFlags {
-    MsgFlags::MSG_CMSG_CLOEXEC
-}
-#[cfg(not(target_os = "linux"))]
-fn recv_flags() -> MsgFlags {
-    MsgFlags::empty()
-}
+use crate::platform::net::recv_descriptor_flags as recv_flags;
 
 impl IpcSocket {
     pub async fn connect(path: &Path) -> io::Result<IpcSocket> {
@@ -104,10 +97,7 @@ impl IpcSocket {
                     } else {
                         &[]
                     };
-                    #[cfg(target_os = "linux")]
-                    let flags = MsgFlags::MSG_NOSIGNAL;
-                    #[cfg(not(target_os = "linux"))]
-                    let flags = MsgFlags::empty();
+                    let flags = crate::platform::net::send_flags();
                     Ok(socket::sendmsg::<()>(
                         self.stream.as_raw_fd(),
                         &slices,
@@ -347,7 +337,7 @@ mod tests {
             sock.as_raw_fd(),
             &[IoSlice::new(&frame)],
             &rights,
-            MsgFlags::empty(),
+            socket::MsgFlags::empty(),
             None,
         )
         .unwrap();
@@ -395,7 +385,7 @@ mod tests {
                 a.as_raw_fd(),
                 &[IoSlice::new(&frame)],
                 &rights,
-                MsgFlags::empty(),
+                socket::MsgFlags::empty(),
                 None,
             )
             .unwrap();

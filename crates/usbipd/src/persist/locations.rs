@@ -24,7 +24,7 @@ pub enum Platform {
 impl Platform {
     /// The platform this binary runs on (macOS conventions on macOS, Linux's elsewhere).
     pub fn current() -> Platform {
-        if cfg!(target_os = "macos") {
+        if crate::platform::OS == crate::platform::Os::Macos {
             Platform::MacOs
         } else {
             Platform::Linux

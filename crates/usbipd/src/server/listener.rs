@@ -159,15 +159,13 @@ fn configure_socket(stream: &TcpStream) {
     if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
         debug!(error = %e, "TCP keepalive not set");
     }
-    #[cfg(target_os = "linux")]
-    if let Err(e) = socket.set_tcp_user_timeout(Some(UNACKNOWLEDGED_TIMEOUT)) {
+    if let Err(e) = crate::platform::net::set_user_timeout(&socket, UNACKNOWLEDGED_TIMEOUT) {
         debug!(error = %e, "TCP_USER_TIMEOUT not set");
     }
 }
 
 /// How long sent data may stay unacknowledged before the connection is given up: well above
 /// any pause of a healthy client, far below TCP's own retransmission give-up.
-#[cfg(target_os = "linux")]
 const UNACKNOWLEDGED_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
@@ -185,10 +183,10 @@ mod tests {
         assert!(socket.nodelay().unwrap());
         assert!(socket.keepalive().unwrap());
         assert_eq!(socket.keepalive_time().unwrap(), Duration::from_secs(10));
-        #[cfg(target_os = "linux")]
+        use crate::platform::net::{user_timeout, HAS_USER_TIMEOUT};
         assert_eq!(
-            socket.tcp_user_timeout().unwrap(),
-            Some(UNACKNOWLEDGED_TIMEOUT)
+            user_timeout(&socket).unwrap(),
+            HAS_USER_TIMEOUT.then_some(UNACKNOWLEDGED_TIMEOUT)
         );
     }
 }

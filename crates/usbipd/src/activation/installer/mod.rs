@@ -129,14 +129,14 @@ pub fn for_platform(
     supervisor: Option<Arc<dyn crate::extension::supervisor::SupervisedChild>>,
 ) -> Option<Arc<dyn Installer>> {
     let runner: Arc<dyn CommandRunner> = Arc::new(SystemRunner);
-    if cfg!(target_os = "macos") {
+    if crate::platform::OS == crate::platform::Os::Macos {
         return Some(Arc::new(launchd::LaunchdInstaller::new(
             platform.exe.clone(),
             platform.root,
             runner,
         )));
     }
-    if cfg!(target_os = "linux") && platform.systemd {
+    if crate::platform::OS == crate::platform::Os::Linux && platform.systemd {
         return Some(Arc::new(systemd::SystemdInstaller::new(
             platform.exe.clone(),
             platform.root,

@@ -10,6 +10,7 @@ use usbip_proto::errno;
 
 use crate::device::OpenError;
 pub use crate::platform::os_error::{ioreturn, HostError, HostErrorKind};
+use crate::platform::{Os, OS};
 
 /// Why one transfer failed, as the USB library reports it (mirrors `nusb::transfer::TransferError`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +38,7 @@ pub fn transfer_errno(e: XferError) -> i32 {
         XferError::Disconnected => errno::ESHUTDOWN,
         XferError::Fault => errno::EPROTO,
         XferError::InvalidArgument => errno::EINVAL,
-        XferError::Unknown(code) => unknown_errno(code, cfg!(target_os = "linux")),
+        XferError::Unknown(code) => unknown_errno(code, OS == Os::Linux),
     }
 }
 
@@ -112,7 +113,7 @@ impl fmt::Display for ClaimError {
         }
         let why = match self.reason {
             ClaimReason::Gone => "the device is gone",
-            ClaimReason::PermissionDenied if cfg!(target_os = "macos") => {
+            ClaimReason::PermissionDenied if OS == Os::Macos => {
                 "permission denied (capturing a device from its drivers needs root)"
             }
             ClaimReason::PermissionDenied => {

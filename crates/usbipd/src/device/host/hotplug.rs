@@ -6,12 +6,10 @@
 
 use tracing::{info, warn};
 
-use super::backend::HotplugEvent;
+use super::backend::{HostBackend, HotplugEvent};
 use super::errors::HostError;
-use super::nusb_backend::NusbHotplugWatch;
-// The kernel's events carry no descriptors: an arrival is read back through the library.
-#[cfg(target_os = "linux")]
-use super::{backend::HostBackend, nusb_backend::NusbBackend};
+use super::nusb_backend::{NusbBackend, NusbHotplugWatch};
+use crate::platform::kernel_events::{KernelUsbEvent, KernelUsbEvents};
 
 /// Arrivals and departures of host devices.
 pub struct HotplugWatch {
@@ -19,8 +17,7 @@ pub struct HotplugWatch {
 }
 
 enum Source {
-    #[cfg(target_os = "linux")]
-    Kernel(crate::platform::linux::uevent::KernelUevents),
+    Kernel(KernelUsbEvents),
     Nusb(NusbHotplugWatch),
 }
 
@@ -28,17 +25,17 @@ impl HotplugWatch {
     /// Starts watching and logs the source. Needs a tokio runtime; blocks briefly. `Err` (with
     /// a warning logged) when no source is available.
     pub fn new() -> Result<HotplugWatch, HostError> {
-        #[cfg(target_os = "linux")]
-        match crate::platform::linux::uevent::KernelUevents::open() {
-            Ok(kernel) => {
+        match KernelUsbEvents::open() {
+            Some(Ok(kernel)) => {
                 info!("hotplug: following the kernel's uevents (works with or without udevd)");
                 return Ok(HotplugWatch {
                     source: Source::Kernel(kernel),
                 });
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 warn!(error = %e, "hotplug: kernel uevent socket unavailable; trying udevd's events")
             }
+            None => {}
         }
         match NusbHotplugWatch::new() {
             Ok(watch) => {
@@ -63,7 +60,6 @@ impl HotplugWatch {
     /// `None` when the source fails for good.
     pub async fn next(&mut self) -> Option<HotplugEvent> {
         match &mut self.source {
-            #[cfg(target_os = "linux")]
             Source::Kernel(kernel) => next_from_kernel(kernel).await,
             Source::Nusb(watch) => watch.next().await,
         }
@@ -72,42 +68,25 @@ impl HotplugWatch {
 
 /// A device counts as arrived at its `bind` uevent: at `add` the kernel has not configured it
 /// yet (no interfaces to claim); at `bind` its configuration is set and its interfaces exist.
-#[cfg(target_os = "linux")]
-async fn next_from_kernel(
-    kernel: &mut crate::platform::linux::uevent::KernelUevents,
-) -> Option<HotplugEvent> {
-    use crate::platform::linux::uevent::UeventAction;
+/// The kernel's events carry no descriptors: an arrival is read back through the library.
+async fn next_from_kernel(kernel: &mut KernelUsbEvents) -> Option<HotplugEvent> {
     loop {
-        let event = match kernel.next().await {
-            Ok(event) => event,
-            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => {
-                warn!("hotplug: kernel uevents were lost (receive queue overrun)");
-                continue;
+        let busid = match kernel.next().await? {
+            KernelUsbEvent::Left { busid } => {
+                return Some(HotplugEvent::Left { busid: Some(busid) })
             }
-            Err(e) => {
-                warn!(error = %e, "hotplug: kernel uevent socket failed");
-                return None;
-            }
+            KernelUsbEvent::Arrived { busid } => busid,
         };
-        let Some(busid) = event.busid().map(str::to_string) else {
-            continue;
-        };
-        match event.action {
-            UeventAction::Remove => return Some(HotplugEvent::Left { busid: Some(busid) }),
-            UeventAction::Bind => {
-                // The device's attributes are in sysfs by now; read them as at enumeration.
-                let listed = tokio::task::spawn_blocking(|| NusbBackend.list()).await;
-                match listed {
-                    Ok(Ok(devices)) => {
-                        if let Some(info) = devices.into_iter().find(|d| d.busid == busid) {
-                            return Some(HotplugEvent::Arrived(info));
-                        }
-                    }
-                    Ok(Err(e)) => warn!(%busid, error = %e, "hotplug: arrived device not read"),
-                    Err(_) => return None,
+        // The device's attributes are in sysfs by now; read them as at enumeration.
+        let listed = tokio::task::spawn_blocking(|| NusbBackend.list()).await;
+        match listed {
+            Ok(Ok(devices)) => {
+                if let Some(info) = devices.into_iter().find(|d| d.busid == busid) {
+                    return Some(HotplugEvent::Arrived(info));
                 }
             }
-            _ => {}
+            Ok(Err(e)) => warn!(%busid, error = %e, "hotplug: arrived device not read"),
+            Err(_) => return None,
         }
     }
 }

@@ -6,16 +6,16 @@
 //! IOKit); tests use a double. Nothing in this module touches a device without a client.
 
 pub mod backend;
-#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[cfg(host_usb)]
 mod buffer_pool;
 pub mod capture;
 pub mod claimed;
 mod endpoint;
 pub mod errors;
-#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[cfg(host_usb)]
 mod hotplug;
 pub mod intercept;
-#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[cfg(host_usb)]
 pub mod nusb_backend;
 mod session;
 pub mod unmount;
@@ -33,9 +33,9 @@ use usbip_proto::{DeviceRecord, ExportedDevice};
 pub use backend::{HostBackend, HostDeviceInfo, HostDeviceOps, HotplugEvent};
 pub use claimed::ClaimedHostDevice;
 pub use errors::{ClaimError, ClaimReason, HostError, HostErrorKind};
-#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[cfg(host_usb)]
 pub use hotplug::HotplugWatch;
-#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[cfg(host_usb)]
 pub use nusb_backend::NusbBackend;
 
 use super::{Completer, Device, DeviceNames, DeviceSession, OpenError};

@@ -285,7 +285,7 @@ async fn release_waits_for_a_session_that_is_ending() {
 fn failures_have_stable_codes_and_the_os_error() {
     let dir = tempfile::tempdir().unwrap();
     let (double, bus) = bus(dir.path());
-    let err = |r: Result<Box<dyn Claimed>, ClaimError>| match r {
+    let err = |r: Result<Box<dyn BusClaim>, BusError>| match r {
         Ok(_) => panic!("claimed"),
         Err(e) => e,
     };
