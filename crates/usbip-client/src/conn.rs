@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{oneshot, Notify};
-use usbip_proto::{CmdSubmit, CmdUnlink, Command, DeviceRecord, Direction, UrbHeader};
+use usbip_proto::{CmdUnlink, Command, DeviceRecord, Direction, UrbHeader};
 
 use crate::io::{self, Sender};
 use crate::{import_on, Completion, Error, Submit, UnlinkResult};
@@ -142,8 +142,18 @@ impl Connection {
         relock(&self.inner.shared)
     }
 
-    /// Records who waits for `submit`, then sends it; returns its seqnum.
+    /// Records who waits for `submit` and sends it; returns its seqnum.
     fn send_submit(&self, submit: Submit, sink: Sink) -> Result<u32, Error> {
+        let (seqnum, cmd) = self.register(submit, sink)?;
+        if let Err(e) = self.inner.out.send(cmd) {
+            self.lock().waiters.remove(&seqnum);
+            return Err(e);
+        }
+        Ok(seqnum)
+    }
+
+    /// Records who waits for `submit`; returns its seqnum and the command to send.
+    fn register(&self, submit: Submit, sink: Sink) -> Result<(u32, Command), Error> {
         let seqnum = self.seqnum();
         {
             let mut shared = self.lock();
@@ -154,29 +164,8 @@ impl Connection {
                 .waiters
                 .insert(seqnum, Waiter::Submit(submit.direction, sink));
         }
-        let cmd = Command::Submit {
-            cmd: CmdSubmit {
-                header: UrbHeader {
-                    seqnum,
-                    devid: self.inner.record.devid(),
-                    direction: submit.direction,
-                    ep: u32::from(submit.endpoint),
-                },
-                transfer_flags: submit.transfer_flags,
-                transfer_buffer_length: submit.length,
-                start_frame: 0,
-                number_of_packets: submit.iso.len() as u32,
-                interval: submit.interval,
-                setup: submit.setup,
-            },
-            data: submit.data,
-            iso: submit.iso,
-        };
-        if let Err(e) = self.inner.out.send(cmd) {
-            self.lock().waiters.remove(&seqnum);
-            return Err(e);
-        }
-        Ok(seqnum)
+        let cmd = crate::command(seqnum, self.inner.record.devid(), submit);
+        Ok((seqnum, cmd))
     }
 
     /// Sends a URB without waiting for it.
@@ -199,6 +188,8 @@ impl Connection {
             mailbox: Arc::default(),
             in_flight: 0,
             ready: VecDeque::new(),
+            batch: Vec::new(),
+            batch_seqnums: Vec::new(),
         }
     }
 
@@ -240,25 +231,55 @@ impl Connection {
     }
 }
 
-/// Many URBs in flight from one task: [`Pipeline::start`] sends, [`Pipeline::next`] returns
-/// completions in the order they arrive. The reader task appends them to one mailbox and wakes
-/// the owner once per batch, so a deep pipeline costs one wake-up per read, not one per URB.
+/// Many URBs in flight from one task: [`Pipeline::start`] queues a URB, [`Pipeline::next`]
+/// sends what is queued (one write for all of it) and returns completions in the order they
+/// arrive. The reader task appends them to one mailbox and wakes the owner once per batch, so
+/// a deep pipeline costs one wake-up and one write per batch, not per URB.
+/// Queued URBs are sent by `next`, `flush`, when 64 are queued, or when the pipeline is dropped.
 /// An unlinked URB that the server cancelled completes with the RET_UNLINK's status.
 pub struct Pipeline {
     conn: Connection,
     mailbox: Arc<Mailbox>,
     in_flight: usize,
     ready: VecDeque<(u32, Completion)>,
+    batch: Vec<Command>,
+    batch_seqnums: Vec<u32>,
 }
 
+/// Queued URBs beyond which `start` sends at once.
+const BATCH: usize = 64;
+
 impl Pipeline {
-    /// Sends a URB; returns its seqnum.
+    /// Queues a URB; returns its seqnum (to unlink it once sent).
     pub fn start(&mut self, submit: Submit) -> Result<u32, Error> {
-        let seqnum = self
+        let (seqnum, cmd) = self
             .conn
-            .send_submit(submit, Sink::Mailbox(self.mailbox.clone()))?;
+            .register(submit, Sink::Mailbox(self.mailbox.clone()))?;
+        self.batch.push(cmd);
+        self.batch_seqnums.push(seqnum);
         self.in_flight += 1;
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
         Ok(seqnum)
+    }
+
+    /// Sends the queued URBs.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let sent = self.conn.inner.out.send_many(&self.batch);
+        self.batch.clear();
+        if sent.is_err() {
+            let mut shared = self.conn.lock();
+            for s in &self.batch_seqnums {
+                shared.waiters.remove(s);
+            }
+            self.in_flight = self.in_flight.saturating_sub(self.batch_seqnums.len());
+        }
+        self.batch_seqnums.clear();
+        sent
     }
 
     /// URBs started and not yet returned by [`Pipeline::next`].
@@ -266,9 +287,13 @@ impl Pipeline {
         self.in_flight
     }
 
-    /// The next completion (seqnum, completion); `None` when nothing is in flight,
-    /// `Some(Err(Closed))` (once) when the connection ended with URBs in flight.
+    /// Sends what is queued, then returns the next completion (seqnum, completion); `None`
+    /// when nothing is in flight, `Some(Err(Closed))` (once) when the connection ended with
+    /// URBs in flight.
     pub async fn next(&mut self) -> Option<Result<(u32, Completion), Error>> {
+        if let Err(e) = self.flush() {
+            return Some(Err(e));
+        }
         loop {
             if let Some(done) = self.ready.pop_front() {
                 self.in_flight = self.in_flight.saturating_sub(1);
@@ -292,5 +317,11 @@ impl Pipeline {
     /// The connection this pipeline sends on.
     pub fn connection(&self) -> &Connection {
         &self.conn
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }

@@ -7,14 +7,16 @@
 
 mod conn;
 mod io;
+mod owned;
 
 pub use conn::{Connection, Pending, Pipeline};
+pub use owned::OwnedPipeline;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use usbip_proto::{
-    transfer_flags, DeviceRecord, Direction, ExportedDevice, IsoPacket, Limits, OpReply, OpRequest,
+    transfer_flags, CmdSubmit, Command, DeviceRecord, UrbHeader, Direction, ExportedDevice, IsoPacket, Limits, OpReply, OpRequest,
     OpStatus, ProtoError,
 };
 
@@ -182,4 +184,26 @@ pub struct Completion {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnlinkResult {
     pub status: i32,
+}
+
+/// The CMD_SUBMIT a [`Submit`] becomes.
+pub(crate) fn command(seqnum: u32, devid: u32, submit: Submit) -> Command {
+    Command::Submit {
+        cmd: CmdSubmit {
+            header: UrbHeader {
+                seqnum,
+                devid,
+                direction: submit.direction,
+                ep: u32::from(submit.endpoint),
+            },
+            transfer_flags: submit.transfer_flags,
+            transfer_buffer_length: submit.length,
+            start_frame: 0,
+            number_of_packets: submit.iso.len() as u32,
+            interval: submit.interval,
+            setup: submit.setup,
+        },
+        data: submit.data,
+        iso: submit.iso,
+    }
 }

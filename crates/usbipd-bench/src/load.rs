@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use usbipd::device::r#virtual::gadget_zero;
 
 use anyhow::bail;
-use usbip_client::{Connection, Error, Submit};
+use usbip_client::{Connection, Error, OwnedPipeline, Submit};
 use usbip_proto::OpStatus;
 
 use crate::child::{Allocs, ServerProcess};
@@ -171,6 +171,65 @@ pub async fn urbs(conn: Connection, submit: Submit, depth: usize, counters: Arc<
             return;
         }
     }
+}
+
+/// Imports `busid` as an [`OwnedPipeline`] (retrying while a previous session still holds
+/// it) and selects the source/sink configuration when it is a gadget zero.
+pub async fn import_owned(addr: SocketAddr, busid: &str) -> anyhow::Result<OwnedPipeline> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut p = loop {
+        match OwnedPipeline::import(addr, busid).await {
+            Ok(p) => break p,
+            Err(Error::Refused(OpStatus::DevBusy)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => bail!("import {busid}: {e}"),
+        }
+    };
+    p.start(Submit::control(
+        [0x00, 0x09, gadget_zero::CONFIG_SOURCE_SINK, 0, 0, 0, 0, 0],
+        Vec::new(),
+    ));
+    match p.next().await {
+        Some(Ok((_, done))) if done.status == 0 => Ok(p),
+        Some(Ok((_, done))) => bail!("SET_CONFIGURATION failed: {}", done.status),
+        Some(Err(e)) => bail!("SET_CONFIGURATION: {e}"),
+        None => bail!("SET_CONFIGURATION: no reply"),
+    }
+}
+
+/// Keeps `depth` copies of `submit` in flight on `p` until `counters.stop`, in this task;
+/// returns the pipeline, drained, for the next window.
+pub async fn urbs_owned(
+    mut p: OwnedPipeline,
+    submit: Submit,
+    depth: usize,
+    counters: Arc<Counters>,
+) -> OwnedPipeline {
+    for _ in 0..depth {
+        p.start(submit.clone());
+    }
+    while let Some(done) = p.next().await {
+        match done {
+            Ok((_, done)) => {
+                counters.ops.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .bytes
+                    .fetch_add(u64::from(done.actual_length), Ordering::Relaxed);
+                if done.status != 0 {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(_) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+        if !counters.stop.load(Ordering::Relaxed) {
+            p.start(submit.clone());
+        }
+    }
+    p
 }
 
 /// p-th percentile (0..=100) of sorted durations, in microseconds.

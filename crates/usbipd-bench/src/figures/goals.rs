@@ -3,10 +3,12 @@
 //! URB in the same windows (counting allocator of the bench server), and the client library
 //! alone (usbip-client against a prebuilt-reply USB/IP server, then raw TCP).
 
-use usbip_client::{Connection, Submit};
+use usbip_client::{Connection, OwnedPipeline, Submit};
 use usbip_proto::Direction;
 
-use super::{bulk_submit, client_window, cpu, get_descriptor, lean_window, raw_window, Plan};
+use super::{
+    bulk_submit, client_window, cpu, get_descriptor, lean_window, owned_window, raw_window, Plan,
+};
 use crate::child::ServerProcess;
 use crate::lean::Shape;
 use crate::load::{self, Window};
@@ -35,15 +37,16 @@ fn value(w: &Window, rate: bool) -> f64 {
 
 async fn case(
     server: &mut ServerProcess,
-    conn: &Connection,
+    mut pipe: OwnedPipeline,
     plan: &Plan,
     c: Case,
-) -> anyhow::Result<Vec<Row>> {
+) -> anyhow::Result<(Vec<Row>, OwnedPipeline)> {
     let raw_addr = server.raw.ok_or_else(|| anyhow::anyhow!("no raw server"))?;
     let rate = c.shape.len < 1024;
     let (mut u, mut l, mut r) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..plan.windows {
-        let uw = client_window(server, conn, c.submit.clone(), c.depth, plan).await?;
+        let (uw, p) = owned_window(server, pipe, c.submit.clone(), c.depth, plan).await?;
+        pipe = p;
         let busid = format!("0-{}", c.lean_port + i);
         let lw = lean_window(server, &busid, c.shape, c.depth, plan).await?;
         let rw = raw_window(server, raw_addr, c.raw.0, c.raw.1, c.depth, plan).await?;
@@ -96,11 +99,11 @@ async fn case(
             .goal("== 0"),
         );
     }
-    Ok(rows)
+    Ok((rows, pipe))
 }
 
 pub async fn throughput(server: &mut ServerProcess, plan: &Plan) -> anyhow::Result<Vec<Row>> {
-    let conn = load::import(server.usbip, "0-1").await?;
+    let mut pipe = load::import_owned(server.usbip, "0-1").await?;
     let mut rows = Vec::new();
     let n = 64 << 10;
     let cases = [
@@ -134,54 +137,68 @@ pub async fn throughput(server: &mut ServerProcess, plan: &Plan) -> anyhow::Resu
     ];
     for c in cases {
         eprintln!("  {}", c.name);
-        rows.extend(case(server, &conn, plan, c).await?);
+        let (r, p) = case(server, pipe, plan, c).await?;
+        rows.extend(r);
+        pipe = p;
     }
     Ok(rows)
 }
 
 /// usbip-client against the prebuilt-reply server vs the raw client against the raw server:
-/// the client library alone.
+/// the client library alone, as an [`OwnedPipeline`] (the goal) and as a shared
+/// [`Connection`] with a `Pipeline` (reader task, mailbox).
 pub async fn client_library(server: &mut ServerProcess, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let prebuilt = server
         .prebuilt
         .ok_or_else(|| anyhow::anyhow!("no prebuilt-reply server"))?;
     let raw_addr = server.raw.ok_or_else(|| anyhow::anyhow!("no raw server"))?;
     let conn = Connection::import(prebuilt, "1-1").await?;
+    let mut pipe = OwnedPipeline::import(prebuilt, "1-2").await?;
     let n = 64 << 10;
     let mut rows = Vec::new();
     for op in [Op::In, Op::Out] {
-        let (mut u, mut r) = (Vec::new(), Vec::new());
+        let (mut o, mut u, mut r) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..plan.windows {
+            let (ow, p) = owned_window(server, pipe, bulk_submit(op, n), 16, plan).await?;
+            pipe = p;
             let uw = client_window(server, &conn, bulk_submit(op, n), 16, plan).await?;
             let rw = raw_window(server, raw_addr, op, n, 16, plan).await?;
-            anyhow::ensure!(uw.errors == 0, "client library: URBs failed");
+            anyhow::ensure!(uw.errors == 0 && ow.errors == 0, "client library: URBs failed");
             eprintln!(
-                "  client library {op:?} window {i}: {:.0} MiB/s vs raw {:.0} MiB/s",
+                "  client library {op:?} window {i}: owned {:.0}, shared {:.0} MiB/s vs raw {:.0} MiB/s",
+                ow.mib_per_sec(),
                 uw.mib_per_sec(),
                 rw.mib_per_sec()
             );
+            o.push(ow);
             u.push(uw);
             r.push(rw);
         }
         let dir = if op == Op::In { "IN" } else { "OUT" };
+        let raw_name = "raw TCP client and server, same sizes";
+        let mib = |ws: &[Window]| ws.iter().map(Window::mib_per_sec).collect::<Vec<f64>>();
         rows.push(
             Row::windows(
                 "client library",
-                format!("usbip-client pipelined bulk {dir} 64 KiB x16, prebuilt-reply server"),
+                format!("usbip-client OwnedPipeline, bulk {dir} 64 KiB x16, prebuilt-reply server"),
                 "MiB/s",
-                u.iter().map(Window::mib_per_sec).collect(),
+                mib(&o),
                 true,
             )
-            .against(
-                "raw TCP client and server, same sizes",
-                r.iter().map(Window::mib_per_sec).collect(),
-            )
+            .against(raw_name, mib(&r))
             .goal(">= 0.8")
-            .note(format!(
-                "usbip-client windows: {}; raw windows: {}",
-                cpu(&u),
-                cpu(&r)
-            )),
+            .note(format!("OwnedPipeline windows: {}; raw windows: {}", cpu(&o), cpu(&r))),
+        );
+        rows.push(
+            Row::windows(
+                "client library",
+                format!("usbip-client Connection + Pipeline, bulk {dir} 64 KiB x16, prebuilt-reply server"),
+                "MiB/s",
+                mib(&u),
+                true,
+            )
+            .against(raw_name, mib(&r))
+            .note(format!("Connection windows: {}", cpu(&u))),
         );
     }
     Ok(rows)

@@ -98,6 +98,20 @@ pub async fn client_window(
     Ok(w)
 }
 
+/// A window of `usbip-client`'s [`usbip_client::OwnedPipeline`] (no task hand-off per URB).
+pub async fn owned_window(
+    server: &mut ServerProcess,
+    p: usbip_client::OwnedPipeline,
+    submit: Submit,
+    depth: usize,
+    plan: &Plan,
+) -> anyhow::Result<(Window, usbip_client::OwnedPipeline)> {
+    let c = Arc::new(Counters::default());
+    let task = tokio::spawn(load::urbs_owned(p, submit, depth, c.clone()));
+    let w = load::measure(server, &[c], plan.warmup, plan.duration).await;
+    Ok((w, task.await?))
+}
+
 /// A window of the lean client on a fresh import of `busid`.
 pub async fn lean_window(
     server: &mut ServerProcess,
