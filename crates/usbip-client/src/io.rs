@@ -124,7 +124,10 @@ impl TcpOut {
                 }
             }
         }
-        let total: usize = parts.iter().map(|(h, d, t)| h.len() + d.len() + t.len()).sum();
+        let total: usize = parts
+            .iter()
+            .map(|(h, d, t)| h.len() + d.len() + t.len())
+            .sum();
         if written == total {
             return Ok(());
         }

@@ -16,8 +16,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use usbip_proto::{
-    transfer_flags, CmdSubmit, Command, DeviceRecord, UrbHeader, Direction, ExportedDevice, IsoPacket, Limits, OpReply, OpRequest,
-    OpStatus, ProtoError,
+    transfer_flags, CmdSubmit, Command, DeviceRecord, Direction, ExportedDevice, IsoPacket, Limits,
+    OpReply, OpRequest, OpStatus, ProtoError, UrbHeader,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -82,7 +82,9 @@ impl OwnedPipeline {
                 Err(e) => return Err(e.into()),
             };
             while n > 0 {
-                let Some(front) = self.out.front_mut() else { break };
+                let Some(front) = self.out.front_mut() else {
+                    break;
+                };
                 let k = n.min(front.len());
                 front.advance(k);
                 n -= k;

@@ -34,7 +34,9 @@ async fn connection(mut s: TcpStream) {
         assert!(s.read_buf(&mut buf).await.unwrap() > 0);
     };
     let _ = buf.split_to(used);
-    let OpRequest::Import { busid } = req else { return };
+    let OpRequest::Import { busid } = req else {
+        return;
+    };
     let mut out = Vec::new();
     OpReply::Import(Ok(DeviceRecord {
         path: "/test".into(),
@@ -56,11 +58,17 @@ async fn connection(mut s: TcpStream) {
     s.write_all(&out).await.unwrap();
     loop {
         while let Some(cmd) = Command::decode(&mut buf, &Limits::default()).unwrap() {
-            let Command::Submit { cmd, data, .. } = cmd else { continue };
+            let Command::Submit { cmd, data, .. } = cmd else {
+                continue;
+            };
             let tag = cmd.header.seqnum as u8;
             assert!(data.iter().all(|b| *b == tag), "OUT payload out of order");
             let is_in = cmd.header.direction == usbip_proto::Direction::In;
-            let n = if is_in { cmd.transfer_buffer_length } else { data.len() as u32 };
+            let n = if is_in {
+                cmd.transfer_buffer_length
+            } else {
+                data.len() as u32
+            };
             let mut out = Vec::new();
             let ret = RetSubmit {
                 seqnum: cmd.header.seqnum,
@@ -70,8 +78,17 @@ async fn connection(mut s: TcpStream) {
                 number_of_packets: 0,
                 error_count: 0,
             };
-            let data = if is_in { vec![tag; n as usize].into() } else { bytes::Bytes::new() };
-            usbip_proto::Reply::Submit { ret, data, iso: Vec::new() }.encode(&mut out);
+            let data = if is_in {
+                vec![tag; n as usize].into()
+            } else {
+                bytes::Bytes::new()
+            };
+            usbip_proto::Reply::Submit {
+                ret,
+                data,
+                iso: Vec::new(),
+            }
+            .encode(&mut out);
             if s.write_all(&out).await.is_err() {
                 return;
             }

@@ -22,9 +22,10 @@ const METHOD: &str = "\
   and also runs the raw servers. Memory and start-up: the real `usbipd server` binary, with the
   demo devices, and with eight `kind = \"loopback\"` gadget zeros for RSS under load.
 - **Clients.** They sleep while waiting (blocking reads, or tokio tasks parked on the socket);
-  none spins. Throughput rows use `usbip-client` (one `Pipeline` per connection keeping N URBs
-  in flight); the *lean client* rows (one task, `usbip-proto` encoder, no library) show the
-  server alone. Latency uses one blocking client thread for usbipd and for the raw servers
+  none spins. The throughput goal rows use `usbip-client`'s `OwnedPipeline` (one task owns the
+  socket and keeps N URBs in flight); many clients, memory under load and the grid use its
+  shared `Connection` with a `Pipeline` (reader task, one mailbox). The *lean client* rows (one
+  task, `usbip-proto` encoder, no library) show the server alone. Latency uses one blocking client thread for usbipd and for the raw servers
   alike (`usbip-client` is a comparison row).
 - **Baselines.** Raw TCP with the same message sizes and depth: IN sends 48 B and gets 48+N B,
   OUT sends 48+N B and gets 48 B (control GET_DESCRIPTOR: 48 B -> 66 B). The async raw server

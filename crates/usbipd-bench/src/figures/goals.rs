@@ -74,11 +74,11 @@ async fn case(
             .collect::<Vec<_>>(),
     );
     let mut rows = vec![
-        Row::windows("throughput", format!("{}, usbip-client", c.name), unit, vals(&u), true)
+        Row::windows("throughput", format!("{}, usbip-client OwnedPipeline", c.name), unit, vals(&u), true)
             .against(raw_name, vals(&r))
             .goal(c.goal)
             .note(format!(
-                "usbip-client windows: {}; raw windows: {}; the lean client (server only) reached {lean_ratio:.2} of raw",
+                "OwnedPipeline windows: {}; raw windows: {}; the lean client (server only) reached {lean_ratio:.2} of raw",
                 cpu(&u),
                 cpu(&r)
             )),
@@ -163,7 +163,10 @@ pub async fn client_library(server: &mut ServerProcess, plan: &Plan) -> anyhow::
             pipe = p;
             let uw = client_window(server, &conn, bulk_submit(op, n), 16, plan).await?;
             let rw = raw_window(server, raw_addr, op, n, 16, plan).await?;
-            anyhow::ensure!(uw.errors == 0 && ow.errors == 0, "client library: URBs failed");
+            anyhow::ensure!(
+                uw.errors == 0 && ow.errors == 0,
+                "client library: URBs failed"
+            );
             eprintln!(
                 "  client library {op:?} window {i}: owned {:.0}, shared {:.0} MiB/s vs raw {:.0} MiB/s",
                 ow.mib_per_sec(),
@@ -187,7 +190,11 @@ pub async fn client_library(server: &mut ServerProcess, plan: &Plan) -> anyhow::
             )
             .against(raw_name, mib(&r))
             .goal(">= 0.8")
-            .note(format!("OwnedPipeline windows: {}; raw windows: {}", cpu(&o), cpu(&r))),
+            .note(format!(
+                "OwnedPipeline windows: {}; raw windows: {}",
+                cpu(&o),
+                cpu(&r)
+            )),
         );
         rows.push(
             Row::windows(
