@@ -9,16 +9,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release -p usbipd -p usbipd-bench
-if ! python3 -c 'import matplotlib' 2>/dev/null; then
-    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-        apt-get install -y -qq python3-matplotlib >/dev/null
+
+# A Python with matplotlib for the plot: the first python3 on PATH, else the system one
+# (installing python3-matplotlib), else pip into the first one.
+python=python3
+if ! "$python" -c 'import matplotlib' 2>/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && [ -x /usr/bin/python3 ]; then
+        /usr/bin/python3 -c 'import matplotlib' 2>/dev/null ||
+            apt-get install -y -qq python3-matplotlib >/dev/null
+        python=/usr/bin/python3
     else
         python3 -m pip install --quiet matplotlib
     fi
 fi
+
 mkdir -p target/bench
 target/release/usbipd-bench --usbipd target/release/usbipd \
     --json docs/benchmarks.json --markdown docs/benchmarks.md \
     --guest target/bench/guest.json "$@" | tee target/bench/last-run.md
-python3 scripts/plot-bench.py docs/benchmarks.json docs/benchmarks.png
+"$python" scripts/plot-bench.py docs/benchmarks.json docs/benchmarks.png
 echo "wrote docs/benchmarks.md, docs/benchmarks.json, docs/benchmarks.png"

@@ -91,6 +91,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         rows: Vec::new(),
         grid: Vec::new(),
     };
+    let load = |when: &str| {
+        let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let l: Vec<&str> = l.split_whitespace().take(3).collect();
+        format!(
+            "load average {when} the run: {} (1, 5, 15 min; 2.0 = both cores busy)",
+            l.join(", ")
+        )
+    };
+    report.notes.push(load("at the start of"));
     // The client side: the same runtime shape as the server's, in this process.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -165,6 +174,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
+    report.notes.push(load("at the end of"));
     if let Some(path) = &args.guest {
         match std::fs::read_to_string(path) {
             Ok(text) => {

@@ -88,6 +88,7 @@ pub fn render(r: &Report) -> String {
             fmt(s.spread.1),
             row.goal.as_deref().unwrap_or("-"),
         ));
+        out.push_str(&reading(row, &s));
         if let Some(note) = &row.note {
             out.push_str(&format!(" Measured alongside: {note}."));
         }
@@ -128,5 +129,38 @@ pub fn render(r: &Report) -> String {
          \"samples\", \"baseline\", \"baseline_samples\", \"goal\", \"higher_is_better\"}]}`, per-window \
          ratio = samples[i] / baseline_samples[i]).\n",
     );
+    out
+}
+
+/// What the windows themselves say about a missed goal.
+fn reading(row: &crate::report::Row, s: &crate::report::Summary) -> String {
+    let goal = row.goal.as_deref().unwrap_or("");
+    let judged: Vec<f64> = if s.ratios.is_empty() {
+        row.samples.clone()
+    } else {
+        s.ratios.clone()
+    };
+    let meeting = judged
+        .iter()
+        .filter(|v| crate::report::meets(goal, **v) == Some(true))
+        .count();
+    let mut out = if meeting == 0 {
+        format!(
+            " Every window misses it ({} of {}).",
+            judged.len(),
+            judged.len()
+        )
+    } else {
+        format!(
+            " {meeting} of {} windows meet it: the windows fall on both sides of the goal, so the machine's noise decides this row as much as the code.",
+            judged.len()
+        )
+    };
+    if let (Some(b), true) = (s.baseline_value, row.unit == "us") {
+        out.push_str(&format!(
+            " Median {} us above the baseline per round trip.",
+            fmt(s.value - b)
+        ));
+    }
     out
 }
