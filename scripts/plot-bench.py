@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Plots bulk throughput vs URB size and in-flight depth from `usbipd-bench --json FILE`.
+"""Plots bulk throughput vs URB size and in-flight depth, and the per-window ratios of every
+goal row against its goal, from `usbipd-bench --json FILE` (scripts/bench.sh runs it).
 
 Usage: scripts/plot-bench.py docs/benchmarks.json docs/benchmarks.png
 Needs matplotlib (pip install matplotlib). Reads the JSON only; never runs the benchmark.
@@ -18,7 +19,11 @@ def main(src, dst):
         report = json.load(f)
     grid = report["grid"]
     m = report["machine"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    fig = plt.figure(figsize=(12, 9.6))
+    axes = [fig.add_subplot(2, 2, 1)]
+    axes.append(fig.add_subplot(2, 2, 2, sharey=axes[0]))
+    goals_ax = fig.add_subplot(2, 1, 2)
+    plot_goals(goals_ax, report["rows"])
     for ax, direction in zip(axes, ["IN", "OUT"]):
         points = [g for g in grid if g["direction"] == direction]
         depths = sorted({g["depth"] for g in points})
@@ -42,6 +47,24 @@ def main(src, dst):
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(dst, dpi=90)
+
+
+def plot_goals(ax, rows):
+    """One line per goal row with a baseline: its per-window ratios, median, and the goal."""
+    rows = [r for r in rows if r.get("goal") and r["summary"]["ratios"]]
+    for i, r in enumerate(rows):
+        ratios = r["summary"]["ratios"]
+        met = r["summary"]["met"]
+        color = "tab:green" if met else "tab:red"
+        ax.plot(ratios, [i] * len(ratios), "o", color=color, alpha=0.5)
+        ax.plot([r["summary"]["ratio"]], [i], "|", color=color, markersize=16, mew=2)
+        op, target = r["goal"].split()[:2]
+        ax.plot([float(target)], [i], "<" if op == ">=" else ">", color="black")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{r['figure']}: {r['case']}" for r in rows], fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("ratio to the same-run baseline (dots: windows, bar: median, triangle: goal)")
+    ax.grid(True, axis="x", which="both", alpha=0.3)
 
 
 if __name__ == "__main__":

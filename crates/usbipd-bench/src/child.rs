@@ -18,7 +18,8 @@ use usbipd::device::r#virtual::BusPosition;
 use usbipd::device::registry::Registry;
 use usbipd::server::{Server, ServerConfig, TlsServer};
 
-/// `usbipd-bench serve --devices N`: runs until stdin closes. Prints `READY <usbip> <raw>`,
+/// `usbipd-bench serve --devices N`: runs until stdin closes. Prints
+/// `READY <usbip> <raw> <tls> <raw blocking> <prebuilt-reply usbip>`,
 /// then answers each `stats` line with `STATS <allocations> <bytes allocated>`.
 pub fn serve(devices: usize, tls_state: Option<PathBuf>) -> anyhow::Result<()> {
     // Same runtime shape as the real binary's #[tokio::main].
@@ -46,7 +47,13 @@ pub fn serve(devices: usize, tls_state: Option<PathBuf>) -> anyhow::Result<()> {
         let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let raw_addr = raw.local_addr()?;
         tokio::spawn(crate::raw::serve(raw));
-        println!("READY {usbip} {raw_addr} {tls_addr}");
+        let blocking = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let blocking_addr = blocking.local_addr()?;
+        std::thread::spawn(move || crate::raw::serve_blocking(blocking));
+        let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let fake_addr = fake.local_addr()?;
+        tokio::spawn(crate::fake::serve(fake));
+        println!("READY {usbip} {raw_addr} {tls_addr} {blocking_addr} {fake_addr}");
         std::io::stdout().flush()?;
         // Stdin is read on a plain thread: a blocking read must not hold a runtime worker.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -81,6 +88,10 @@ pub struct ServerProcess {
     pub usbip: SocketAddr,
     /// The raw baseline server (bench child only).
     pub raw: Option<SocketAddr>,
+    /// The blocking thread-per-connection raw server (bench child only).
+    pub raw_blocking: Option<SocketAddr>,
+    /// The USB/IP server answering from prebuilt replies (bench child only), see `fake`.
+    pub prebuilt: Option<SocketAddr>,
     pub pid: u32,
     /// Spawn to first accepted TCP connection.
     pub startup: Duration,
@@ -113,7 +124,11 @@ impl ServerProcess {
         let usbip = words.next().context("no address")?.parse()?;
         let raw = Some(words.next().context("no raw address")?.parse()?);
         let tls = words.next().context("no TLS address")?.parse()?;
+        let raw_blocking = Some(words.next().context("no blocking raw address")?.parse()?);
+        let prebuilt = Some(words.next().context("no prebuilt-reply address")?.parse()?);
         Ok(ServerProcess {
+            raw_blocking,
+            prebuilt,
             tls: Some((tls, Arc::new(client))),
             pid: child.id(),
             stdin: child.stdin.take(),
@@ -172,6 +187,8 @@ impl ServerProcess {
             stdout: None,
             usbip,
             raw: None,
+            raw_blocking: None,
+            prebuilt: None,
             startup,
             tls: None,
         })

@@ -21,7 +21,7 @@ use usbip_proto::{
 use crate::load::Counters;
 
 /// Imports `busid` and selects the source/sink configuration; returns the socket and devid.
-async fn import(addr: SocketAddr, busid: &str) -> anyhow::Result<(TcpStream, u32)> {
+pub async fn import(addr: SocketAddr, busid: &str) -> anyhow::Result<(TcpStream, u32)> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let req = OpRequest::Import {
@@ -87,15 +87,65 @@ fn cmd(
     }
 }
 
-/// Keeps `depth` bulk URBs of `n` bytes in flight until `counters.stop`.
+/// The URB a lean load repeats.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub direction: Direction,
+    pub ep: u32,
+    pub len: usize,
+    pub setup: [u8; 8],
+}
+
+impl Shape {
+    pub fn bulk(direction: Direction, len: usize) -> Shape {
+        let ep = if direction == Direction::In {
+            gadget_zero::EP_IN & 0x0f
+        } else {
+            gadget_zero::EP_OUT
+        };
+        Shape {
+            direction,
+            ep: u32::from(ep),
+            len,
+            setup: [0; 8],
+        }
+    }
+
+    /// GET_DESCRIPTOR(DEVICE), 18 bytes IN on endpoint 0.
+    pub fn get_descriptor() -> Shape {
+        Shape {
+            direction: Direction::In,
+            ep: 0,
+            len: 18,
+            setup: GET_DESCRIPTOR,
+        }
+    }
+
+    pub fn encode(&self, seqnum: u32, devid: u32, out: &mut [u8; HEADER_LEN]) {
+        cmd(
+            seqnum,
+            devid,
+            self.direction,
+            self.ep,
+            self.len as u32,
+            self.setup,
+        )
+        .encode(out);
+    }
+}
+
+/// GET_DESCRIPTOR(DEVICE), 18 bytes.
+pub const GET_DESCRIPTOR: [u8; 8] = [0x80, 0x06, 0x00, 0x01, 0, 0, 18, 0];
+
+/// Keeps `depth` URBs of `shape` in flight until `counters.stop`.
 pub async fn load(
     addr: SocketAddr,
     busid: &str,
-    direction: Direction,
-    n: usize,
+    shape: Shape,
     depth: usize,
     counters: Arc<Counters>,
 ) -> anyhow::Result<()> {
+    let (direction, n) = (shape.direction, shape.len);
     let (mut stream, devid) = import(addr, busid).await?;
     let payload = vec![0u8; if direction == Direction::Out { n } else { 0 }];
     let mut headers = vec![0u8; depth * HEADER_LEN];
@@ -112,15 +162,7 @@ pub async fn load(
                 .enumerate()
             {
                 let h: &mut [u8; HEADER_LEN] = h.try_into()?;
-                cmd(
-                    seqnum + i as u32,
-                    devid,
-                    direction,
-                    u32::from(gadget_zero::EP_IN & 0x0f),
-                    n as u32,
-                    [0; 8],
-                )
-                .encode(h);
+                shape.encode(seqnum + i as u32, devid, h);
             }
             for h in headers.chunks_exact(HEADER_LEN).take(to_send) {
                 slices.push(IoSlice::new(h));

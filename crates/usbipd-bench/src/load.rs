@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use usbipd::device::r#virtual::gadget_zero;
 
 use anyhow::bail;
-use usbip_client::{Connection, Error, Submit};
+use usbip_client::{Connection, Error, OwnedPipeline, Submit};
 use usbip_proto::OpStatus;
 
 use crate::child::{Allocs, ServerProcess};
@@ -59,14 +59,6 @@ impl Window {
     }
     pub fn mib_per_sec(&self) -> f64 {
         self.bytes as f64 / self.secs / (1024.0 * 1024.0)
-    }
-    /// Operations per second of server CPU: the rate one fully used core would sustain.
-    pub fn ops_per_server_core(&self) -> f64 {
-        if self.server_cpu > 0.0 {
-            self.ops as f64 / self.server_cpu
-        } else {
-            0.0
-        }
     }
     pub fn allocs_per_op(&self) -> Option<f64> {
         self.allocs.map(|a| a.count as f64 / self.ops.max(1) as f64)
@@ -148,31 +140,96 @@ pub async fn configure(conn: Connection) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
-/// Keeps `depth` copies of `submit` in flight on `conn` until `counters.stop`.
+/// Keeps `depth` copies of `submit` in flight on `conn` until `counters.stop`: one task, one
+/// [`usbip_client::Pipeline`], refilled as completions come (it sleeps while waiting).
 pub async fn urbs(conn: Connection, submit: Submit, depth: usize, counters: Arc<Counters>) {
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut pipe = conn.pipeline();
     for _ in 0..depth {
-        let (conn, submit, c) = (conn.clone(), submit.clone(), counters.clone());
-        tasks.spawn(async move {
-            while !c.stop.load(Ordering::Relaxed) {
-                match conn.submit(submit.clone()).await {
-                    Ok(done) => {
-                        c.ops.fetch_add(1, Ordering::Relaxed);
-                        c.bytes
-                            .fetch_add(u64::from(done.actual_length), Ordering::Relaxed);
-                        if done.status != 0 {
-                            c.errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Err(_) => {
-                        c.errors.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
+        if pipe.start(submit.clone()).is_err() {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    while let Some(done) = pipe.next().await {
+        match done {
+            Ok((_, done)) => {
+                counters.ops.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .bytes
+                    .fetch_add(u64::from(done.actual_length), Ordering::Relaxed);
+                if done.status != 0 {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
-        });
+            Err(_) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        if !counters.stop.load(Ordering::Relaxed) && pipe.start(submit.clone()).is_err() {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
     }
-    while tasks.join_next().await.is_some() {}
+}
+
+/// Imports `busid` as an [`OwnedPipeline`] (retrying while a previous session still holds
+/// it) and selects the source/sink configuration when it is a gadget zero.
+pub async fn import_owned(addr: SocketAddr, busid: &str) -> anyhow::Result<OwnedPipeline> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut p = loop {
+        match OwnedPipeline::import(addr, busid).await {
+            Ok(p) => break p,
+            Err(Error::Refused(OpStatus::DevBusy)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => bail!("import {busid}: {e}"),
+        }
+    };
+    p.start(Submit::control(
+        [0x00, 0x09, gadget_zero::CONFIG_SOURCE_SINK, 0, 0, 0, 0, 0],
+        Vec::new(),
+    ));
+    match p.next().await {
+        Some(Ok((_, done))) if done.status == 0 => Ok(p),
+        Some(Ok((_, done))) => bail!("SET_CONFIGURATION failed: {}", done.status),
+        Some(Err(e)) => bail!("SET_CONFIGURATION: {e}"),
+        None => bail!("SET_CONFIGURATION: no reply"),
+    }
+}
+
+/// Keeps `depth` copies of `submit` in flight on `p` until `counters.stop`, in this task;
+/// returns the pipeline, drained, for the next window.
+pub async fn urbs_owned(
+    mut p: OwnedPipeline,
+    submit: Submit,
+    depth: usize,
+    counters: Arc<Counters>,
+) -> OwnedPipeline {
+    for _ in 0..depth {
+        p.start(submit.clone());
+    }
+    while let Some(done) = p.next().await {
+        match done {
+            Ok((_, done)) => {
+                counters.ops.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .bytes
+                    .fetch_add(u64::from(done.actual_length), Ordering::Relaxed);
+                if done.status != 0 {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(_) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+        if !counters.stop.load(Ordering::Relaxed) {
+            p.start(submit.clone());
+        }
+    }
+    p
 }
 
 /// p-th percentile (0..=100) of sorted durations, in microseconds.

@@ -2,13 +2,16 @@
 //! and prints ratios (the machines are noisy; absolute numbers alone mean little).
 //!
 //! `usbipd-bench --quick` is a smoke test for CI (under a minute, never fails on timing);
-//! `usbipd-bench` is the full run. The server always runs in a separate process.
+//! `usbipd-bench` is the full run (`scripts/bench.sh` runs it and regenerates
+//! docs/benchmarks.md). The server always runs in a separate process.
 
 mod alloc;
 mod child;
+mod fake;
 mod figures;
 mod lean;
 mod load;
+mod markdown;
 mod raw;
 mod report;
 mod tls;
@@ -37,9 +40,15 @@ struct Args {
     /// The usbipd binary for memory and start-up [default: next to this binary]
     #[arg(long, value_name = "PATH")]
     usbipd: Option<PathBuf>,
-    /// Figures to run, comma-separated: bulk,small,latency,many,tls,memory,startup
+    /// Figures to run, comma-separated: goals,client,latency,many,tls,grid,memory,startup
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Merge rows measured in a guest (JSON: {"rows": [...]}, see docs/benchmarks.md)
+    #[arg(long, value_name = "FILE")]
+    guest: Option<PathBuf>,
+    /// Also write the report as Markdown (docs/benchmarks.md)
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,10 +85,21 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut report = report::Report {
         machine: report::Machine::detect(),
         mode: if args.quick { "quick" } else { "full" }.into(),
+        windows: plan.windows,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
         notes: Vec::new(),
         rows: Vec::new(),
         grid: Vec::new(),
     };
+    let load = |when: &str| {
+        let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let l: Vec<&str> = l.split_whitespace().take(3).collect();
+        format!(
+            "load average {when} the run: {} (1, 5, 15 min; 2.0 = both cores busy)",
+            l.join(", ")
+        )
+    };
+    report.notes.push(load("at the start of"));
     // The client side: the same runtime shape as the server's, in this process.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -87,33 +107,26 @@ fn run(args: Args) -> anyhow::Result<()> {
     rt.block_on(async {
         let mut server = child::ServerProcess::bench(64)?;
         report.notes.push(
-            "throughput, small URBs, latency, many clients: usbipd engine in a separate process \
-             (usbipd-bench serve) exporting the gadget-zero virtual device (source/sink configuration); client: usbip-client"
+            "throughput, allocations, latency, many clients, client library: the usbipd engine in a separate process \
+             (usbipd-bench serve: usbipd::server::Server on a multi-thread tokio runtime, 64 gadget-zero virtual devices \
+             in the source/sink configuration, a counting allocator), with the raw servers in the same process"
                 .into(),
         );
-        if wants("bulk") {
-            eprintln!("bulk throughput");
-            let (rows, grid) = figures::bulk(&mut server, &plan).await?;
-            report.rows.extend(rows);
-            report.grid = grid;
+        if wants("goals") {
+            eprintln!("throughput goals");
+            report.rows.extend(figures::goals::throughput(&mut server, &plan).await?);
         }
-        if wants("small") {
-            eprintln!("small URB rate");
-            report.rows.extend(figures::small(&mut server, &plan).await?);
+        if wants("client") {
+            eprintln!("client library");
+            report.rows.extend(figures::goals::client_library(&mut server, &plan).await?);
         }
         if wants("latency") {
             eprintln!("latency");
-            report.rows.extend(figures::latency(&mut server, &plan).await?);
+            report.rows.extend(figures::latency::latency(&mut server, &plan).await?);
         }
         if wants("many") {
             eprintln!("many clients");
-            let peak = report
-                .grid
-                .iter()
-                .filter(|g| g.direction == "IN" && g.size == 64 << 10)
-                .map(|g| g.usbip_mib_s)
-                .max_by(f64::total_cmp);
-            report.rows.extend(figures::many(&mut server, &plan, peak).await?);
+            report.rows.extend(figures::many::many(&mut server, &plan).await?);
         }
         if wants("tls") {
             eprintln!("TLS");
@@ -121,41 +134,79 @@ fn run(args: Args) -> anyhow::Result<()> {
             report.rows.extend(rows);
             report.notes.extend(notes);
         }
+        if wants("grid") {
+            eprintln!("bulk throughput grid");
+            report.grid = figures::grid::bulk(&mut server, &plan).await?;
+        }
         drop(server);
         if wants("memory") || wants("startup") {
+            use figures::memory::{self, Target};
             let target = match child::find_usbipd(args.usbipd.clone()) {
-                Some(bin) => match figures::spawn(&figures::Target::Usbipd(bin.clone()), 4) {
-                    Ok(_) => figures::Target::Usbipd(bin),
+                Some(bin) => match memory::spawn(&Target::Usbipd(bin.clone()), 4) {
+                    Ok(_) => Target::Usbipd(bin),
                     Err(e) => {
-                        let note = format!("memory/start-up: `usbipd server --demo` does not run ({e}); measured the bench server process instead");
+                        let note = format!("memory/start-up: `usbipd server` does not run ({e}); measured the bench server process instead");
                         eprintln!("  {note}");
                         report.notes.push(note);
-                        figures::Target::BenchChild
+                        Target::BenchChild
                     }
                 },
                 None => {
                     report.notes.push("memory/start-up: no usbipd binary found (build it, or pass --usbipd); measured the bench server process instead".into());
-                    figures::Target::BenchChild
+                    Target::BenchChild
                 }
             };
+            if let Target::Usbipd(bin) = &target {
+                report.notes.push(format!(
+                    "memory and start-up: the real `{} server` (demo devices; eight `kind = \"loopback\"` gadget zeros for the figure under load)",
+                    bin.display()
+                ));
+            }
             if wants("memory") {
                 eprintln!("memory");
-                report.rows.extend(figures::memory(&target).await?);
+                report.rows.extend(memory::memory(&target).await?);
+                report.rows.extend(memory::under_load(&target, &plan).await?);
             }
             if wants("startup") {
                 eprintln!("start-up");
-                report.rows.extend(figures::startup(&target, &plan).await?);
+                report.rows.extend(memory::startup(&target, &plan).await?);
             }
         }
         anyhow::Ok(())
     })?;
-    println!("# usbipd-bench ({} mode)\n", report.mode);
+    report.notes.push(load("at the end of"));
+    if let Some(path) = &args.guest {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let guest: report::GuestRows = serde_json::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                report.notes.push(format!(
+                    "{} rows measured inside a QEMU guest, merged from {}",
+                    guest.rows.len(),
+                    path.display()
+                ));
+                report.rows.extend(guest.rows);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                report.notes.push(format!(
+                    "no in-guest figures ({} does not exist)",
+                    path.display()
+                ));
+            }
+            Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+        }
+    }
+    println!(
+        "# usbipd-bench ({} mode, {} windows per goal)\n",
+        report.mode, report.windows
+    );
     let m = &report.machine;
     println!(
         "machine: {} cores, {}, {} MiB, Linux {}\n",
         m.cores, m.cpu, m.memory_mib, m.kernel
     );
-    println!("{}", report.table());
+    println!("{}", report.table(true));
+    println!("{}", report.table(false));
     if !report.grid.is_empty() {
         println!("{}", report.grid_table());
     }
@@ -163,7 +214,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         println!("note: {n}");
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        std::fs::write(path, serde_json::to_string_pretty(&report.json())?)?;
+    }
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, markdown::render(&report))?;
     }
     Ok(())
 }

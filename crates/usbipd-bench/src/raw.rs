@@ -162,7 +162,7 @@ async fn pending_carry(
     Ok(())
 }
 
-async fn write_plan(
+pub(crate) async fn write_plan(
     stream: &mut TcpStream,
     scratch: &[u8],
     plan: &[(usize, usize, usize)],
@@ -253,23 +253,71 @@ async fn send(stream: &mut TcpStream, h: &[u8], payload: &[u8], k: usize) -> std
     Ok(())
 }
 
-/// Round-trip times of `count` sequential `n`-byte echoes (48+n each way).
-pub async fn ping_pong(
-    addr: std::net::SocketAddr,
-    n: usize,
+/// The blocking raw server: one thread per connection, blocking reads and writes, one message
+/// at a time. For one message in flight it can beat the async server (no task wake-up).
+pub fn serve_blocking(listener: std::net::TcpListener) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let _ = stream.set_nodelay(true);
+        std::thread::spawn(move || blocking_connection(stream));
+    }
+}
+
+fn blocking_connection(mut s: std::net::TcpStream) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut hdr = [0u8; HEADER];
+    let (mut body, mut reply) = (Vec::new(), Vec::new());
+    loop {
+        if let Err(e) = s.read_exact(&mut hdr) {
+            return match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => Ok(()),
+                _ => Err(e),
+            };
+        }
+        let op = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+        let n = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]) as usize;
+        reply.clear();
+        reply.extend_from_slice(&hdr);
+        if op == Op::In as u32 {
+            reply.extend_from_slice(&ZEROS[..n.min(ZEROS.len())]);
+        } else {
+            body.resize(n, 0);
+            s.read_exact(&mut body)?;
+            if op == Op::Echo as u32 {
+                reply.extend_from_slice(&body);
+            }
+        }
+        s.write_all(&reply)?;
+    }
+}
+
+/// Round-trip times of `count` sequential exchanges on a blocking socket, from a thread that
+/// sleeps in `read` while it waits: `fill(i, request)` writes request `i`, the reply is
+/// `reply_len` bytes and `check` validates it.
+pub fn ping_pong_blocking(
+    mut s: std::net::TcpStream,
+    request: &mut [u8; HEADER],
+    reply_len: usize,
     count: usize,
+    mut fill: impl FnMut(usize, &mut [u8; HEADER]),
+    check: impl Fn(&[u8]) -> bool,
 ) -> anyhow::Result<Vec<Duration>> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let mut msg = header(Op::Echo, n).to_vec();
-    msg.resize(HEADER + n, 0);
-    let mut reply = vec![0u8; HEADER + n];
+    use std::io::{Read, Write};
+    s.set_nodelay(true)?;
+    let mut reply = vec![0u8; reply_len];
     let mut times = Vec::with_capacity(count);
-    for _ in 0..count {
+    for i in 0..count {
+        fill(i, request);
         let t = Instant::now();
-        stream.write_all(&msg).await?;
-        stream.read_exact(&mut reply).await?;
+        s.write_all(request)?;
+        s.read_exact(&mut reply)?;
         times.push(t.elapsed());
+        anyhow::ensure!(check(&reply), "bad reply in ping-pong");
     }
     Ok(times)
+}
+
+/// The request header of the raw IN exchange (48 B out, 48+`n` back).
+pub fn in_request(n: usize) -> [u8; HEADER] {
+    header(Op::In, n)
 }

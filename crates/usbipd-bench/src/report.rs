@@ -1,69 +1,161 @@
-//! The results: rows of the summary table, the throughput grid, the machine, and how to print
-//! them as a table or JSON. No measuring here.
+//! The results: rows (per-window samples of a figure and of its same-run baseline, and the
+//! goal), the throughput grid, the machine; the summary of a row (median, per-window ratios,
+//! their spread, met/missed) and the terminal table. No measuring here.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize)]
+/// One figure: what each window measured, and the baseline measured right after it.
+/// The same shape as the rows of `target/bench/guest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub figure: String,
     pub case: String,
-    pub value: f64,
     pub unit: String,
-    /// The same-run raw baseline in the same unit, when there is one.
-    pub baseline: Option<f64>,
-    /// value / baseline (or baseline / value for latency: always "higher is better" except
-    /// where the goal says `<=`).
+    /// One value per measuring window.
+    pub samples: Vec<f64>,
+    /// What the baseline is (e.g. "raw TCP, async server").
+    pub baseline: Option<String>,
+    /// The baseline's value in each window, measured right after `samples[i]`.
+    pub baseline_samples: Option<Vec<f64>>,
+    /// e.g. ">= 0.9": on the per-window ratio when there is a baseline, else on the value.
+    pub goal: Option<String>,
+    pub higher_is_better: bool,
+    /// What the figures show about why the goal is missed (or about the row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The summary of a row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub value: f64,
+    pub baseline_value: Option<f64>,
+    pub ratios: Vec<f64>,
     pub ratio: Option<f64>,
-    pub goal: String,
-    /// Whether the goal is met; `None` for rows with no goal.
+    /// min-max of the per-window ratios (of the samples when there is no baseline).
+    pub spread: (f64, f64),
     pub met: Option<bool>,
 }
 
+/// Below this many per URB, an allocation count is "0 per URB": the runtime's own
+/// housekeeping (timers, wake-ups of idle workers) is not on the URB path.
+pub const ZERO_PER_URB: f64 = 0.001;
+
 impl Row {
+    /// A row of one window (kept for figures not measured in windows, such as TLS).
     pub fn new(figure: &str, case: impl Into<String>, value: f64, unit: &str) -> Row {
+        Row::windows(figure, case, unit, vec![value], true)
+    }
+
+    pub fn windows(
+        figure: &str,
+        case: impl Into<String>,
+        unit: &str,
+        samples: Vec<f64>,
+        higher_is_better: bool,
+    ) -> Row {
         Row {
             figure: figure.into(),
             case: case.into(),
-            value,
             unit: unit.into(),
+            samples,
             baseline: None,
-            ratio: None,
-            goal: String::new(),
-            met: None,
+            baseline_samples: None,
+            goal: None,
+            higher_is_better,
+            note: None,
         }
     }
 
-    pub fn baseline(mut self, baseline: f64) -> Row {
-        self.baseline = Some(baseline);
-        self.ratio = (baseline > 0.0).then(|| self.value / baseline);
+    /// A one-window baseline (see [`Row::new`]).
+    pub fn baseline(self, baseline: f64) -> Row {
+        self.against("same run", vec![baseline])
+    }
+
+    pub fn against(mut self, name: &str, samples: Vec<f64>) -> Row {
+        self.baseline = Some(name.into());
+        self.baseline_samples = Some(samples);
         self
     }
 
-    /// A goal on the ratio (`>=` or `<=`).
-    pub fn ratio_goal(mut self, op: &str, target: f64) -> Row {
-        self.goal = format!("ratio {op} {target}");
-        self.met = self.ratio.map(|r| compare(r, op, target));
+    pub fn goal(mut self, goal: &str) -> Row {
+        self.goal = Some(goal.into());
         self
     }
 
-    /// A goal on the value itself.
-    pub fn value_goal(mut self, op: &str, target: f64) -> Row {
-        self.goal = format!("{op} {} {}", fmt(target), self.unit);
-        self.met = Some(compare(self.value, op, target));
+    pub fn note(mut self, note: impl Into<String>) -> Row {
+        self.note = Some(note.into());
         self
     }
 
-    pub fn check(mut self, goal: &str, met: bool) -> Row {
-        self.goal = goal.into();
-        self.met = Some(met);
-        self
+    pub fn summary(&self) -> Summary {
+        let value = median(&self.samples);
+        let ratios: Vec<f64> = match &self.baseline_samples {
+            Some(b) => self
+                .samples
+                .iter()
+                .zip(b)
+                .filter(|(_, b)| **b > 0.0)
+                .map(|(s, b)| s / b)
+                .collect(),
+            None => Vec::new(),
+        };
+        let ratio = (!ratios.is_empty()).then(|| median(&ratios));
+        let spread_of = if ratios.is_empty() {
+            &self.samples
+        } else {
+            &ratios
+        };
+        let spread = spread_of
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(*v), hi.max(*v))
+            });
+        let judged = if self.baseline_samples.is_some() {
+            ratio
+        } else {
+            Some(value)
+        };
+        let met = match (&self.goal, judged) {
+            (Some(g), Some(v)) => meets(g, v),
+            _ => None,
+        };
+        Summary {
+            value,
+            baseline_value: self.baseline_samples.as_deref().map(median),
+            ratios,
+            ratio,
+            spread,
+            met,
+        }
     }
 }
 
-fn compare(v: f64, op: &str, target: f64) -> bool {
+/// Whether `v` meets a goal such as ">= 0.9", "<= 1.1" or "== 0"; `None` if unparsable.
+pub fn meets(goal: &str, v: f64) -> Option<bool> {
+    let mut words = goal.split_whitespace();
+    let op = words.next()?;
+    let target: f64 = words.next()?.parse().ok()?;
     match op {
-        "<=" => v <= target,
-        _ => v >= target,
+        ">=" => Some(v >= target),
+        "<=" => Some(v <= target),
+        "==" if target == 0.0 => Some(v.abs() < ZERO_PER_URB),
+        "==" => Some(v == target),
+        _ => None,
+    }
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let m = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
     }
 }
 
@@ -124,18 +216,36 @@ impl Machine {
     }
 }
 
+/// A row with its summary, as written to the JSON report.
+#[derive(Debug, Clone, Serialize)]
+pub struct RowOut {
+    #[serde(flatten)]
+    pub row: Row,
+    pub summary: Summary,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub machine: Machine,
     pub mode: String,
+    pub windows: usize,
+    pub command: String,
     pub notes: Vec<String>,
     pub rows: Vec<Row>,
     pub grid: Vec<GridPoint>,
 }
 
+/// What `--guest FILE` merges: rows measured inside a guest by another tool.
+#[derive(Debug, Deserialize)]
+pub struct GuestRows {
+    pub rows: Vec<Row>,
+}
+
 pub fn fmt(v: f64) -> String {
     let a = v.abs();
-    if a >= 1e6 {
+    if v.is_nan() {
+        "-".into()
+    } else if a >= 1e6 {
         format!("{:.2}M", v / 1e6)
     } else if a >= 1e4 {
         format!("{:.1}k", v / 1e3)
@@ -149,25 +259,53 @@ pub fn fmt(v: f64) -> String {
 }
 
 impl Report {
-    /// The summary as a Markdown table (readable in a terminal too).
-    pub fn table(&self) -> String {
+    pub fn json(&self) -> serde_json::Value {
+        let rows: Vec<RowOut> = self
+            .rows
+            .iter()
+            .map(|r| RowOut {
+                row: r.clone(),
+                summary: r.summary(),
+            })
+            .collect();
+        serde_json::json!({
+            "machine": self.machine,
+            "mode": self.mode,
+            "windows": self.windows,
+            "command": self.command,
+            "notes": self.notes,
+            "rows": rows,
+            "grid": self.grid,
+        })
+    }
+
+    /// The rows as a Markdown table (readable in a terminal too); `goals`: only rows with a
+    /// goal, else only rows without.
+    pub fn table(&self, goals: bool) -> String {
         let mut out = String::new();
-        out.push_str("| figure | case | usbipd | raw baseline | ratio | goal | met |\n");
-        out.push_str("|---|---|---|---|---|---|---|\n");
-        for r in &self.rows {
-            let opt = |v: Option<f64>| v.map(fmt).unwrap_or_else(|| "-".into());
+        out.push_str("| figure | case | usbipd (median) | baseline (median) | ratio (median) | spread (min-max) | goal | met |\n");
+        out.push_str("|---|---|---|---|---|---|---|---|\n");
+        for r in self.rows.iter().filter(|r| r.goal.is_some() == goals) {
+            let s = r.summary();
+            let baseline = match (&r.baseline, s.baseline_value) {
+                (Some(name), Some(v)) => format!("{} ({name})", fmt(v)),
+                _ => "-".into(),
+            };
             out.push_str(&format!(
-                "| {} | {} | {} {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} {} | {} | {} | {}-{} ({} windows) | {} | {} |\n",
                 r.figure,
                 r.case,
-                fmt(r.value),
+                fmt(s.value),
                 r.unit,
-                opt(r.baseline),
-                opt(r.ratio),
-                if r.goal.is_empty() { "-" } else { &r.goal },
-                match r.met {
-                    Some(true) => "yes",
-                    Some(false) => "NO",
+                baseline,
+                s.ratio.map(fmt).unwrap_or_else(|| "-".into()),
+                fmt(s.spread.0),
+                fmt(s.spread.1),
+                r.samples.len(),
+                r.goal.as_deref().unwrap_or("-"),
+                match s.met {
+                    Some(true) => "met",
+                    Some(false) => "MISSED",
                     None => "-",
                 }
             ));
@@ -210,5 +348,48 @@ pub fn size(n: usize) -> String {
         format!("{} KiB", n >> 10)
     } else {
         format!("{n} B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_are_per_window_and_goals_judge_the_median_ratio() {
+        let r = Row::windows("f", "c", "MiB/s", vec![90.0, 50.0, 100.0], true)
+            .against("raw", vec![100.0, 100.0, 50.0])
+            .goal(">= 0.9");
+        let s = r.summary();
+        assert_eq!(s.ratios, vec![0.9, 0.5, 2.0]);
+        assert_eq!(s.ratio, Some(0.9));
+        assert_eq!(s.spread, (0.5, 2.0));
+        assert_eq!(s.met, Some(true));
+        let r = r.goal(">= 0.95");
+        assert_eq!(r.summary().met, Some(false));
+    }
+
+    #[test]
+    fn value_goals_judge_the_median_value() {
+        let r = Row::windows("m", "c", "KiB", vec![3000.0, 1000.0, 1500.0], false).goal("<= 2048");
+        let s = r.summary();
+        assert_eq!(s.value, 1500.0);
+        assert_eq!(s.spread, (1000.0, 3000.0));
+        assert_eq!(s.met, Some(true));
+        assert_eq!(meets("== 0", 0.0005), Some(true));
+        assert_eq!(meets("== 0", 0.01), Some(false));
+        assert_eq!(meets("about 3", 1.0), None);
+    }
+
+    #[test]
+    fn guest_rows_parse() {
+        let g: GuestRows = serde_json::from_str(
+            r#"{"rows":[{"figure":"host","case":"read","unit":"MiB/s","samples":[1,2],
+            "baseline":"usbip-host","baseline_samples":[2,2],"goal":">= 0.9","higher_is_better":true}]}"#,
+        )
+        .unwrap();
+        let s = g.rows[0].summary();
+        assert_eq!(s.ratio, Some(0.75));
+        assert_eq!(s.met, Some(false));
     }
 }
