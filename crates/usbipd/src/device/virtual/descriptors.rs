@@ -1,18 +1,20 @@
 //! Builders for the standard USB descriptors virtual devices present.
 
+use bytes::Bytes;
 use usbip_proto::Speed;
 
 use crate::device::setup::descriptor_type;
 
-/// Everything a virtual device tells the host about itself.
+/// Everything a virtual device tells the host about itself. The descriptors are `Bytes` so that
+/// answering GET_DESCRIPTOR hands out a reference, not a copy: no allocation per control URB.
 #[derive(Debug, Clone)]
 pub struct Descriptors {
     pub speed: Speed,
     /// The 18-byte device descriptor.
-    pub device: Vec<u8>,
+    pub device: Bytes,
     /// Whole configuration descriptors (configuration, interfaces, endpoints, class-specific),
     /// in the order GET_DESCRIPTOR(CONFIGURATION, index) returns them.
-    pub configurations: Vec<Vec<u8>>,
+    pub configurations: Vec<Bytes>,
     /// String descriptors 1..=n (index 0, the language table, is implied: US English).
     pub strings: Vec<String>,
 }

@@ -178,8 +178,8 @@ impl Keyboard {
         let keyboard = Keyboard {
             descriptors: Descriptors {
                 speed,
-                device: device.to_bytes(),
-                configurations: vec![config],
+                device: device.to_bytes().into(),
+                configurations: vec![config.into()],
                 strings: vec![
                     "usbipd".to_string(),
                     "usbipd virtual keyboard".to_string(),

@@ -118,7 +118,7 @@ impl<F: Function> Device for VirtualDevice<F> {
         let d = self.function.descriptors();
         let dev = &d.device;
         let le16 = |i: usize| u16::from_le_bytes([dev[i], dev[i + 1]]);
-        let first = d.configurations.first().map(Vec::as_slice).unwrap_or(&[]);
+        let first = d.configurations.first().map(|c| &c[..]).unwrap_or(&[]);
         let (interfaces, _) = parse_configuration(first);
         let interfaces: Vec<InterfaceRecord> = interfaces
             .iter()
@@ -268,12 +268,10 @@ impl<F: Function> VirtualSession<F> {
         let d = self.function.descriptors();
         let index = (setup.value & 0xff) as usize;
         match (setup.value >> 8) as u8 {
-            descriptor_type::DEVICE => Ok(Bytes::copy_from_slice(&d.device)),
-            descriptor_type::CONFIGURATION => d
-                .configurations
-                .get(index)
-                .map(|c| Bytes::copy_from_slice(c))
-                .ok_or(errno::EPIPE),
+            descriptor_type::DEVICE => Ok(d.device.clone()),
+            descriptor_type::CONFIGURATION => {
+                d.configurations.get(index).cloned().ok_or(errno::EPIPE)
+            }
             descriptor_type::STRING if index == 0 => Ok(Bytes::from_static(&[4, 3, 0x09, 0x04])),
             descriptor_type::STRING => d
                 .strings

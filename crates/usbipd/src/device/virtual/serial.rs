@@ -269,8 +269,8 @@ fn descriptors(speed: Speed, serial: &str) -> Result<Descriptors, SerialError> {
         .build();
     Ok(Descriptors {
         speed,
-        device: device.to_bytes(),
-        configurations: vec![config],
+        device: device.to_bytes().into(),
+        configurations: vec![config.into()],
         strings: vec![
             "usbipd".to_string(),
             "usbipd virtual serial".to_string(),

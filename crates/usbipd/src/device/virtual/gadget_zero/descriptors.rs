@@ -108,10 +108,10 @@ fn configuration(value: u8, bulk: u16, iso: u16) -> Vec<u8> {
 pub fn descriptors() -> Descriptors {
     Descriptors {
         speed: Speed::High,
-        device: device().to_bytes(),
+        device: device().to_bytes().into(),
         configurations: vec![
-            configuration(CONFIG_SOURCE_SINK, HIGH_SPEED_BULK, HIGH_SPEED_ISO),
-            configuration(CONFIG_LOOPBACK, HIGH_SPEED_BULK, HIGH_SPEED_ISO),
+            configuration(CONFIG_SOURCE_SINK, HIGH_SPEED_BULK, HIGH_SPEED_ISO).into(),
+            configuration(CONFIG_LOOPBACK, HIGH_SPEED_BULK, HIGH_SPEED_ISO).into(),
         ],
         strings: strings(),
     }

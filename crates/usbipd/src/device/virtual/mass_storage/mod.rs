@@ -81,8 +81,8 @@ impl MassStorage {
         MassStorage {
             descriptors: Descriptors {
                 speed: Speed::High,
-                device: device.to_bytes(),
-                configurations: vec![config],
+                device: device.to_bytes().into(),
+                configurations: vec![config.into()],
                 strings: vec![
                     "usbipd".to_string(),
                     "Virtual Mass Storage".to_string(),
