@@ -102,6 +102,9 @@ def rows(samples, bs):
 
 def summary(rows_):
     for r in rows_:
+        if not r["baseline_samples"]:
+            print(f"{r['figure']}: {r['case']}: {r['samples']} {r['unit']}", flush=True)
+            continue
         ratios = [s / b for s, b in zip(r["samples"], r["baseline_samples"]) if b > 0]
         if not ratios:
             continue
@@ -121,9 +124,12 @@ def main():
     ap.add_argument("--paths", default="plain,ktls-aesni,ktls-generic,relay")
     ap.add_argument("--bs", type=int, default=65536, help="bytes per O_DIRECT read (one URB)")
     ap.add_argument("--timeout", type=float, default=1500)
+    ap.add_argument("--console", help="no guest: report from this guest-console.log of an earlier run")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args()
     work = os.path.join(a.cache, "bench")
+    if a.console:  # only the report, from the console log of an earlier run
+        return report(a, [l.rstrip("\n") for l in open(a.console, errors="replace")], None, time.time())
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     server, port, tls_port, code, fp = start_server(a, work)
@@ -133,48 +139,54 @@ def main():
     cmd = qemu_command(a.cache, "initramfs-bench.cpio.gz", append, a.timeout,
                        ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="])
     console = os.path.join(work, "guest-console.log")
-    guest = Guest(cmd, console, a.verbose)
-    samples, failures, crypto = {}, [], {}
     t0 = time.time()
+    guest = Guest(cmd, console, a.verbose)
+    lines = []
 
     def on_line(line):
-        m = re.search(r"BENCH window=(\d+) path=(\S+) (.*)", line)
-        if m:
-            samples[(int(m.group(1)), m.group(2))] = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", m.group(3))}
+        lines.append(line)
+        if "BENCH" in line:
             print(line[line.index("BENCH"):], flush=True)
-        elif "BENCH-INFO tcrypt" in line:
-            t = re.search(r"tcrypt gcm\(aes\) (.+?): .*; ([\d.]+) ms per MiB", line)
-            if t:
-                crypto[t.group(1)] = float(t.group(2))
-            print(line[line.index("BENCH"):], flush=True)
-        elif "BENCH-INFO" in line or "BENCH-FAIL" in line:
-            print(line[line.index("BENCH"):], flush=True)
-            if "BENCH-FAIL" in line:
-                failures.append(line)
         return "E2E DONE" not in line
     try:
-        guest.follow(a.timeout, t0, on_line, lambda name, ok, why: failures.append(f"{name}: {why}"))
+        guest.follow(a.timeout, t0, on_line, lambda name, ok, why: lines.append(f"BENCH-FAIL {name}: {why}"))
     finally:
         guest.stop()
         kill_group(server)
+    return report(a, lines, console, t0)
+
+
+def report(a, lines, console, t0):
+    """Rows from the guest's console lines into guest.json, and the summary."""
+    samples, failures, crypto = {}, [], {}
+    for line in lines:
+        m = re.search(r"BENCH window=(\d+) path=(\S+) (.*)", line)
+        t = re.search(r"BENCH-INFO tcrypt gcm\(aes\) (.+?): .*; ([\d.]+) ms per MiB", line)
+        if m:
+            samples[(int(m.group(1)), m.group(2))] = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", m.group(3))}
+        elif t:
+            crypto[t.group(1)] = float(t.group(2))
+        elif "BENCH-FAIL" in line:
+            failures.append(line)
     out = rows(samples, a.bs)
     for driver, ms in crypto.items():  # the cipher alone, beside what TLS costs per MiB above
         out.append({"figure": "guest gcm(aes) decryption alone (tcrypt, AES-128, 8 KiB requests)",
                     "case": driver, "unit": "ms/MiB", "samples": [ms], "baseline": None,
                     "baseline_samples": None, "goal": None, "higher_is_better": False})
-    summary(out)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump({"rows": out, "settings": {"accel": "tcg", "cpu": "max", "smp": 2, "windows": a.windows,
-                                             "mib_per_window": a.mib, "read_bytes": a.bs, "seconds": round(time.time() - t0)}},
+                                             "mib_per_window": a.mib, "read_bytes": a.bs,
+                                             "seconds": round(time.time() - t0)}},
                   f, indent=1)
-    print(f"wrote {a.out} ({len(out)} rows) in {time.time() - t0:.0f} s; logs in {work}")
+    summary(out)
+    print(f"wrote {a.out} ({len(out)} rows) in {time.time() - t0:.0f} s")
     if failures or not out:
         print("\n".join(failures) or "no samples", file=sys.stderr)
-        sys.stderr.write(tail(console, 30))
+        if console:
+            sys.stderr.write(tail(console, 30))
         return 1
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
