@@ -61,7 +61,7 @@ EXPECTED = (
     # USB/IP in TLS (issue 17): usbipd client attach --tls against --listen-tls
     + ["host-tls-pair-code", "tls-untrusted-refused", "host-tls-refused-logged", "tls-pair-attach",
        "tls-storage-read-host-data", "tls-storage-raw-sectors", "tls-detach", "tls-reattach-trusted",
-       "tls-kernel-tls",
+       "tls-kernel-tls", "tls-auto-attach", "tls-auto-reattach", "tls-auto-sigterm-detach",
        "host-tls-rekey", "tls-changed-key-refused", "host-tls-wire-no-plaintext"]
 )
 

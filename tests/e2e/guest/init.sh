@@ -436,6 +436,23 @@ if [ -n "$TLS_PORT" ]; then
       fail tls-kernel-tls "not kernel TLS: $(echo $out)"
   else fail tls-reattach-trusted "exit $rc: $(echo $out)"; fail tls-kernel-tls "no attach"; fi
   $UC detach --all > /dev/null 2>&1; waitfor 50 gone
+  # --auto over TLS: when the port is freed (here by `client detach`) it attaches again, with a
+  # new TLS handshake against the pinned server key; SIGTERM detaches and ends it
+  $UC attach --tls --auto $TLSR --state-dir /tmp/tls-client > /tmp/tls-auto.log 2>&1 & ap=$!
+  handshakes() { grep -c "TLS session established" /tmp/tls-auto.log; }
+  if waitfor 200 sto_disk && [ "$(host_md5)" = "$HOSTMD5" ]; then
+    pass tls-auto-attach "$(grep 'auto: attached' /tmp/tls-auto.log | tail -c 200)"
+    $UC detach --all > /dev/null 2>&1
+    twice() { [ "$(handshakes)" -ge 2 ] && sto_disk; }
+    if waitfor 200 twice && [ "$(host_md5)" = "$HOSTMD5" ]; then
+      pass tls-auto-reattach "$(handshakes) TLS handshakes, disk data checked"
+    else fail tls-auto-reattach "$(handshakes) handshakes: $(tr '\n' ' ' < /tmp/tls-auto.log | tail -c 600)"; fi
+  else fail tls-auto-attach "no disk with the host's data: $(tr '\n' ' ' < /tmp/tls-auto.log | tail -c 600)"
+    fail tls-auto-reattach "no first attach"; fi
+  kill -TERM $ap; wait $ap; rc=$?
+  if [ $rc = 0 ] && grep -q 'auto: detached port' /tmp/tls-auto.log && waitfor 50 gone && [ "$($UC port --json)" = "[]" ]; then
+    pass tls-auto-sigterm-detach "exit $rc, ports free"
+  else fail tls-auto-sigterm-detach "exit $rc; $($UC port 2>&1)"; fi
   ratio() { awk -v a=$1 -v b=$rate_plain 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "-" }'; }
   echo "TLS-BENCH guest read of 16 MiB through vhci-hcd: plain $rate_plain MiB/s, TLS relay $rate_relay MiB/s (ratio $(ratio $rate_relay)), kernel TLS $rate_ktls MiB/s (ratio $(ratio $rate_ktls))"
   # the server's key changes: the client refuses it, naming the old and the new key

@@ -67,8 +67,9 @@ pub struct AttachArgs {
     #[command(flatten)]
     pub device: RemoteDeviceArgs,
     /// Stay running and keep the device attached: attach again (with backoff) whenever the
-    /// kernel frees the port; detach and exit on SIGTERM
-    #[arg(long, conflicts_with = "tls")]
+    /// kernel frees the port; detach and exit on SIGTERM. With --tls each attach is a new
+    /// handshake against the pinned server key
+    #[arg(long)]
     pub auto: bool,
     /// Connect to the server's TLS listener (default port 3241): the server's key is pinned
     /// on first use (or with --fingerprint) and this client presents its own key. Stays running
@@ -134,7 +135,16 @@ async fn run_attach(args: AttachArgs) -> anyhow::Result<()> {
     let selector = args.device.selector()?;
     let vhci = Vhci::open()?;
     if args.auto {
-        return supervise::run(&vhci, &args.device.remote, &selector).await;
+        let via = if args.tls {
+            supervise::Via::Tls {
+                tls: ClientTls::open(&args.state.dir()?, args.fingerprint)?,
+                pair: args.pair.clone(),
+                kernel_tls: !args.no_kernel_tls,
+            }
+        } else {
+            supervise::Via::Plain
+        };
+        return supervise::run(&vhci, &args.device.remote, &selector, via).await;
     }
     if args.tls {
         return run_attach_tls(&vhci, &args, &selector).await;

@@ -57,6 +57,10 @@ pub async fn attach_tls(
     let record = usbip_client::import_over(&mut stream, &busid)
         .await
         .map_err(|e| tls.explain(&name, format!("cannot import {busid}: {e}")))?;
+    tracing::info!(
+        cipher_suite = ?stream.get_ref().1.negotiated_cipher_suite().map(|s| s.suite()),
+        "TLS session established"
+    );
     let origin = Origin {
         host: addr.ip().to_string(),
         port: addr.port().to_string(),

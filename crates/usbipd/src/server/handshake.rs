@@ -69,10 +69,10 @@ pub(super) async fn handle<S: Conn>(
                             let _ = send(&mut tcp, &out).await;
                         }
                     }
-                    // The extension takes a TCP socket; a TLS session cannot be handed over.
-                    Err(mut stream) => {
-                        info!(%peer, %busid, "import refused: no such device here (devices held by the extension are not served over TLS)");
-                        let _ = send(&mut stream, &out).await;
+                    // A TLS session stays here: the extension gets a loopback relay of it.
+                    Err(stream) => {
+                        super::tls::hand_over_relayed(stream, peer, busid, buf, external, &out)
+                            .await
                     }
                 }
             }
@@ -166,7 +166,10 @@ pub(crate) async fn serve_import<S: Conn>(
 
 /// Reads until one whole request has arrived. `Ok(None)`: the peer closed first.
 /// Writes a whole reply and flushes it (TLS buffers; TCP does not).
-async fn send(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
+pub(super) async fn send(
+    stream: &mut (impl AsyncWrite + Unpin),
+    bytes: &[u8],
+) -> std::io::Result<()> {
     stream.write_all(bytes).await?;
     stream.flush().await
 }

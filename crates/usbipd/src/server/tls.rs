@@ -3,21 +3,29 @@
 //! logged, before any USB/IP byte), or, on a pairing connection, one line with a pairing code
 //! that registers the key. What comes out is a stream the handshake and session code serve as
 //! they serve TCP.
+//!
+//! An import over TLS of a device the extension holds: the extension takes a TCP socket and
+//! the TLS session cannot leave this process, so the extension gets one end of a loopback TCP
+//! connection and this process relays the session's plaintext through the other end
+//! ([`hand_over_relayed`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
 use tracing::{info, warn};
 
-use super::stream::TlsConn;
+use super::stream::{Conn, TlsConn};
+use super::External;
 use crate::tls::config::{self, Admit, ClientKeyVerifier, ALPN_PAIR};
 use crate::tls::identity::IdentityError;
 use crate::tls::pairing::{Pairing, Redeemed};
+use crate::tls::relay;
 use crate::tls::trust::Trust;
 use crate::tls::{Fingerprint, Identity, SERVER_KEY};
 
@@ -193,4 +201,40 @@ async fn read_line(stream: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Str
     }
     String::from_utf8(line)
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "pairing line not UTF-8"))
+}
+
+/// Hands the import of `busid` (a device `external` holds) to the extension through a loopback
+/// relay of `stream`'s plaintext, and relays until either side closes (then closes the other); `refusal` is the reply
+/// sent when the extension does not take it.
+pub(super) async fn hand_over_relayed<S: Conn>(
+    mut stream: S,
+    peer: SocketAddr,
+    busid: String,
+    leftover: BytesMut,
+    external: &Arc<dyn External>,
+    refusal: &[u8],
+) {
+    let (ours, theirs) = match relay::tcp_loopback_pair().await {
+        Ok(pair) => pair,
+        Err(e) => {
+            warn!(%peer, %busid, error = %e, "import refused: no loopback relay to the extension");
+            let _ = super::handshake::send(&mut stream, refusal).await;
+            return;
+        }
+    };
+    if external
+        .import(theirs, peer, busid.clone(), leftover)
+        .await
+        .is_err()
+    {
+        info!(%peer, %busid, "import refused: no such device");
+        let _ = super::handshake::send(&mut stream, refusal).await;
+        return;
+    }
+    info!(%peer, %busid, "TLS import handed to the extension; relaying its plaintext");
+    let closed_first = match relay::relay_until_either_ends(stream, ours).await {
+        relay::Ended::Tls => "the client",
+        relay::Ended::Ours => "the extension's session",
+    };
+    info!(%peer, %busid, closed_first, "TLS relay to the extension ended");
 }

@@ -29,8 +29,15 @@ pub const ALPN_PAIR: &[u8] = b"usbip-pair/1";
 /// The name the client asks for; identity comes from the pinned key, not from names.
 pub const SERVER_NAME: &str = "usbipd";
 
+/// ring's provider with TLS_AES_128_GCM_SHA256 first (the client's order decides): the
+/// cheapest suite for the kernel's AES-GCM (10 rounds, not 14), and as strong as the threat
+/// model needs. The others stay for peers that lack it.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(provider)
 }
 
 /// Which client keys a server connection admits.
