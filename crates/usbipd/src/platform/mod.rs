@@ -31,6 +31,7 @@ pub mod busid;
 pub mod capturer;
 pub mod descriptors;
 pub mod kernel_events;
+pub mod kernel_tls;
 pub mod net;
 pub mod os_error;
 pub mod sd_notify;
