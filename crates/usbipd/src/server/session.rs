@@ -51,7 +51,6 @@ pub(super) enum End {
     Io(std::io::Error),
     Protocol(ProtoError),
     Violation(String),
-    WriterGone,
     Revoked,
     /// The device session dropped its completer: the device went away.
     DeviceGone,
@@ -64,7 +63,6 @@ impl fmt::Display for End {
             End::Io(e) => write!(f, "I/O error: {e}"),
             End::Protocol(e) => write!(f, "malformed packet: {e}"),
             End::Violation(why) => write!(f, "{why}"),
-            End::WriterGone => write!(f, "could not write to client"),
             End::Revoked => write!(f, "device unplugged, unbound or detached by the server"),
             End::DeviceGone => write!(f, "the device went away"),
         }
@@ -167,6 +165,9 @@ impl Session<'_> {
         revoked: &mut watch::Receiver<bool>,
     ) -> End {
         buf.reserve(64 * 1024);
+        // One future for the whole session: it registers with the watch once, not per turn.
+        let revoked = until_revoked(revoked);
+        tokio::pin!(revoked);
         loop {
             // Decode everything that has arrived before reading more.
             loop {
@@ -198,12 +199,15 @@ impl Session<'_> {
                         return end;
                     }
                 }
-                _ = until_revoked(revoked) => return End::Revoked,
+                _ = &mut revoked => return End::Revoked,
                 // Replies go out before more is read: at one URB in flight this is the answer
                 // the client waits for.
                 written = poll_fn(|cx| outbox.poll_write(cx, writer)), if writing => {
-                    if written.is_err() {
-                        return End::WriterGone;
+                    match written {
+                        Ok(()) => {}
+                        // The client closed while replies were on their way: it has left.
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return End::ClientClosed,
+                        Err(e) => return End::Io(e),
                     }
                 }
                 read = reader.read_buf(&mut buf) => match read {

@@ -226,3 +226,6 @@ fn encode(reply: Reply, scratch: &mut Vec<u8>, pieces: &mut Vec<Piece>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
