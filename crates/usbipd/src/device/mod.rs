@@ -12,6 +12,9 @@ pub mod setup;
 pub mod testing;
 pub mod r#virtual;
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use usbip_proto::{Direction, ExportedDevice, IsoPacket};
@@ -121,21 +124,95 @@ impl UrbCompletion {
 /// A device session keeps one for as long as the device can complete URBs: once every clone is
 /// dropped, the server takes the device as gone and ends the client's session (after sending
 /// what was completed before).
+///
+/// A completion given on the server's own thread while it is inside [`DeviceSession::submit`]
+/// (see [`InlineCompletions`]) is handed straight back to it, without the channel and without
+/// waking any task; any other goes through the channel.
 #[derive(Clone, Debug)]
 pub struct Completer {
     tx: mpsc::UnboundedSender<UrbCompletion>,
+    channel: u64,
 }
 
 impl Completer {
     pub fn channel() -> (Completer, mpsc::UnboundedReceiver<UrbCompletion>) {
+        static CHANNELS: AtomicU64 = AtomicU64::new(0);
         let (tx, rx) = mpsc::unbounded_channel();
-        (Completer { tx }, rx)
+        let channel = CHANNELS.fetch_add(1, Ordering::Relaxed);
+        (Completer { tx, channel }, rx)
+    }
+
+    /// Where this completer's completions given inside `submit()` can be collected.
+    pub fn inline(&self) -> InlineCompletions {
+        InlineCompletions {
+            channel: self.channel,
+        }
     }
 
     /// Delivers one completion. A session that has already ended drops it, which is right:
     /// its client is gone.
     pub fn complete(&self, completion: UrbCompletion) {
-        let _ = self.tx.send(completion);
+        let not_inline = INLINE.with(|sink| match sink.try_borrow_mut() {
+            Ok(mut sink) => match sink.as_mut() {
+                Some(sink) if sink.channel == self.channel => {
+                    sink.done.push(completion);
+                    None
+                }
+                _ => Some(completion),
+            },
+            Err(_) => Some(completion),
+        });
+        if let Some(completion) = not_inline {
+            let _ = self.tx.send(completion);
+        }
+    }
+}
+
+/// The completions of one channel given on this thread while [`InlineCompletions::collect`]
+/// runs.
+struct InlineSink {
+    channel: u64,
+    done: Vec<UrbCompletion>,
+}
+
+thread_local! {
+    static INLINE: RefCell<Option<InlineSink>> = const { RefCell::new(None) };
+}
+
+/// The inline side of a completion channel: lets the server take the completions a device
+/// gives synchronously, inside `submit()` (virtual devices, most control transfers), where it
+/// is, instead of receiving them from the channel on a later turn of its loop.
+#[derive(Clone, Copy, Debug)]
+pub struct InlineCompletions {
+    channel: u64,
+}
+
+impl InlineCompletions {
+    /// Runs `f` (a call into the device session) and appends to `done`, in order, what the
+    /// channel's completers complete on this thread while it runs. `done` keeps its capacity,
+    /// so this allocates nothing once warm.
+    pub fn collect<R>(&self, done: &mut Vec<UrbCompletion>, f: impl FnOnce() -> R) -> R {
+        /// Puts the previous sink back and the collected completions into `done`, also when
+        /// `f` panics.
+        struct Restore<'a> {
+            done: &'a mut Vec<UrbCompletion>,
+            previous: Option<InlineSink>,
+        }
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                let previous = self.previous.take();
+                if let Some(sink) = INLINE.with(|s| s.replace(previous)) {
+                    *self.done = sink.done;
+                }
+            }
+        }
+        let sink = InlineSink {
+            channel: self.channel,
+            done: std::mem::take(done),
+        };
+        let previous = INLINE.with(|s| s.replace(Some(sink)));
+        let _restore = Restore { done, previous };
+        f()
     }
 }
 
@@ -183,4 +260,36 @@ pub trait DeviceSession: Send {
     /// Whether the client is told it was cancelled is the caller's business, not the device's: a
     /// completion that still arrives afterwards is discarded by the caller.
     fn cancel(&mut self, seqnum: u32);
+}
+
+#[cfg(test)]
+mod inline_tests {
+    use super::*;
+
+    #[test]
+    fn completions_inside_collect_bypass_the_channel_others_do_not() {
+        let (completer, mut rx) = Completer::channel();
+        let (other, mut other_rx) = Completer::channel();
+        let inline = completer.inline();
+        let mut done = Vec::new();
+        let answer = inline.collect(&mut done, || {
+            completer.complete(UrbCompletion::error(1, -32));
+            other.complete(UrbCompletion::error(2, -32));
+            completer.complete(UrbCompletion::error(3, -32));
+            // Another thread is never collected, even while this one collects.
+            let c = completer.clone();
+            std::thread::spawn(move || c.complete(UrbCompletion::error(4, -32)))
+                .join()
+                .is_ok()
+        });
+        assert!(answer);
+        let seqnums: Vec<u32> = done.iter().map(|c| c.seqnum).collect();
+        assert_eq!(seqnums, [1, 3], "in order, this channel only");
+        assert_eq!(other_rx.try_recv().map(|c| c.seqnum).ok(), Some(2));
+        assert_eq!(rx.try_recv().map(|c| c.seqnum).ok(), Some(4));
+        // Outside collect, everything goes through the channel again.
+        completer.complete(UrbCompletion::error(5, -32));
+        assert_eq!(rx.try_recv().map(|c| c.seqnum).ok(), Some(5));
+        assert_eq!(done.len(), 2);
+    }
 }

@@ -112,6 +112,7 @@ pub(crate) async fn serve_import<S: Conn>(
         }
     };
     let (completer, completions) = Completer::channel();
+    let inline = completer.inline();
     let device_session = match claim.device().open(completer) {
         Ok(s) => s,
         Err(e) => {
@@ -145,6 +146,7 @@ pub(crate) async fn serve_import<S: Conn>(
             busnum: record.busnum,
             devnum: record.devnum,
             device: device_session,
+            inline,
             completions,
             revoked: claim.revoked(),
         },

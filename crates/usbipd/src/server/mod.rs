@@ -1,10 +1,11 @@
 //! The network side: accept connections, answer the handshake, run the URB phase.
 //!
 //! `listener` accepts and applies connection-level policy, `handshake` answers DEVLIST and
-//! IMPORT, `session` runs one imported device's URB traffic, `writer` is that session's only
-//! writer to the socket.
+//! IMPORT, `session` runs one imported device's URB traffic in one task, `inflight` is that
+//! session's in-flight/unlink table as plain data, `writer` its queue of replies to the socket.
 
 mod handshake;
+mod inflight;
 mod listener;
 pub mod policy;
 mod session;

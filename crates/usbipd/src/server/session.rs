@@ -1,27 +1,32 @@
-//! The URB phase of one imported device: decode commands, start URBs, match completions.
+//! The URB phase of one imported device: decode commands, start URBs, match completions,
+//! write replies, all in one task.
 //!
-//! This task owns the in-flight table, so it alone decides whether a URB completed or was
-//! unlinked: a completion for a seqnum no longer in the table was unlinked and is dropped, so
-//! the client never sees a RET_SUBMIT after a RET_UNLINK(-ECONNRESET). It never writes to the
-//! socket itself; the writer task does. It never blocks on a slow client either: replies queue
-//! without bound in count, and `max_buffered_bytes` closes a client that lets them pile up
-//! (or that piles up OUT data a device holds without completing it).
+//! The decisions are the in-flight table's ([`super::inflight`]): a completion for a seqnum no
+//! longer in it was unlinked and is dropped, so the client never sees a RET_SUBMIT after a
+//! RET_UNLINK(-ECONNRESET). This shell does the I/O. A reply goes into the [`Outbox`], in the
+//! order it was made, and the same task writes it out: a URB the device completes inside
+//! `submit()` is answered without waking any other task, and one completed elsewhere (a host
+//! device's transfer) costs one wake-up, of this task. It never blocks on a slow client: the
+//! socket is written only when it is ready, while reading goes on; replies queue without bound
+//! in count, and `max_buffered_bytes` closes a client that lets them pile up (or that piles up
+//! OUT data a device holds without completing it).
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::future::poll_fn;
 use std::net::SocketAddr;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
-use usbip_proto::{errno, Command, Direction, ProtoError, Reply, RetSubmit, RetUnlink};
+use usbip_proto::{errno, Command, ProtoError, Reply, RetUnlink};
 
+use super::inflight::{InFlight, Pending, Refused, Submit, Unlink};
 use super::stream::Conn;
-use super::writer::{self, Backlog};
+use super::writer::Outbox;
 use super::ServerConfig;
 use crate::capture::SessionCapture;
-use crate::device::{DeviceSession, Urb, UrbCompletion};
+use crate::device::{DeviceSession, InlineCompletions, Urb, UrbCompletion};
 
 /// Everything a session needs from a successful import.
 pub(super) struct Attached<'a> {
@@ -32,6 +37,8 @@ pub(super) struct Attached<'a> {
     pub busnum: u32,
     pub devnum: u32,
     pub device: Box<dyn DeviceSession>,
+    /// Where the device's completions given inside `submit()` are taken.
+    pub inline: InlineCompletions,
     pub completions: mpsc::UnboundedReceiver<UrbCompletion>,
     /// True once the device is no longer exported: the session ends, as on unplug.
     pub revoked: watch::Receiver<bool>,
@@ -44,7 +51,6 @@ pub(super) enum End {
     Io(std::io::Error),
     Protocol(ProtoError),
     Violation(String),
-    WriterGone,
     Revoked,
     /// The device session dropped its completer: the device went away.
     DeviceGone,
@@ -57,44 +63,25 @@ impl fmt::Display for End {
             End::Io(e) => write!(f, "I/O error: {e}"),
             End::Protocol(e) => write!(f, "malformed packet: {e}"),
             End::Violation(why) => write!(f, "{why}"),
-            End::WriterGone => write!(f, "could not write to client"),
             End::Revoked => write!(f, "device unplugged, unbound or detached by the server"),
             End::DeviceGone => write!(f, "the device went away"),
         }
     }
 }
 
-/// What the session remembers of a URB until it completes.
-struct InFlight {
-    direction: Direction,
-    length: u32,
-    /// OUT payload bytes the device holds until the URB completes or is cancelled.
-    held: usize,
-}
-
-/// How many unlinks of not-yet-submitted seqnums a session remembers.
-const MAX_EARLY_UNLINKS: usize = 256;
-
 struct Session<'a> {
     peer: SocketAddr,
     busid: &'a str,
     devid: u32,
     device: Box<dyn DeviceSession>,
-    in_flight: HashMap<u32, InFlight>,
-    /// The newest seqnum submitted so far (seqnums grow, wrapping, per connection).
-    newest_submit: Option<u32>,
-    /// Seqnums unlinked before their CMD_SUBMIT arrived: vhci-hcd can put a CMD_UNLINK on the
-    /// wire ahead of the CMD_SUBMIT it cancels. The client was told -ECONNRESET, so when the
-    /// submit comes it is dropped without a RET_SUBMIT.
-    early_unlinks: VecDeque<u32>,
-    replies: mpsc::UnboundedSender<Reply>,
-    /// Bytes of replies not yet written to the client.
-    backlog: Backlog,
+    table: InFlight,
+    /// Where the device's completions given inside `submit()` are collected (kept for its
+    /// capacity).
+    inline: InlineCompletions,
+    inline_done: Vec<UrbCompletion>,
+    outbox: Outbox,
     /// Bytes received and not yet decoded.
     read_buffered: usize,
-    /// OUT payload bytes of the URBs in flight: a device may hold them indefinitely (gadget
-    /// zero's loopback, a serial pipe nobody drains), so they count against the limit too.
-    held_out: usize,
     /// `Some` only with `--capture`: checked once per URB, nothing else when off.
     capture: Option<SessionCapture>,
     config: &'a ServerConfig,
@@ -108,10 +95,7 @@ pub(super) async fn run<S: Conn>(
     attached: Attached<'_>,
     config: &ServerConfig,
 ) -> End {
-    let (read_half, write_half) = stream.split();
-    let (replies, reply_rx) = mpsc::unbounded_channel();
-    let backlog = Backlog::new(config.total_buffered.clone());
-    let writer = tokio::spawn(writer::run(write_half, reply_rx, backlog.clone()));
+    let (read_half, mut write_half) = stream.split();
     let Attached {
         peer,
         busid,
@@ -119,6 +103,7 @@ pub(super) async fn run<S: Conn>(
         busnum,
         devnum,
         device,
+        inline,
         mut completions,
         mut revoked,
     } = attached;
@@ -127,43 +112,46 @@ pub(super) async fn run<S: Conn>(
         busid,
         devid,
         device,
-        in_flight: HashMap::new(),
-        newest_submit: None,
-        early_unlinks: VecDeque::new(),
-        replies,
-        backlog,
+        table: InFlight::new(config.max_in_flight),
+        inline,
+        inline_done: Vec::new(),
+        outbox: Outbox::new(config.total_buffered.clone()),
         read_buffered: 0,
-        held_out: 0,
         capture: config.capture.as_ref().map(|c| c.session(busnum, devnum)),
         config,
     };
     let end = session
-        .run(read_half, leftover, &mut completions, &mut revoked)
+        .run(
+            read_half,
+            &mut write_half,
+            leftover,
+            &mut completions,
+            &mut revoked,
+        )
         .await;
-    if !session.in_flight.is_empty() {
-        debug!(%peer, busid, count = session.in_flight.len(), "cancelling URBs in flight");
+    if session.table.len() > 0 {
+        debug!(%peer, busid, count = session.table.len(), "cancelling URBs in flight");
     }
     let Session {
         device,
-        replies,
+        table,
         read_buffered,
-        held_out,
-        backlog,
+        mut outbox,
         ..
     } = session;
     drop(device);
-    drop(replies);
-    config.total_buffered.sub(read_buffered + held_out);
-    // Let the writer flush what is queued, but never wait on a client that stopped reading.
-    let mut writer = writer;
-    if tokio::time::timeout(std::time::Duration::from_secs(1), &mut writer)
-        .await
-        .is_err()
-    {
-        writer.abort();
-        let _ = writer.await; // finished or cancelled: it counts nothing more
-    }
-    backlog.discard();
+    config.total_buffered.sub(read_buffered + table.held_out());
+    // Flush what is queued, but never wait on a client that stopped reading.
+    let flush = async {
+        if poll_fn(|cx| outbox.poll_write(cx, &mut write_half))
+            .await
+            .is_ok()
+        {
+            let _ = write_half.shutdown().await;
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
+    outbox.discard();
     end
 }
 
@@ -171,11 +159,15 @@ impl Session<'_> {
     async fn run(
         &mut self,
         mut reader: impl AsyncRead + Unpin,
+        writer: &mut (impl AsyncWrite + Unpin),
         mut buf: BytesMut,
         completions: &mut mpsc::UnboundedReceiver<UrbCompletion>,
         revoked: &mut watch::Receiver<bool>,
     ) -> End {
         buf.reserve(64 * 1024);
+        // One future for the whole session: it registers with the watch once, not per turn.
+        let revoked = until_revoked(revoked);
+        tokio::pin!(revoked);
         loop {
             // Decode everything that has arrived before reading more.
             loop {
@@ -193,6 +185,8 @@ impl Session<'_> {
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(64 * 1024);
             }
+            let writing = !self.outbox.is_idle();
+            let outbox = &mut self.outbox;
             tokio::select! {
                 // Completions first: a URB that finished before an unlink arrived must be
                 // reported as finished.
@@ -205,12 +199,22 @@ impl Session<'_> {
                         return end;
                     }
                 }
-                _ = until_revoked(revoked) => return End::Revoked,
+                _ = &mut revoked => return End::Revoked,
+                // Replies go out before more is read: at one URB in flight this is the answer
+                // the client waits for.
+                written = poll_fn(|cx| outbox.poll_write(cx, writer)), if writing => {
+                    match written {
+                        Ok(()) => {}
+                        // The client closed while replies were on their way: it has left.
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return End::ClientClosed,
+                        Err(e) => return End::Io(e),
+                    }
+                }
                 read = reader.read_buf(&mut buf) => match read {
                     Ok(0) => return End::ClientClosed,
                     Ok(_) => {
                         self.set_read_buffered(buf.len());
-                        if let Err(end) = self.check_buffered(self.backlog.get()) {
+                        if let Err(end) = self.check_buffered(self.outbox.backlog()) {
                             return end;
                         }
                     }
@@ -254,45 +258,46 @@ impl Session<'_> {
                     start_frame: cmd.start_frame,
                     iso,
                 };
-                if self.in_flight.len() >= self.config.max_in_flight {
-                    return Err(End::Violation(format!(
-                        "max_in_flight ({}) URBs exceeded",
-                        self.config.max_in_flight
-                    )));
-                }
-                if let Some(i) = self.early_unlinks.iter().position(|&s| s == h.seqnum) {
-                    self.early_unlinks.remove(i);
-                    if let Some(capture) = &mut self.capture {
-                        capture.refused(&urb, errno::ECONNRESET);
-                    }
-                    debug!(peer = %self.peer, busid = self.busid, seqnum = h.seqnum, "dropping a URB unlinked before it arrived");
-                    return Ok(());
-                }
-                if self.in_flight.contains_key(&h.seqnum) {
-                    return Err(End::Violation(format!(
-                        "seqnum {} is already in flight",
-                        h.seqnum
-                    )));
-                }
-                if self.is_newer(h.seqnum) {
-                    self.newest_submit = Some(h.seqnum);
-                }
                 let held = urb.data.len();
-                self.in_flight.insert(
-                    h.seqnum,
-                    InFlight {
-                        direction: h.direction,
-                        length: cmd.transfer_buffer_length,
-                        held,
-                    },
-                );
-                self.held_out += held;
+                let pending = Pending {
+                    direction: h.direction,
+                    length: cmd.transfer_buffer_length,
+                    held,
+                };
+                match self.table.submit(h.seqnum, pending) {
+                    Err(Refused::TooMany(max)) => {
+                        return Err(End::Violation(format!(
+                            "max_in_flight ({max}) URBs exceeded"
+                        )))
+                    }
+                    Err(Refused::Duplicate(seqnum)) => {
+                        return Err(End::Violation(format!(
+                            "seqnum {seqnum} is already in flight"
+                        )))
+                    }
+                    Ok(Submit::Drop) => {
+                        if let Some(capture) = &mut self.capture {
+                            capture.refused(&urb, errno::ECONNRESET);
+                        }
+                        debug!(peer = %self.peer, busid = self.busid, seqnum = h.seqnum, "dropping a URB unlinked before it arrived");
+                        return Ok(());
+                    }
+                    Ok(Submit::Start) => {}
+                }
                 self.config.total_buffered.add(held);
-                self.check_buffered(self.backlog.get())?;
+                self.check_buffered(self.outbox.backlog())?;
                 if let Some(capture) = &mut self.capture {
                     capture.submit(&urb);
                 }
-                self.device.submit(urb);
+                let device = &mut self.device;
+                self.inline
+                    .collect(&mut self.inline_done, || device.submit(urb));
+                // What the device finished inside submit() is answered now, in its order.
+                let mut done = std::mem::take(&mut self.inline_done);
+                for completion in done.drain(..) {
+                    self.complete(completion)?;
+                }
+                self.inline_done = done;
                 Ok(())
             }
             Command::Unlink(unlink) => {
@@ -301,23 +306,15 @@ impl Session<'_> {
                     self.complete(done)?;
                 }
                 let victim = unlink.unlink_seqnum;
-                let status = if let Some(urb) = self.in_flight.remove(&victim) {
-                    self.release_held(urb.held);
+                let outcome = self.table.unlink(victim);
+                if let Unlink::Cancel { held } = outcome {
+                    self.config.total_buffered.sub(held);
                     self.device.cancel(victim);
                     if let Some(capture) = &mut self.capture {
                         capture.unlinked(victim);
                     }
-                    errno::ECONNRESET
-                } else if self.is_newer(victim) {
-                    // Its CMD_SUBMIT is still on the way (see `early_unlinks`).
-                    if self.early_unlinks.len() == MAX_EARLY_UNLINKS {
-                        self.early_unlinks.pop_front();
-                    }
-                    self.early_unlinks.push_back(victim);
-                    errno::ECONNRESET
-                } else {
-                    0 // completed already: its RET_SUBMIT went out first
-                };
+                }
+                let status = outcome.status();
                 info!(peer = %self.peer, busid = self.busid, seqnum = victim, status, "unlink");
                 self.send(Reply::Unlink(RetUnlink {
                     seqnum: unlink.header.seqnum,
@@ -328,56 +325,25 @@ impl Session<'_> {
     }
 
     fn complete(&mut self, done: UrbCompletion) -> Result<(), End> {
-        let Some(urb) = self.in_flight.remove(&done.seqnum) else {
+        let seqnum = done.seqnum;
+        let Some(completed) = self.table.complete(done) else {
             return Ok(()); // unlinked meanwhile: the client was told already
         };
-        self.release_held(urb.held);
-        let mut ret = RetSubmit {
-            seqnum: done.seqnum,
-            status: done.status,
-            actual_length: done.actual_length,
-            start_frame: done.start_frame,
-            number_of_packets: done.iso.len() as u32,
-            error_count: done.error_count,
-        };
-        let mut data = done.data;
-        match urb.direction {
-            Direction::In if data.len() > urb.length as usize => {
-                // A device must never return more than asked; the client would overrun.
-                warn!(peer = %self.peer, busid = self.busid, seqnum = done.seqnum, "device returned more data than requested");
-                data.truncate(urb.length as usize);
-                ret.actual_length = urb.length;
-                ret.status = errno::EOVERFLOW;
-            }
-            Direction::In if done.iso.is_empty() => ret.actual_length = data.len() as u32,
-            Direction::Out => {
-                data = Bytes::new();
-                ret.actual_length = ret.actual_length.min(urb.length);
-            }
-            _ => {}
+        self.config.total_buffered.sub(completed.held);
+        if completed.overflowed {
+            warn!(peer = %self.peer, busid = self.busid, seqnum, "device returned more data than requested");
         }
-        if let Some(capture) = &mut self.capture {
-            capture.complete(&ret, &data, &done.iso);
+        if let (Some(capture), Reply::Submit { ret, data, iso }) =
+            (&mut self.capture, &completed.reply)
+        {
+            capture.complete(ret, data, iso);
         }
-        self.send(Reply::Submit {
-            ret,
-            data,
-            iso: done.iso,
-        })
-    }
-
-    /// Whether `seqnum` is newer than every seqnum submitted so far, in wrapping order.
-    fn is_newer(&self, seqnum: u32) -> bool {
-        match self.newest_submit {
-            None => true,
-            Some(newest) => (seqnum.wrapping_sub(newest) as i32) > 0,
-        }
+        self.send(completed.reply)
     }
 
     fn send(&mut self, reply: Reply) -> Result<(), End> {
-        let queued = self.backlog.add(writer::wire_len(&reply));
-        self.check_buffered(queued)?;
-        self.replies.send(reply).map_err(|_| End::WriterGone)
+        let queued = self.outbox.push(reply);
+        self.check_buffered(queued)
     }
 
     fn set_read_buffered(&mut self, now: usize) {
@@ -389,20 +355,15 @@ impl Session<'_> {
         self.read_buffered = now;
     }
 
-    fn release_held(&mut self, held: usize) {
-        self.held_out -= held;
-        self.config.total_buffered.sub(held);
-    }
-
     /// Enforces `max_buffered_bytes` on `queued` reply bytes plus the undecoded input plus the
     /// OUT payload held by URBs in flight.
     fn check_buffered(&self, queued: usize) -> Result<(), End> {
-        let total = queued + self.read_buffered + self.held_out;
+        let held_out = self.table.held_out();
+        let total = queued + self.read_buffered + held_out;
         let limit = self.config.max_buffered_bytes;
         if total > limit {
             return Err(End::Violation(format!(
-                "max_buffered_bytes ({limit}) exceeded: {total} bytes buffered ({queued} of replies the client has not read, {} of OUT data the device holds)",
-                self.held_out
+                "max_buffered_bytes ({limit}) exceeded: {total} bytes buffered ({queued} of replies the client has not read, {held_out} of OUT data the device holds)"
             )));
         }
         let all = self.config.total_buffered.get();

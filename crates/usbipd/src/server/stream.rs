@@ -9,7 +9,7 @@ pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
     type Reader: AsyncRead + Unpin + Send + 'static;
     type Writer: AsyncWrite + Unpin + Send + 'static;
 
-    /// The two halves, for the session (reads) and its writer task (writes).
+    /// The two halves: the session task reads from one and writes its replies to the other.
     fn split(self) -> (Self::Reader, Self::Writer);
 
     /// The TCP socket itself, when the connection is nothing more (so that it can be handed

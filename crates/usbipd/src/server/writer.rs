@@ -1,14 +1,18 @@
-//! The only writer of a session's socket: batches whatever replies are queued and sends each
-//! batch with one vectored write (headers from one scratch buffer, payloads where they are).
-//! It keeps the [`Backlog`] count of what waits to be written; it never decides to close.
+//! The session's outgoing side: replies wait here, in order, until the socket takes them. Each
+//! batch of queued replies goes out with one vectored write (headers from one scratch buffer,
+//! payloads where they are) and one flush. It is polled by the session task itself, so a reply
+//! a device gives inside `submit()` is written without waking another task.
+//! It keeps the count of what waits to be written (the backlog); it never decides to close.
 
+use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::io::AsyncWrite;
 use usbip_proto::{IsoPacket, Reply, HEADER_LEN, ISO_PACKET_LEN};
 
 /// Replies gathered into one write at most; bounded so one write stays a sensible size.
@@ -46,72 +50,152 @@ impl TotalBuffered {
     }
 }
 
-/// Bytes of replies queued for the writer and not yet written: the session adds, the writer
-/// subtracts once a batch is on the wire. Both also count in the server-wide total.
-#[derive(Debug, Clone)]
-pub(super) struct Backlog(Arc<AtomicUsize>, TotalBuffered);
-
-impl Backlog {
-    pub(super) fn new(total: TotalBuffered) -> Backlog {
-        Backlog(Arc::default(), total)
-    }
-
-    /// Counts `n` more bytes queued; returns the new total.
-    pub(super) fn add(&self, n: usize) -> usize {
-        self.1.add(n);
-        self.0.fetch_add(n, Ordering::Relaxed) + n
-    }
-
-    fn written(&self, n: usize) {
-        self.0.fetch_sub(n, Ordering::Relaxed);
-        self.1.sub(n);
-    }
-
-    /// Gives back whatever was never written (the writer is gone).
-    pub(super) fn discard(&self) {
-        let left = self.0.swap(0, Ordering::Relaxed);
-        self.1.sub(left);
-    }
-
-    pub(super) fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
 /// Bytes `reply` takes on the wire.
-pub(super) fn wire_len(reply: &Reply) -> usize {
+fn wire_len(reply: &Reply) -> usize {
     match reply {
         Reply::Submit { data, iso, .. } => HEADER_LEN + data.len() + iso.len() * ISO_PACKET_LEN,
         Reply::Unlink(_) => HEADER_LEN,
     }
 }
 
-pub(super) async fn run<W: AsyncWrite + Unpin>(
-    mut socket: W,
-    mut replies: mpsc::UnboundedReceiver<Reply>,
-    backlog: Backlog,
-) {
-    let mut batch: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
-    let mut scratch: Vec<u8> = Vec::with_capacity(MAX_BATCH * HEADER_LEN);
-    let mut pieces: Vec<Piece> = Vec::with_capacity(MAX_PIECES);
-    while replies.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        scratch.clear();
-        pieces.clear();
-        let mut bytes = 0;
-        for reply in batch.drain(..) {
-            bytes += wire_len(&reply);
-            encode(reply, &mut scratch, &mut pieces);
+/// Replies not yet on the wire, in the order they were queued. Every byte of them also counts
+/// in the server-wide total until it is written or [`Outbox::discard`]ed.
+pub(super) struct Outbox {
+    queued: VecDeque<Reply>,
+    /// The batch being written: its headers, its pieces, and how far the socket took them.
+    scratch: Vec<u8>,
+    pieces: Vec<Piece>,
+    next_piece: usize,
+    offset: usize,
+    batch_bytes: usize,
+    /// The batch is written and its flush has not completed yet.
+    flushing: bool,
+    /// Bytes queued or in the batch, not yet written.
+    backlog: usize,
+    total: TotalBuffered,
+}
+
+impl Outbox {
+    pub fn new(total: TotalBuffered) -> Outbox {
+        Outbox {
+            queued: VecDeque::new(),
+            scratch: Vec::with_capacity(MAX_BATCH * HEADER_LEN),
+            pieces: Vec::with_capacity(MAX_PIECES),
+            next_piece: 0,
+            offset: 0,
+            batch_bytes: 0,
+            flushing: false,
+            backlog: 0,
+            total,
         }
-        // The flush matters for TLS, which may keep the end of a batch in its buffer; on a TCP
-        // socket it does nothing.
-        if write_pieces(&mut socket, &scratch, &pieces).await.is_err()
-            || socket.flush().await.is_err()
-        {
-            return; // the session notices the closed connection on its read side
-        }
-        backlog.written(bytes);
     }
-    let _ = socket.shutdown().await;
+
+    /// Queues `reply` after everything queued before; returns the bytes now waiting.
+    pub fn push(&mut self, reply: Reply) -> usize {
+        let n = wire_len(&reply);
+        self.total.add(n);
+        self.backlog += n;
+        self.queued.push_back(reply);
+        self.backlog
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn backlog(&self) -> usize {
+        self.backlog
+    }
+
+    /// Whether there is nothing to write or flush.
+    pub fn is_idle(&self) -> bool {
+        self.queued.is_empty() && self.next_piece == self.pieces.len() && !self.flushing
+    }
+
+    /// Writes until everything queued is on the wire and flushed (`Ready(Ok)`), the socket
+    /// fails, or it would block (`Pending`, woken when it can take more). Cancel-safe: the
+    /// progress is kept here, so it can be polled from a `select!` that another branch wins.
+    pub fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        socket: &mut W,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            if self.next_piece == self.pieces.len() {
+                if self.flushing {
+                    // The flush matters for TLS, which may keep the end of a batch in its
+                    // buffer; on a TCP socket it does nothing.
+                    ready!(Pin::new(&mut *socket).poll_flush(cx))?;
+                    self.flushing = false;
+                    self.backlog -= self.batch_bytes;
+                    self.total.sub(self.batch_bytes);
+                }
+                if self.queued.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                self.encode_batch();
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_PIECES];
+            let mut count = 0;
+            for (slot, piece) in slices.iter_mut().zip(&self.pieces[self.next_piece..]) {
+                let bytes: &[u8] = match piece {
+                    Piece::Scratch(a, b) => &self.scratch[*a..*b],
+                    Piece::Payload(d) => d,
+                };
+                // The first piece may be partly written already.
+                let skip = if count == 0 { self.offset } else { 0 };
+                *slot = IoSlice::new(&bytes[skip..]);
+                count += 1;
+            }
+            let n = ready!(Pin::new(&mut *socket).poll_write_vectored(cx, &slices[..count]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(n);
+        }
+    }
+
+    /// Gives back to the server-wide count whatever was never written (the session is over).
+    pub fn discard(&mut self) {
+        self.total.sub(self.backlog);
+        self.backlog = 0;
+        self.queued.clear();
+        self.pieces.clear();
+        self.next_piece = 0;
+    }
+
+    /// Moves up to [`MAX_BATCH`] queued replies into a new batch.
+    fn encode_batch(&mut self) {
+        self.scratch.clear();
+        self.pieces.clear();
+        self.next_piece = 0;
+        self.offset = 0;
+        self.batch_bytes = 0;
+        let n = self.queued.len().min(MAX_BATCH);
+        for reply in self.queued.drain(..n) {
+            self.batch_bytes += wire_len(&reply);
+            encode(reply, &mut self.scratch, &mut self.pieces);
+        }
+    }
+
+    /// The socket took `n` more bytes of the batch.
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let len = match &self.pieces[self.next_piece] {
+                Piece::Scratch(a, b) => b - a,
+                Piece::Payload(d) => d.len(),
+            } - self.offset;
+            if n < len {
+                self.offset += n;
+                return;
+            }
+            n -= len;
+            self.offset = 0;
+            // Let go of the payload now: its buffer may go back to the device's pool.
+            self.pieces[self.next_piece] = Piece::Scratch(0, 0);
+            self.next_piece += 1;
+        }
+        if self.next_piece == self.pieces.len() {
+            self.flushing = true;
+        }
+    }
 }
 
 fn encode(reply: Reply, scratch: &mut Vec<u8>, pieces: &mut Vec<Piece>) {
@@ -143,26 +227,5 @@ fn encode(reply: Reply, scratch: &mut Vec<u8>, pieces: &mut Vec<Piece>) {
     }
 }
 
-async fn write_pieces<W: AsyncWrite + Unpin>(
-    socket: &mut W,
-    scratch: &[u8],
-    pieces: &[Piece],
-) -> std::io::Result<()> {
-    // On the stack: no allocation per write. A batch has at most three pieces per reply.
-    let mut slices = [IoSlice::new(&[]); MAX_PIECES];
-    for (slot, p) in slices.iter_mut().zip(pieces) {
-        *slot = match p {
-            Piece::Scratch(a, b) => IoSlice::new(&scratch[*a..*b]),
-            Piece::Payload(d) => IoSlice::new(d),
-        };
-    }
-    let mut remaining: &mut [IoSlice<'_>] = &mut slices[..pieces.len().min(MAX_PIECES)];
-    while !remaining.is_empty() {
-        let n = socket.write_vectored(remaining).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut remaining, n);
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod tests;
