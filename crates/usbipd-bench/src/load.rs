@@ -27,6 +27,16 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Counts one completed URB and its bytes, and an error when its status is not 0.
+    fn count(&self, done: &usbip_client::Completion) {
+        self.ops.fetch_add(1, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(u64::from(done.actual_length), Ordering::Relaxed);
+        if done.status != 0 {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn snapshot(all: &[Arc<Counters>]) -> (u64, u64, u64) {
         all.iter().fold((0, 0, 0), |(o, b, e), c| {
             (
@@ -152,15 +162,7 @@ pub async fn urbs(conn: Connection, submit: Submit, depth: usize, counters: Arc<
     }
     while let Some(done) = pipe.next().await {
         match done {
-            Ok((_, done)) => {
-                counters.ops.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .bytes
-                    .fetch_add(u64::from(done.actual_length), Ordering::Relaxed);
-                if done.status != 0 {
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            Ok((_, done)) => counters.count(&done),
             Err(_) => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -211,15 +213,7 @@ pub async fn urbs_owned(
     }
     while let Some(done) = p.next().await {
         match done {
-            Ok((_, done)) => {
-                counters.ops.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .bytes
-                    .fetch_add(u64::from(done.actual_length), Ordering::Relaxed);
-                if done.status != 0 {
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            Ok((_, done)) => counters.count(&done),
             Err(_) => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
                 break;

@@ -16,7 +16,7 @@ use usbipd::ipc::{client, Request, Response, StatusReport};
 
 mod common;
 
-use common::process::{free_port, Reaper};
+use common::process::{embedded_daemon, free_port, Reaper};
 
 const BIN: &str = env!("CARGO_BIN_EXE_usbipd");
 
@@ -34,17 +34,7 @@ impl Drop for Daemon {
 }
 
 fn start_daemon(dir: &Path, port: u16) -> Daemon {
-    let child = Command::new(BIN)
-        .args(["server", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--control")
-        .arg(dir.join("control.sock"))
-        .args(["--extension", "embedded", "--extension-socket"])
-        .arg(dir.join("ext.sock"))
-        .arg("--extension-state")
-        .arg(dir.join("claims.json"))
-        .arg("--virtual-bus")
-        .arg(dir.join("bus.json"))
+    let child = embedded_daemon(dir, port)
         .stdout(Stdio::null())
         .stderr(
             std::fs::OpenOptions::new()

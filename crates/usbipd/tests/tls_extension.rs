@@ -20,7 +20,7 @@ use usbipd::tls::trust::Trust;
 
 mod common;
 
-use common::process::{free_port, Reaper};
+use common::process::{embedded_daemon, free_port, Reaper};
 
 const BIN: &str = env!("CARGO_BIN_EXE_usbipd");
 
@@ -45,19 +45,10 @@ fn start_daemon(dir: &Path, port: u16, tls_port: u16) -> Daemon {
     .save(&dir.join("bus.json"))
     .unwrap();
     let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
-    let child = Command::new(BIN)
-        .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+    let child = embedded_daemon(dir, port)
         .args(["--listen-tls", &format!("127.0.0.1:{tls_port}")])
         .arg("--state-dir")
         .arg(dir.join("state"))
-        .arg("--control")
-        .arg(dir.join("control.sock"))
-        .args(["--extension", "embedded", "--extension-socket"])
-        .arg(dir.join("ext.sock"))
-        .arg("--extension-state")
-        .arg(dir.join("claims.json"))
-        .arg("--virtual-bus")
-        .arg(dir.join("bus.json"))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -1,6 +1,7 @@
 //! Helpers for tests that run the real `usbipd` binary as a child process.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// A loopback port free at the time of asking.
 pub fn free_port() -> u16 {
@@ -31,4 +32,22 @@ pub fn kill_recorded_extension(dir: &Path) {
             );
         }
     }
+}
+
+/// `usbipd server --listen 127.0.0.1:PORT` with the embedded extension on a virtual bus, its
+/// files under `dir`: control.sock, ext.sock, claims.json and bus.json (which the caller
+/// writes). Callers add their own options, stdout and stderr.
+pub fn embedded_daemon(dir: &Path, port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_usbipd"));
+    command
+        .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--control")
+        .arg(dir.join("control.sock"))
+        .args(["--extension", "embedded", "--extension-socket"])
+        .arg(dir.join("ext.sock"))
+        .arg("--extension-state")
+        .arg(dir.join("claims.json"))
+        .arg("--virtual-bus")
+        .arg(dir.join("bus.json"));
+    command
 }
