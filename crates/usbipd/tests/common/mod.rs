@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod bot;
+pub mod extension_rig;
 pub mod process;
 pub mod raw;
 
