@@ -16,7 +16,7 @@ use usbipd::ipc::{client, Request, Response, StatusReport};
 
 mod common;
 
-use common::process::{embedded_daemon, free_port, Reaper};
+use common::process::{assert_succeeded, embedded_daemon, free_port, Reaper};
 
 const BIN: &str = env!("CARGO_BIN_EXE_usbipd");
 
@@ -149,11 +149,7 @@ async fn kill_9_mid_transfer_crash_mid_unbind_and_daemon_restart_keep_claims() {
 
     // The CLI binds, and explains a failure with its code and errno.
     let out = cli(dir, &["bind", "--busid", "1-2"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("taken from kernel driver usbhid"));
     let out = cli(dir, &["bind", "--busid", "1-4"]);
     assert!(!out.status.success());
@@ -370,11 +366,7 @@ fn listed(dir: &Path, busid: &str) -> (String, Option<String>) {
         .arg(dir.join("control.sock"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let row = rows
         .as_array()
@@ -504,11 +496,7 @@ async fn detach_ends_the_extensions_session_and_keeps_the_claim() {
         ],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(stdout.contains("detached 1-2 from 127.0.0.1:"), "{stdout}");
     let after = tokio::time::timeout(
         Duration::from_secs(5),

@@ -20,7 +20,7 @@ use usbipd::tls::trust::Trust;
 
 mod common;
 
-use common::process::{embedded_daemon, free_port, Reaper};
+use common::process::{assert_succeeded, embedded_daemon, free_port, Reaper};
 
 const BIN: &str = env!("CARGO_BIN_EXE_usbipd");
 
@@ -84,11 +84,7 @@ fn cli(dir: &Path, args: &[&str]) {
         .arg(dir.join("ext.sock"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 }
 
 /// Imports 1-2 over TLS, retrying while the extension still has the last client's session.

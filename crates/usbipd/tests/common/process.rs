@@ -51,3 +51,12 @@ pub fn embedded_daemon(dir: &Path, port: u16) -> Command {
         .arg(dir.join("bus.json"));
     command
 }
+
+/// Fails the test, showing the command's stderr, unless it exited with success.
+pub fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
