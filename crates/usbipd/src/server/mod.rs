@@ -8,6 +8,7 @@ mod handshake;
 mod inflight;
 mod listener;
 pub mod policy;
+mod read_window;
 mod session;
 pub mod stream;
 pub mod tls;

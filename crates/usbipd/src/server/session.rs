@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use usbip_proto::{errno, Command, ProtoError, Reply, RetUnlink};
 
 use super::inflight::{InFlight, Pending, Refused, Submit, Unlink};
+use super::read_window::ReadWindow;
 use super::stream::Conn;
 use super::writer::Outbox;
 use super::ServerConfig;
@@ -82,6 +83,7 @@ struct Session<'a> {
     outbox: Outbox,
     /// Bytes received and not yet decoded.
     read_buffered: usize,
+    read_window: ReadWindow,
     /// `Some` only with `--capture`: checked once per URB, nothing else when off.
     capture: Option<SessionCapture>,
     config: &'a ServerConfig,
@@ -117,6 +119,7 @@ pub(super) async fn run<S: Conn>(
         inline_done: Vec::new(),
         outbox: Outbox::new(config.total_buffered.clone()),
         read_buffered: 0,
+        read_window: ReadWindow::default(),
         capture: config.capture.as_ref().map(|c| c.session(busnum, devnum)),
         config,
     };
@@ -164,7 +167,6 @@ impl Session<'_> {
         completions: &mut mpsc::UnboundedReceiver<UrbCompletion>,
         revoked: &mut watch::Receiver<bool>,
     ) -> End {
-        buf.reserve(64 * 1024);
         // One future for the whole session: it registers with the watch once, not per turn.
         let revoked = until_revoked(revoked);
         tokio::pin!(revoked);
@@ -182,9 +184,7 @@ impl Session<'_> {
                 }
             }
             self.set_read_buffered(buf.len());
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(64 * 1024);
-            }
+            let room = self.read_window.room(&mut buf);
             let writing = !self.outbox.is_idle();
             let outbox = &mut self.outbox;
             tokio::select! {
@@ -212,7 +212,8 @@ impl Session<'_> {
                 }
                 read = reader.read_buf(&mut buf) => match read {
                     Ok(0) => return End::ClientClosed,
-                    Ok(_) => {
+                    Ok(n) => {
+                        self.read_window.took(n, room);
                         self.set_read_buffered(buf.len());
                         if let Err(end) = self.check_buffered(self.outbox.backlog()) {
                             return end;
