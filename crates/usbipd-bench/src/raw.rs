@@ -253,6 +253,19 @@ async fn send(stream: &mut TcpStream, h: &[u8], payload: &[u8], k: usize) -> std
     Ok(())
 }
 
+/// The raw server on a current-thread runtime of its own thread: the thread that wakes from
+/// epoll runs the connection's task and writes the reply, with no other worker to hand off to.
+pub fn serve_current_thread(listener: std::net::TcpListener) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    rt.block_on(async {
+        listener.set_nonblocking(true)?;
+        serve(TcpListener::from_std(listener)?).await;
+        Ok(())
+    })
+}
+
 /// The blocking raw server: one thread per connection, blocking reads and writes, one message
 /// at a time. For one message in flight it can beat the async server (no task wake-up).
 pub fn serve_blocking(listener: std::net::TcpListener) {
