@@ -12,6 +12,7 @@
 //! thread) is a comparison row.
 
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use usbip_proto::HEADER_LEN;
@@ -21,7 +22,7 @@ use crate::child::ServerProcess;
 use crate::lean::{self, Shape};
 use crate::load::{self, percentile_us};
 use crate::pin;
-use crate::raw;
+use crate::raw::{self, PingPong};
 use crate::report::{fmt, median, Row};
 
 /// The raw servers, in the order of `Target::Raw`.
@@ -52,13 +53,6 @@ impl Series {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Target {
-    Usbipd,
-    Raw(usize),
-    Client,
-}
-
 /// (p50, p99) in microseconds, after dropping the first tenth as warm-up.
 fn percentiles(mut times: Vec<Duration>) -> (f64, f64) {
     times.drain(..times.len() / 10);
@@ -70,60 +64,67 @@ fn reply_ok(r: &[u8]) -> bool {
     r[0x14..0x18] == [0; 4] && r[0x18..0x1c] == 18u32.to_be_bytes()
 }
 
-/// Runs `f` on a thread pinned to `cpu`, or on the blocking pool when unpinned.
-async fn on(
-    cpu: Option<usize>,
-    f: impl FnOnce() -> anyhow::Result<Vec<Duration>> + Send + 'static,
-) -> anyhow::Result<(f64, f64)> {
-    let times = match cpu {
-        Some(cpu) => pin::on_cpu(cpu, f).await?,
-        None => tokio::task::spawn_blocking(f).await??,
-    };
-    Ok(percentiles(times))
+/// Where one window's round trips go; all on one client thread.
+#[derive(Clone)]
+struct Peers {
+    usbip: SocketAddr,
+    /// The socket of an imported `0-3` and its devid (the lean client's GET_DESCRIPTOR).
+    lean: Arc<(TcpStream, u32)>,
+    raws: [SocketAddr; 3],
+    /// usbip-client imports this device afresh each window.
+    client_busid: String,
 }
 
-fn usbipd_round_trips(s: TcpStream, devid: u32, count: usize) -> anyhow::Result<Vec<Duration>> {
-    let mut req = [0u8; HEADER_LEN];
-    raw::ping_pong_blocking(
-        s,
-        &mut req,
-        HEADER_LEN + 18,
-        count,
-        |i, r| Shape::get_descriptor().encode(i as u32 + 1_000_000, devid, r),
-        reply_ok,
-    )
-}
-
-fn raw_round_trips(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<Duration>> {
-    let s = TcpStream::connect(addr)?;
-    let mut req = raw::in_request(18);
-    raw::ping_pong_blocking(s, &mut req, raw::HEADER + 18, count, |_, _| {}, |_| true)
-}
-
-/// usbip-client on a current-thread runtime of the calling thread (so that its tasks run on
-/// the pinned thread too), on a fresh import of `busid`.
-fn client_round_trips(
-    addr: SocketAddr,
-    busid: String,
-    count: usize,
-) -> anyhow::Result<Vec<Duration>> {
+/// One window: `count` rounds, each one round trip to usbipd, to each raw server and through
+/// usbip-client, in an order rotated every round, from the calling thread. Interleaved so that
+/// whatever else the machine does at any moment falls on every target alike. usbip-client runs
+/// on a current-thread runtime of this thread, so its tasks are pinned with it.
+/// Returns the times of usbipd, the raw servers, then usbip-client.
+fn window(p: Peers, count: usize) -> anyhow::Result<Vec<Vec<Duration>>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async move {
-        let conn = load::import(addr, &busid).await?;
-        let mut times = Vec::with_capacity(count);
-        for _ in 0..count {
-            let t = Instant::now();
-            let done = conn.submit(get_descriptor()).await?;
-            times.push(t.elapsed());
-            anyhow::ensure!(
-                done.status == 0 && done.data.len() == 18,
-                "GET_DESCRIPTOR failed"
-            );
+    let conn = rt.block_on(load::import(p.usbip, &p.client_busid))?;
+    let (lean, devid) = (&p.lean.0, p.lean.1);
+    let mut usbipd = PingPong::new(lean.try_clone()?, [0; HEADER_LEN], HEADER_LEN + 18)?;
+    let mut raws = Vec::new();
+    for addr in p.raws {
+        raws.push(PingPong::new(
+            TcpStream::connect(addr)?,
+            raw::in_request(18),
+            raw::HEADER + 18,
+        )?);
+    }
+    let mut times: Vec<Vec<Duration>> = (0..5).map(|_| Vec::with_capacity(count)).collect();
+    for i in 0..count {
+        for k in 0..5 {
+            let target = (i + k) % 5;
+            let t = match target {
+                0 => {
+                    Shape::get_descriptor().encode(
+                        i as u32 + 1_000_000,
+                        devid,
+                        &mut usbipd.request,
+                    );
+                    let (t, reply) = usbipd.round_trip()?;
+                    anyhow::ensure!(reply_ok(reply), "bad GET_DESCRIPTOR reply from usbipd");
+                    t
+                }
+                1..=3 => raws[target - 1].round_trip()?.0,
+                _ => rt.block_on(async {
+                    let t = Instant::now();
+                    let done = conn.submit(get_descriptor()).await?;
+                    anyhow::ensure!(
+                        done.status == 0 && done.data.len() == 18,
+                        "GET_DESCRIPTOR through usbip-client failed"
+                    );
+                    anyhow::Ok(t.elapsed())
+                })?,
+            };
+            times[target].push(t);
         }
-        anyhow::Ok(times)
-    })
+    }
+    Ok(times)
 }
 
 /// The modes this machine allows: unpinned, then same vCPU and cross vCPU when there are two.
@@ -176,8 +177,15 @@ pub async fn latency(
     plan: &Plan,
 ) -> anyhow::Result<(Vec<Row>, Vec<String>)> {
     let (mut modes, mut notes) = modes(&pin::allowed(), CLIENT_PORT + plan.windows)?;
-    let count = plan.latency_count + plan.latency_count / 10;
-    let mut conns = Vec::new();
+    // Quick mode: about as many round trips in all as before the modes existed (it must stay
+    // a short smoke test); a full run: `latency_count` per target, window and mode.
+    let rounds = if plan.quick {
+        plan.latency_count / 3
+    } else {
+        plan.latency_count
+    };
+    let count = rounds + rounds / 10;
+    let mut peers = Vec::new();
     let mut measured = Vec::new();
     for mode in &mut modes {
         let server = mode.server.as_mut().unwrap_or(&mut *shared);
@@ -187,46 +195,34 @@ pub async fn latency(
             .map(|a| a.ok_or_else(|| anyhow::anyhow!("the bench server has no raw server")))
             .collect::<anyhow::Result<_>>()?;
         let (stream, devid) = lean::import(server.usbip, "0-3").await?;
-        let stream = stream.into_std()?;
-        stream.set_nonblocking(false)?;
-        conns.push((server.usbip, raws, stream, devid));
+        peers.push(Peers {
+            usbip: server.usbip,
+            lean: Arc::new((stream.into_std()?, devid)),
+            raws: [raws[0], raws[1], raws[2]],
+            client_busid: String::new(),
+        });
         measured.push(Measured {
             usbipd: Series::default(),
             raw: Default::default(),
             client: Series::default(),
         });
     }
-    let targets = [
-        Target::Usbipd,
-        Target::Raw(0),
-        Target::Raw(1),
-        Target::Raw(2),
-        Target::Client,
-    ];
     for i in 0..plan.windows {
         for (m, mode) in modes.iter().enumerate() {
-            let (usbip, raws, stream, devid) = &conns[m];
+            let mut p = peers[m].clone();
+            p.client_busid = format!("0-{}", CLIENT_PORT + i);
+            let times = match mode.client {
+                Some(cpu) => pin::on_cpu(cpu, move || window(p, count)).await?,
+                None => tokio::task::spawn_blocking(move || window(p, count)).await??,
+            };
+            let mut times = times.into_iter().map(percentiles);
             let out = &mut measured[m];
-            // Rotated each window, so that no target always follows the same one.
-            for k in 0..targets.len() {
-                let cpu = mode.client;
-                match targets[(k + i) % targets.len()] {
-                    Target::Usbipd => {
-                        let (s, devid) = (stream.try_clone()?, *devid);
-                        out.usbipd
-                            .push(on(cpu, move || usbipd_round_trips(s, devid, count)).await?);
-                    }
-                    Target::Raw(r) => {
-                        let addr = raws[r];
-                        out.raw[r].push(on(cpu, move || raw_round_trips(addr, count)).await?);
-                    }
-                    Target::Client => {
-                        let (addr, busid) = (*usbip, format!("0-{}", CLIENT_PORT + i));
-                        out.client
-                            .push(on(cpu, move || client_round_trips(addr, busid, count)).await?);
-                    }
-                }
+            let mut next = || times.next().unwrap_or((f64::NAN, f64::NAN));
+            out.usbipd.push(next());
+            for r in &mut out.raw {
+                r.push(next());
             }
+            out.client.push(next());
             let r = &out.raw;
             eprintln!(
                 "  latency window {i}, {}: usbipd p50 {:.1} p99 {:.1} us; raw async {:.1}/{:.1}; blocking {:.1}/{:.1}; current-thread {:.1}/{:.1}; usbip-client {:.1}/{:.1}",
@@ -237,7 +233,7 @@ pub async fn latency(
             );
         }
     }
-    drop(conns);
+    drop(peers);
     let mut rows = Vec::new();
     let mut verdict = Vec::new();
     for (mode, m) in modes.iter().zip(&measured) {
