@@ -291,10 +291,19 @@ fn rows_of(mode: &Mode, m: &Measured) -> (Vec<Row>, bool) {
         .map(|(n, s)| format!("{n} {}/{}", fmt(median(&s.p50)), fmt(median(&s.p99))))
         .collect::<Vec<_>>()
         .join(", ");
+    // usbipd against the raw server of its own runtime shape (multi-thread tokio, one task per
+    // connection): what usbipd adds, apart from what the runtime's epoll path costs.
+    let same_shape = Row::windows("", "", "us", m.usbipd.p50.clone(), false)
+        .against("", m.raw[0].p50.clone())
+        .summary();
     let note = format!(
-        "windows won by each raw server, p50: {}; p99: {}; median p50/p99 of each raw server: {each} us",
+        "windows won by each raw server, p50: {}; p99: {}; median p50/p99 of each raw server: {each} us; \
+         usbipd p50 against the raw async server (the same multi-thread runtime): median ratio {} ({}-{})",
         won(wins50),
-        won(wins99)
+        won(wins99),
+        same_shape.ratio.map(fmt).unwrap_or_else(|| "-".into()),
+        fmt(same_shape.spread.0),
+        fmt(same_shape.spread.1),
     );
     let baseline = "fastest raw server of each window";
     let case = format!("GET_DESCRIPTOR, 1 in flight, {}", mode.name);
@@ -331,6 +340,16 @@ fn rows_of(mode: &Mode, m: &Measured) -> (Vec<Row>, bool) {
             false,
         )
         .against(baseline, best50.clone()),
+    );
+    rows.push(
+        Row::windows(
+            "latency",
+            format!("{case}, p50 against the raw async server (same runtime)"),
+            "us",
+            m.usbipd.p50.clone(),
+            false,
+        )
+        .against("raw async server", m.raw[0].p50.clone()),
     );
     for (name, s) in RAW.iter().zip(&m.raw) {
         rows.push(
