@@ -38,6 +38,11 @@ const METHOD: &str = "\
   alike. A window's baseline is the fastest raw server of that window, for p50 and for p99
   each; the goal is met only if it is met in every pinned mode. The *unpinned* rows (the
   shared server process, no pinning) show what a run samples without pinning; no goal.
+- **TLS.** Bulk IN and GET_DESCRIPTOR latency through `usbip-client` over TLS in the client
+  process and over the client's relay (TLS, then a Unix socket pair), against plain TCP on the
+  same server process, in windows as for the goals (one in quick mode): in each window every
+  shape over plain TCP, then over each TLS path; the latency rounds go to the three
+  connections in turn, in an order rotated every round.
 - **Baselines.** Raw TCP with the same message sizes and depth: IN sends 48 B and gets 48+N B,
   OUT sends 48+N B and gets 48 B (control GET_DESCRIPTOR: 48 B -> 66 B). The async raw server
   is one task per connection with a streaming parser, IN payloads written from one static zero
