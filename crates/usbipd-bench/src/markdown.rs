@@ -31,12 +31,17 @@ const METHOD: &str = "\
   that crosses vCPUs tens, so each placement is measured on its own: in the *same vCPU* mode
   the client thread and a server process of its own are pinned to one CPU, in the *cross vCPU*
   mode to two (`sched_setaffinity`, the server's before it executes, so all its threads
-  inherit it); usbipd and the raw servers live in that one process, so they are pinned alike.
+  inherit it); usbipd and the raw servers live in that one process, so they are pinned alike
+  (pinned to one CPU, its multi-thread runtime has one worker, as `taskset -c N usbipd server`
+  would: tokio sizes it from the CPUs the process may use).
   One blocking client thread (it sleeps in `read`) interleaves its round trips: usbipd, each
   raw server, then `usbip-client` (on a current-thread runtime of that thread; a comparison
   row), in an order rotated every round, so that the machine's noise falls on every target
   alike. A window's baseline is the fastest raw server of that window, for p50 and for p99
-  each; the goal is met only if it is met in every pinned mode. The *unpinned* rows (the
+  each; the goal is met only if it is met in every pinned mode. The rows *against the raw
+  async server (same runtime)* set usbipd beside the raw server of its own runtime shape (one
+  task per connection on the multi-thread runtime, woken through epoll): what usbipd adds on
+  top of that path, apart from what the path costs against a thread blocked in `read`. The *unpinned* rows (the
   shared server process, no pinning) show what a run samples without pinning; no goal.
 - **TLS.** Bulk IN and GET_DESCRIPTOR latency through `usbip-client` over TLS in the client
   process and over the client's relay (TLS, then a Unix socket pair), against plain TCP on the
