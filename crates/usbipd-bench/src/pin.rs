@@ -65,3 +65,36 @@ pub async fn on_cpu<T: Send + 'static>(
     rx.await
         .map_err(|_| anyhow::anyhow!("the thread pinned to CPU {cpu} panicked"))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pinned_thread_runs_only_on_its_cpu() {
+        let cpus = allowed();
+        assert!(!cpus.is_empty(), "sched_getaffinity gave no CPU");
+        for &cpu in &cpus {
+            let seen = on_cpu(cpu, || Ok(allowed())).await.unwrap();
+            assert_eq!(seen, vec![cpu]);
+        }
+        // The pinning stays on that thread: this one still has every CPU.
+        assert_eq!(allowed(), cpus);
+    }
+
+    #[test]
+    fn a_pinned_child_and_its_threads_inherit_the_cpu() {
+        let cpu = *allowed().last().unwrap();
+        let mut cmd = Command::new("sh");
+        // grep, a process the pinned child starts in turn, reports what it may use.
+        cmd.args(["-c", "grep Cpus_allowed_list /proc/self/status"]);
+        command(&mut cmd, cpu);
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text.split_whitespace().nth(1),
+            Some(cpu.to_string().as_str()),
+            "{text}"
+        );
+    }
+}
