@@ -7,9 +7,10 @@
 //! own ("mode"): the client thread and a server process of its own are pinned (see `pin`), the
 //! same pinning for usbipd and every raw server, since they all live in that one process. The
 //! baseline of a window is the fastest raw server of that window; the goal is met only when
-//! every pinned mode meets it. An unpinned mode on the shared server shows what a run samples
-//! without pinning (no goal). `usbip-client` (on a current-thread runtime on the client
-//! thread) is a comparison row.
+//! every pinned mode meets it. Within a window the client interleaves its round trips over
+//! all targets (see [`window`]), so the machine's noise falls on each alike. An unpinned mode
+//! on the shared server shows what a run samples without pinning (no goal). `usbip-client`
+//! (on a current-thread runtime on the client thread) is a comparison row.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use crate::pin;
 use crate::raw::{self, PingPong};
 use crate::report::{fmt, median, Row};
 
-/// The raw servers, in the order of `Target::Raw`.
+/// The raw servers, in the order of `Peers::raws`.
 const RAW: [&str; 3] = ["async", "blocking", "current-thread"];
 /// usbip-client imports `0-(CLIENT_PORT + window)`: a device no earlier figure left imported.
 const CLIENT_PORT: usize = 50;
