@@ -19,7 +19,8 @@ use usbipd::device::registry::Registry;
 use usbipd::server::{Server, ServerConfig, TlsServer};
 
 /// `usbipd-bench serve --devices N`: runs until stdin closes. Prints
-/// `READY <usbip> <raw> <tls> <raw blocking> <prebuilt-reply usbip>`,
+/// `READY <usbip> <raw> <tls> <raw blocking> <prebuilt-reply usbip> <raw current-thread>`
+/// (`<tls>` is `-` without `--tls-state`),
 /// then answers each `stats` line with `STATS <allocations> <bytes allocated>`.
 pub fn serve(devices: usize, tls_state: Option<PathBuf>) -> anyhow::Result<()> {
     // Same runtime shape as the real binary's #[tokio::main].
@@ -50,10 +51,13 @@ pub fn serve(devices: usize, tls_state: Option<PathBuf>) -> anyhow::Result<()> {
         let blocking = std::net::TcpListener::bind("127.0.0.1:0")?;
         let blocking_addr = blocking.local_addr()?;
         std::thread::spawn(move || crate::raw::serve_blocking(blocking));
+        let current = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let current_addr = current.local_addr()?;
+        std::thread::spawn(move || crate::raw::serve_current_thread(current));
         let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let fake_addr = fake.local_addr()?;
         tokio::spawn(crate::fake::serve(fake));
-        println!("READY {usbip} {raw_addr} {tls_addr} {blocking_addr} {fake_addr}");
+        println!("READY {usbip} {raw_addr} {tls_addr} {blocking_addr} {fake_addr} {current_addr}");
         std::io::stdout().flush()?;
         // Stdin is read on a plain thread: a blocking read must not hold a runtime worker.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -90,6 +94,8 @@ pub struct ServerProcess {
     pub raw: Option<SocketAddr>,
     /// The blocking thread-per-connection raw server (bench child only).
     pub raw_blocking: Option<SocketAddr>,
+    /// The raw server on a current-thread runtime (bench child only).
+    pub raw_current: Option<SocketAddr>,
     /// The USB/IP server answering from prebuilt replies (bench child only), see `fake`.
     pub prebuilt: Option<SocketAddr>,
     pub pid: u32,
@@ -102,12 +108,27 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// This binary in `serve` mode exporting `devices` gadget-zero devices.
     pub fn bench(devices: usize) -> anyhow::Result<ServerProcess> {
+        Self::bench_with(devices, true, None)
+    }
+
+    /// The same, without TLS, with every thread pinned to `cpu` (see `pin`).
+    pub fn bench_pinned(devices: usize, cpu: usize) -> anyhow::Result<ServerProcess> {
+        Self::bench_with(devices, false, Some(cpu))
+    }
+
+    fn bench_with(devices: usize, tls: bool, cpu: Option<usize>) -> anyhow::Result<ServerProcess> {
         let exe = std::env::current_exe()?;
-        let client = crate::tls::Client::new()?;
+        let client = tls.then(crate::tls::Client::new).transpose()?;
         let started = Instant::now();
-        let mut child = Command::new(exe)
-            .args(["serve", "--devices", &devices.to_string(), "--tls-state"])
-            .arg(client.server_dir())
+        let mut cmd = Command::new(exe);
+        cmd.args(["serve", "--devices", &devices.to_string()]);
+        if let Some(client) = &client {
+            cmd.arg("--tls-state").arg(client.server_dir());
+        }
+        if let Some(cpu) = cpu {
+            crate::pin::command(&mut cmd, cpu);
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -123,13 +144,24 @@ impl ServerProcess {
         }
         let usbip = words.next().context("no address")?.parse()?;
         let raw = Some(words.next().context("no raw address")?.parse()?);
-        let tls = words.next().context("no TLS address")?.parse()?;
+        let tls = words.next().context("no TLS address")?;
+        let tls = match client {
+            Some(client) => Some((tls.parse()?, Arc::new(client))),
+            None => None,
+        };
         let raw_blocking = Some(words.next().context("no blocking raw address")?.parse()?);
         let prebuilt = Some(words.next().context("no prebuilt-reply address")?.parse()?);
+        let raw_current = Some(
+            words
+                .next()
+                .context("no current-thread raw address")?
+                .parse()?,
+        );
         Ok(ServerProcess {
             raw_blocking,
+            raw_current,
             prebuilt,
-            tls: Some((tls, Arc::new(client))),
+            tls,
             pid: child.id(),
             stdin: child.stdin.take(),
             stdout: Some(stdout),
@@ -188,6 +220,7 @@ impl ServerProcess {
             usbip,
             raw: None,
             raw_blocking: None,
+            raw_current: None,
             prebuilt: None,
             startup,
             tls: None,

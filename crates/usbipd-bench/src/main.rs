@@ -12,6 +12,7 @@ mod figures;
 mod lean;
 mod load;
 mod markdown;
+mod pin;
 mod raw;
 mod report;
 mod tls;
@@ -122,7 +123,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         if wants("latency") {
             eprintln!("latency");
-            report.rows.extend(figures::latency::latency(&mut server, &plan).await?);
+            let (rows, notes) = figures::latency::latency(&mut server, &plan).await?;
+            report.rows.extend(rows);
+            report.notes.extend(notes);
         }
         if wants("many") {
             eprintln!("many clients");

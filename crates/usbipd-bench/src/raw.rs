@@ -253,6 +253,19 @@ async fn send(stream: &mut TcpStream, h: &[u8], payload: &[u8], k: usize) -> std
     Ok(())
 }
 
+/// The raw server on a current-thread runtime of its own thread: the thread that wakes from
+/// epoll runs the connection's task and writes the reply, with no other worker to hand off to.
+pub fn serve_current_thread(listener: std::net::TcpListener) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    rt.block_on(async {
+        listener.set_nonblocking(true)?;
+        serve(TcpListener::from_std(listener)?).await;
+        Ok(())
+    })
+}
+
 /// The blocking raw server: one thread per connection, blocking reads and writes, one message
 /// at a time. For one message in flight it can beat the async server (no task wake-up).
 pub fn serve_blocking(listener: std::net::TcpListener) {
@@ -291,30 +304,37 @@ fn blocking_connection(mut s: std::net::TcpStream) -> std::io::Result<()> {
     }
 }
 
-/// Round-trip times of `count` sequential exchanges on a blocking socket, from a thread that
-/// sleeps in `read` while it waits: `fill(i, request)` writes request `i`, the reply is
-/// `reply_len` bytes and `check` validates it.
-pub fn ping_pong_blocking(
-    mut s: std::net::TcpStream,
-    request: &mut [u8; HEADER],
-    reply_len: usize,
-    count: usize,
-    mut fill: impl FnMut(usize, &mut [u8; HEADER]),
-    check: impl Fn(&[u8]) -> bool,
-) -> anyhow::Result<Vec<Duration>> {
-    use std::io::{Read, Write};
-    s.set_nodelay(true)?;
-    let mut reply = vec![0u8; reply_len];
-    let mut times = Vec::with_capacity(count);
-    for i in 0..count {
-        fill(i, request);
-        let t = Instant::now();
-        s.write_all(request)?;
-        s.read_exact(&mut reply)?;
-        times.push(t.elapsed());
-        anyhow::ensure!(check(&reply), "bad reply in ping-pong");
+/// One blocking connection doing one exchange at a time, from a thread that sleeps in `read`
+/// while it waits: the latency figure's client for usbipd and the raw servers alike.
+pub struct PingPong {
+    s: std::net::TcpStream,
+    pub request: [u8; HEADER],
+    reply: Vec<u8>,
+}
+
+impl PingPong {
+    pub fn new(
+        s: std::net::TcpStream,
+        request: [u8; HEADER],
+        reply_len: usize,
+    ) -> std::io::Result<PingPong> {
+        s.set_nodelay(true)?;
+        s.set_nonblocking(false)?;
+        Ok(PingPong {
+            s,
+            request,
+            reply: vec![0u8; reply_len],
+        })
     }
-    Ok(times)
+
+    /// Sends `request`, reads the whole reply; returns the round-trip time and the reply.
+    pub fn round_trip(&mut self) -> std::io::Result<(Duration, &[u8])> {
+        use std::io::{Read, Write};
+        let t = Instant::now();
+        self.s.write_all(&self.request)?;
+        self.s.read_exact(&mut self.reply)?;
+        Ok((t.elapsed(), &self.reply))
+    }
 }
 
 /// The request header of the raw IN exchange (48 B out, 48+`n` back).

@@ -42,7 +42,7 @@ pub struct Summary {
 pub const ZERO_PER_URB: f64 = 0.001;
 
 impl Row {
-    /// A row of one window (kept for figures not measured in windows, such as TLS).
+    /// A row of one window (for figures not measured in windows, such as memory).
     pub fn new(figure: &str, case: impl Into<String>, value: f64, unit: &str) -> Row {
         Row::windows(figure, case, unit, vec![value], true)
     }
@@ -65,11 +65,6 @@ impl Row {
             higher_is_better,
             note: None,
         }
-    }
-
-    /// A one-window baseline (see [`Row::new`]).
-    pub fn baseline(self, baseline: f64) -> Row {
-        self.against("same run", vec![baseline])
     }
 
     pub fn against(mut self, name: &str, samples: Vec<f64>) -> Row {

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use usbip_client::{Connection, Submit};
 use usbipd::client::tls::ClientTls;
@@ -105,6 +105,31 @@ async fn connect(server: &ServerProcess, path: Route, busid: &str) -> anyhow::Re
     load::configure(conn).await
 }
 
+/// One URB in flight: `count` rounds of one GET_DESCRIPTOR on each connection in turn (the
+/// order rotated every round, so that the machine's noise falls on every path alike), after a
+/// tenth as many rounds of warm-up. Round-trip times per connection.
+async fn latency_window(conns: &[Connection], count: usize) -> anyhow::Result<Vec<Vec<Duration>>> {
+    let conns = conns.to_vec();
+    tokio::spawn(async move {
+        let setup = [0x80, 0x06, 0x00, 0x01, 0, 0, 18, 0];
+        let mut times: Vec<Vec<Duration>> =
+            conns.iter().map(|_| Vec::with_capacity(count)).collect();
+        for i in 0..count + count / 10 {
+            for k in 0..conns.len() {
+                let c = (i + k) % conns.len();
+                let t = Instant::now();
+                let done = conns[c].submit(Submit::control(setup, Vec::new())).await?;
+                anyhow::ensure!(done.status == 0, "GET_DESCRIPTOR failed: {}", done.status);
+                if i >= count / 10 {
+                    times[c].push(t.elapsed());
+                }
+            }
+        }
+        anyhow::Ok(times)
+    })
+    .await?
+}
+
 pub async fn figure(
     server: &mut ServerProcess,
     plan: &Plan,
@@ -119,81 +144,92 @@ pub async fn figure(
     } else {
         &[(4 << 10, 16), (64 << 10, 1), (64 << 10, 16)]
     };
-    let mut rows = Vec::new();
-    for &(n, depth) in shapes {
-        let mut plain = 0.0;
-        for (&path, conn) in paths.iter().zip(&conns) {
-            let c = Arc::new(Counters::default());
-            let task = tokio::spawn(load::urbs(
-                conn.clone(),
-                Submit::bulk_in(gadget_zero::EP_IN & 0x0f, n as u32),
-                depth,
-                c.clone(),
-            ));
-            let w = load::measure(server, &[c], plan.warmup, plan.duration).await;
-            task.await?;
-            anyhow::ensure!(w.errors == 0, "{}: {} URBs failed", path.name(), w.errors);
-            eprintln!(
-                "  bulk IN {} x{depth} over {}: {:.0} MiB/s (server {:.2} cores, client {:.2})",
-                size(n),
-                path.name(),
-                w.mib_per_sec(),
-                w.server_cpu / w.secs,
-                w.client_cpu / w.secs
-            );
-            if path == Route::Plain {
-                plain = w.mib_per_sec();
-                continue;
-            }
-            rows.push(
-                Row::new(
-                    "TLS",
-                    format!("bulk IN {} x{depth}, {}", size(n), path.name()),
+    // Windows as for the goal rows (one in quick mode, a smoke test): in each, every shape over
+    // plain TCP, then over each TLS path, so that each ratio compares measurements taken
+    // under the same load of the machine.
+    let windows = if plan.quick { 1 } else { plan.windows };
+    // [shape][path] -> MiB/s per window.
+    let mut mib = vec![vec![Vec::new(); paths.len()]; shapes.len()];
+    // [path] -> (p50, p99) per window.
+    let mut lat = vec![Vec::new(); paths.len()];
+    for i in 0..windows {
+        for (s, &(n, depth)) in shapes.iter().enumerate() {
+            for (p, (&path, conn)) in paths.iter().zip(&conns).enumerate() {
+                let c = Arc::new(Counters::default());
+                let task = tokio::spawn(load::urbs(
+                    conn.clone(),
+                    Submit::bulk_in(gadget_zero::EP_IN & 0x0f, n as u32),
+                    depth,
+                    c.clone(),
+                ));
+                let w = load::measure(server, &[c], plan.warmup, plan.duration).await;
+                task.await?;
+                anyhow::ensure!(w.errors == 0, "{}: {} URBs failed", path.name(), w.errors);
+                eprintln!(
+                    "  window {i}: bulk IN {} x{depth} over {}: {:.0} MiB/s (server {:.2} cores, client {:.2})",
+                    size(n),
+                    path.name(),
                     w.mib_per_sec(),
-                    "MiB/s",
-                )
-                .baseline(plain),
+                    w.server_cpu / w.secs,
+                    w.client_cpu / w.secs
+                );
+                mib[s][p].push(w.mib_per_sec());
+            }
+        }
+        let times = latency_window(&conns, plan.latency_count / 2).await?;
+        for (p, mut times) in times.into_iter().enumerate() {
+            times.sort();
+            lat[p].push((percentile_us(&times, 50.0), percentile_us(&times, 99.0)));
+        }
+        for (p, &path) in paths.iter().enumerate().skip(1) {
+            eprintln!(
+                "  window {i}: URB latency over {}: p50 {:.1} us, p99 {:.1} us vs plain {:.1} / {:.1} us",
+                path.name(),
+                lat[p][i].0,
+                lat[p][i].1,
+                lat[0][i].0,
+                lat[0][i].1
             );
         }
     }
-    let count = plan.latency_count / 2;
-    let mut p50 = Vec::new();
-    for conn in &conns {
-        let conn = conn.clone();
-        let mut times = tokio::spawn(async move {
-            let setup = [0x80, 0x06, 0x00, 0x01, 0, 0, 18, 0];
-            let mut times = Vec::with_capacity(count);
-            for i in 0..count + count / 10 {
-                let t = Instant::now();
-                let done = conn.submit(Submit::control(setup, Vec::new())).await?;
-                anyhow::ensure!(done.status == 0, "GET_DESCRIPTOR failed: {}", done.status);
-                if i >= count / 10 {
-                    times.push(t.elapsed());
-                }
-            }
-            anyhow::Ok(times)
-        })
-        .await??;
-        times.sort();
-        p50.push((percentile_us(&times, 50.0), percentile_us(&times, 99.0)));
+    let mut rows = Vec::new();
+    let plain = "plain TCP, same window";
+    for (s, &(n, depth)) in shapes.iter().enumerate() {
+        for (p, &path) in paths.iter().enumerate().skip(1) {
+            rows.push(
+                Row::windows(
+                    "TLS",
+                    format!("bulk IN {} x{depth}, {}", size(n), path.name()),
+                    "MiB/s",
+                    mib[s][p].clone(),
+                    true,
+                )
+                .against(plain, mib[s][0].clone()),
+            );
+        }
     }
-    for (i, &path) in paths.iter().enumerate().skip(1) {
-        eprintln!(
-            "  URB latency over {}: p50 {:.1} us, p99 {:.1} us vs plain {:.1} / {:.1} us",
-            path.name(),
-            p50[i].0,
-            p50[i].1,
-            p50[0].0,
-            p50[0].1
-        );
+    let p50 = |v: &[(f64, f64)]| v.iter().map(|x| x.0).collect::<Vec<_>>();
+    let p99 = |v: &[(f64, f64)]| v.iter().map(|x| x.1).collect::<Vec<_>>();
+    for (p, &path) in paths.iter().enumerate().skip(1) {
         rows.push(
-            Row::new(
+            Row::windows(
                 "TLS",
                 format!("GET_DESCRIPTOR p50, {}", path.name()),
-                p50[i].0,
                 "us",
+                p50(&lat[p]),
+                false,
             )
-            .baseline(p50[0].0),
+            .against(plain, p50(&lat[0])),
+        );
+        rows.push(
+            Row::windows(
+                "TLS",
+                format!("GET_DESCRIPTOR p99, {}", path.name()),
+                "us",
+                p99(&lat[p]),
+                false,
+            )
+            .against(plain, p99(&lat[0])),
         );
     }
     let ulps = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp").unwrap_or_default();
