@@ -198,6 +198,11 @@ impl Outbox {
     }
 }
 
+/// Payloads up to this size are copied next to their header: a batch of small replies (control
+/// transfers, interrupt reports) then goes out as one contiguous slice instead of two per
+/// reply, which the kernel walks one by one.
+const COPY_AT_MOST: usize = 512;
+
 fn encode(reply: Reply, scratch: &mut Vec<u8>, pieces: &mut Vec<Piece>) {
     let start = scratch.len();
     let mut header = [0u8; HEADER_LEN];
@@ -205,11 +210,12 @@ fn encode(reply: Reply, scratch: &mut Vec<u8>, pieces: &mut Vec<Piece>) {
         Reply::Submit { ret, data, iso } => {
             ret.encode(&mut header);
             scratch.extend_from_slice(&header);
-            if data.is_empty() {
+            if data.len() <= COPY_AT_MOST {
+                scratch.extend_from_slice(&data);
                 IsoPacket::encode_all(&iso, scratch);
-                pieces.push(Piece::Scratch(start, scratch.len()));
+                push_scratch(pieces, start, scratch.len());
             } else {
-                pieces.push(Piece::Scratch(start, scratch.len()));
+                push_scratch(pieces, start, scratch.len());
                 pieces.push(Piece::Payload(data));
                 if !iso.is_empty() {
                     let iso_start = scratch.len();
@@ -222,9 +228,20 @@ fn encode(reply: Reply, scratch: &mut Vec<u8>, pieces: &mut Vec<Piece>) {
         Reply::Unlink(u) => {
             u.encode(&mut header);
             scratch.extend_from_slice(&header);
-            pieces.push(Piece::Scratch(start, scratch.len()));
+            push_scratch(pieces, start, scratch.len());
         }
     }
+}
+
+/// Adds scratch bytes `a..b` to the batch, as part of the last piece when that one ends at `a`.
+fn push_scratch(pieces: &mut Vec<Piece>, a: usize, b: usize) {
+    if let Some(Piece::Scratch(_, end)) = pieces.last_mut() {
+        if *end == a {
+            *end = b;
+            return;
+        }
+    }
+    pieces.push(Piece::Scratch(a, b));
 }
 
 #[cfg(test)]

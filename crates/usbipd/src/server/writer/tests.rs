@@ -17,6 +17,8 @@ struct Trickle {
     chunk: usize,
     calls: usize,
     flushes: usize,
+    /// Where each slice of each accepted write started, and its length.
+    slices: Vec<Vec<(*const u8, usize)>>,
 }
 
 impl AsyncWrite for Trickle {
@@ -38,6 +40,8 @@ impl AsyncWrite for Trickle {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
+        let seen = bufs.iter().map(|b| (b.as_ptr(), b.len())).collect();
+        self.slices.push(seen);
         let mut room = self.chunk;
         let mut n = 0;
         for b in bufs {
@@ -154,4 +158,44 @@ fn more_than_one_batch_goes_out_in_order_and_discard_returns_the_count() {
     assert_eq!(total.get(), 51);
     outbox.discard();
     assert_eq!(total.get(), 0);
+}
+
+#[test]
+fn small_replies_go_out_as_one_slice_and_large_payloads_are_not_copied() {
+    static LARGE: [u8; 4096] = [7; 4096];
+    let mut outbox = Outbox::new(TotalBuffered::default());
+    for seqnum in 0..10 {
+        outbox.push(submit(seqnum, b"a small descriptor", Vec::new()));
+    }
+    outbox.push(Reply::Unlink(RetUnlink {
+        seqnum: 10,
+        status: 0,
+    }));
+    outbox.push(submit(11, &LARGE, Vec::new()));
+    outbox.push(submit(12, b"after", Vec::new()));
+    let mut socket = Trickle {
+        chunk: usize::MAX,
+        ..Default::default()
+    };
+    let mut cx = Context::from_waker(Waker::noop());
+    while outbox.poll_write(&mut cx, &mut socket).is_pending() {}
+    assert_eq!(socket.slices.len(), 1, "one batch, one write");
+    let slices = &socket.slices[0];
+    // Eleven replies and the large one's header in one slice, its payload where it was, then
+    // the last reply.
+    assert_eq!(slices.len(), 3);
+    assert_eq!(slices[0].1, 10 * (48 + 18) + 48 + 48);
+    assert_eq!(slices[1], (LARGE.as_ptr(), LARGE.len()));
+    assert_eq!(slices[2].1, 48 + 5);
+    let mut wire = BytesMut::from(&socket.out[..]);
+    let dirs = |_| Some(Direction::In);
+    let mut seqnums = Vec::new();
+    while let Some(reply) = Reply::decode(&mut wire, &Limits::default(), dirs).expect("well formed")
+    {
+        seqnums.push(match reply {
+            Reply::Submit { ret, .. } => ret.seqnum,
+            Reply::Unlink(u) => u.seqnum,
+        });
+    }
+    assert_eq!(seqnums, (0..13).collect::<Vec<u32>>());
 }
