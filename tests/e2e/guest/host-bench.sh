@@ -6,7 +6,7 @@
 # reference; the order of the two servers alternates from window to window. Per phase: O_DIRECT
 # reads of the disk's first BENCH_MIB MiB, O_DIRECT writes of BENCH_MIB MiB at W_MIB MiB (scratch:
 # the image is the harness's own), and NKEYS key presses timed by the host (see bench_host.py).
-# Prints "BENCH window=W server=S read_mibs=X write_mibs=Y" and "BENCH-FAIL ..." lines; the keys:
+# Prints "BENCH window=W server=S read_mibs=X write_mibs=Y cpu_ms_per_mib=Z" and "BENCH-FAIL ..." lines; the keys:
 # "E2E KEYS window=W server=S n=N", then e2e-evlat's "listening" and "key CODE" lines.
 
 WINDOWS=5 NKEYS=15 W_MIB=32
@@ -18,12 +18,16 @@ ms() { awk '{printf "%d", $1 * 1000}' /proc/uptime; }
 # mibs MIB MS: MiB/s, 0 when nothing was timed
 mibs() { awk -v m=$1 -v t=$2 'BEGIN { printf("%.3f", (t > 0 ? m * 1000 / t : 0)) }'; }
 
-# throughput NAME DISK: read and write BENCH_MIB MiB with O_DIRECT 1 MiB requests; sets RD WR
+# busy jiffies (USER_HZ, 10 ms) of both guest CPUs: everything but idle and iowait
+busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+# throughput NAME DISK: read and write BENCH_MIB MiB with O_DIRECT 1 MiB requests; sets RD WR and
+# CPU (guest CPU ms per MiB moved, both directions: in TCG every guest instruction costs host time)
 throughput() {
-  local dev=/dev/$2 t0 t1 t2
-  t0=$(ms); tmo 120 dd if=$dev of=/dev/null bs=1048576 count=$BENCH_MIB iflag=direct 2>/tmp/rd; t1=$(ms)
-  tmo 120 dd if=/dev/zero of=$dev bs=1048576 count=$BENCH_MIB seek=$W_MIB oflag=direct 2>/tmp/wr; t2=$(ms)
+  local dev=/dev/$2 t0 t1 t2 c0 c1
+  c0=$(busy); t0=$(ms); tmo 120 dd if=$dev of=/dev/null bs=1048576 count=$BENCH_MIB iflag=direct 2>/tmp/rd; t1=$(ms)
+  tmo 120 dd if=/dev/zero of=$dev bs=1048576 count=$BENCH_MIB seek=$W_MIB oflag=direct 2>/tmp/wr; t2=$(ms); c1=$(busy)
   RD=$(mibs $BENCH_MIB $((t1 - t0))) WR=$(mibs $BENCH_MIB $((t2 - t1)))
+  CPU=$(awk -v c=$((c1 - c0)) -v m=$BENCH_MIB 'BEGIN { printf("%.1f", c * 10 / (2 * m)) }')
   grep -q "^$BENCH_MIB+0 records in" /tmp/rd || { echo "BENCH-FAIL $1 read: $(tr '\n' ' ' < /tmp/rd)"; RD=0; }
   grep -q "^$BENCH_MIB+0 records out" /tmp/wr || { echo "BENCH-FAIL $1 write: $(tr '\n' ' ' < /tmp/wr)"; WR=0; }
 }
@@ -37,7 +41,7 @@ latency() {
 # phase W NAME DISKDEV KBDDEV: the measurements on one server's (or the local) devices
 phase() {
   throughput "window=$1 server=$2" $(disk_of $3)
-  echo "BENCH window=$1 server=$2 read_mibs=$RD write_mibs=$WR"
+  echo "BENCH window=$1 server=$2 read_mibs=$RD write_mibs=$WR cpu_ms_per_mib=$CPU"
   latency $1 $2 $4
 }
 # returned: both devices back with their local drivers (after an unbind)
