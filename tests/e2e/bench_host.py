@@ -20,6 +20,7 @@ USB/IP) measures it in the same windows, and the "above local" row shows the ser
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -33,7 +34,9 @@ from host_passthrough import KEYCODES, KEYS, hardware
 OURS = "usbipd (usbfs)"
 KERNEL = "kernel usbip-host + usbipd"
 LOCAL = "local usb-storage / usbhid (no USB/IP)"
-GAP = 0.3  # seconds after a key's line before the next press (QEMU releases it after 100 ms)
+# seconds after a key's line before the next press: QEMU releases the key after 100 ms; random, so
+# that the presses fall at every phase of the emulated xhci's interrupt polling alike
+GAP = (0.2, 0.35)
 
 
 class Monitor:
@@ -123,7 +126,7 @@ class Bench:
             else:
                 self.failures.append(f"window={w} server={s}: key {m.group(1)}, pressed {want}")
             if i + 1 < n:
-                time.sleep(GAP)
+                time.sleep(random.uniform(*GAP))
                 self.press(w, s, n, i + 1)
             else:
                 self.keys = None
@@ -251,7 +254,7 @@ def main():
     ap.add_argument("--out", required=True, help="JSON file to write (rows for usbipd-bench --guest)")
     ap.add_argument("--windows", type=int, default=7)
     ap.add_argument("--mib", type=int, default=16, help="MiB read and written per window and server")
-    ap.add_argument("--keys", type=int, default=15, help="key presses timed per window and server")
+    ap.add_argument("--keys", type=int, default=21, help="key presses timed per window and server")
     ap.add_argument("--timeout", type=float, default=840)
     ap.add_argument("-v", "--verbose", action="store_true", help="echo the guest console")
     a = ap.parse_args()

@@ -9,7 +9,7 @@
 # Prints "BENCH window=W server=S read_mibs=X write_mibs=Y cpu_ms_per_mib=Z" and "BENCH-FAIL ..." lines; the keys:
 # "E2E KEYS window=W server=S n=N", then e2e-evlat's "listening" and "key CODE" lines.
 
-WINDOWS=5 NKEYS=15 W_MIB=32
+WINDOWS=7 NKEYS=21 W_MIB=16
 for x in $(cat /proc/cmdline); do
   case $x in e2e_windows=*) WINDOWS=${x#*=};; e2e_nkeys=*) NKEYS=${x#*=};; e2e_write_mib=*) W_MIB=${x#*=};; esac
 done
