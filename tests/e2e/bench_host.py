@@ -241,10 +241,10 @@ def summary(rows_):
               f"{len(ratios)} windows{'; goal ' + r['goal'] if r.get('goal') else ''}", flush=True)
 
 
-def measured(a, seconds):
-    """When, on which commit and how: the results file says it itself (it is committed)."""
-    return dict(provenance(f"tests/e2e/bench-host.sh --windows {a.windows} --mib {a.mib} --keys {a.keys}"),
-                settings={"accel": "tcg", "cpu": "max", "smp": 2, "windows": a.windows, "mib": a.mib,
+def measured(a, seconds, started):
+    """When, on which commit and how: the results file says it itself (it is committed); `started`
+    is the provenance taken before the run (before the results file is rewritten)."""
+    return dict(started, settings={"accel": "tcg", "cpu": "max", "smp": 2, "windows": a.windows, "mib": a.mib,
                           "request_bytes": 1 << 20, "keys_per_window": a.keys, "seconds": round(seconds)})
 
 
@@ -258,6 +258,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=840)
     ap.add_argument("-v", "--verbose", action="store_true", help="echo the guest console")
     a = ap.parse_args()
+    started = provenance(f"tests/e2e/bench-host.sh --windows {a.windows} --mib {a.mib} --keys {a.keys}")
     b = Bench(a)
     b.prepare()
     b.run()
@@ -265,7 +266,7 @@ def main():
     if out:  # what was measured is kept, with what went wrong beside it
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         with open(a.out, "w") as f:
-            json.dump({"measured": dict(measured(a, time.time() - b.t0), failures=b.failures), "rows": out},
+            json.dump({"measured": dict(measured(a, time.time() - b.t0, started), failures=b.failures), "rows": out},
                       f, indent=1)
             f.write("\n")
         summary(out)
