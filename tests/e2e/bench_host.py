@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Host side of the host-passthrough bench (tests/e2e/bench-host.sh; Python 3 stdlib only).
 
-Boots the host-passthrough guest (emulated qemu-xhci + usb-kbd + usb-storage, guest/host-init.sh in
-bench mode, which runs guest/host-bench.sh): in each window our usbipd and the kernel's usbip-host
-serve the same emulated disk and keyboard in turn (the order alternates), imported by the guest's
-vhci-hcd over 127.0.0.1, and then the devices are used locally as a reference. Collects the
-guest's O_DIRECT read and write throughput, times key presses, and writes the rows (ours against
-usbip-host in the same windows) to a JSON file that `usbipd-bench --guest` merges into
-docs/benchmarks.md. Not part of the CI suite (minutes of emulated guest time).
+Boots the host-passthrough guest (emulated qemu-xhci + usb-kbd + two identical usb-storage disks,
+guest/host-init.sh in bench mode, which runs guest/host-bench.sh), all imported by the guest's
+vhci-hcd over 127.0.0.1. In each window our usbipd serves one disk and the kernel's usbip-host the
+other at the same time, and the guest reads and writes them in ABBA rounds (which disk each server
+gets and which goes first alternate between windows); then each server in turn serves the
+keyboard for timed key presses; then the devices are used locally as a reference. Writes the rows
+(ours against usbip-host in the same windows) to a JSON file that `usbipd-bench --guest` merges
+into docs/benchmarks.md. Not part of the CI suite (minutes of emulated guest time).
 
 Keyboard latency: the host sends `sendkey` through the QEMU monitor and times until the guest's
 e2e-evlat prints the key's evdev event on the serial console. The path is QEMU's usb-kbd -> the
@@ -96,13 +97,19 @@ class Bench:
         with open(self.image, "wb") as f:
             f.write(os.urandom(self.a.mib << 20))
             f.truncate(2 * self.a.mib << 20)
+        # a second disk like the first, so that both servers each serve one at the same time
+        self.image2 = os.path.join(self.work, "disk2.img")
+        shutil.copyfile(self.image, self.image2)
 
     def run(self):
         a = self.a
         append = (f"console=ttyS0 quiet loglevel=3 panic=-1 e2e_mode=bench e2e_windows={a.windows} "
                   f"e2e_bench_mib={a.mib} e2e_write_mib={a.mib} e2e_nkeys={a.keys}")
         cmd = qemu_command(a.cache, "initramfs-host.cpio.gz", append, a.timeout,
-                           hardware(self.image, self.monitor_path))
+                           hardware(self.image, self.monitor_path) + [
+                               "-blockdev", f"driver=file,filename={self.image2},node-name=stick2file",
+                               "-blockdev", "driver=raw,file=stick2file,node-name=stick2",
+                               "-device", "usb-storage,bus=xhci.0,port=3,drive=stick2,id=stick2dev"])
         self.t0 = time.time()
         guest = Guest(cmd, self.console, a.verbose)
         try:
@@ -190,8 +197,8 @@ def rows(samples, mib):
         if note:
             r["note"] = note
         out.append(r)
-    read = f"host passthrough: guest O_DIRECT reads, {mib} MiB in 1 MiB requests, emulated usb-storage"
-    write = f"host passthrough: guest O_DIRECT writes, {mib} MiB in 1 MiB requests, emulated usb-storage"
+    read = f"host passthrough: guest O_DIRECT reads, 1 MiB requests, ABBA passes of {mib} MiB, emulated usb-storage"
+    write = f"host passthrough: guest O_DIRECT writes, 1 MiB requests, ABBA passes of {mib} MiB, emulated usb-storage"
     keys = "host passthrough: usb-kbd interrupt latency p50, QEMU sendkey to guest evdev event"
     above = "host passthrough: usb-kbd latency p50 above local usbhid (the server's own share)"
     cpu = "host passthrough: guest CPU time per MiB of the reads and writes (both vCPUs, /proc/stat)"
@@ -253,7 +260,7 @@ def main():
     ap.add_argument("--cache", required=True, help="directory prepared by setup.sh and bench-host.sh")
     ap.add_argument("--out", required=True, help="JSON file to write (rows for usbipd-bench --guest)")
     ap.add_argument("--windows", type=int, default=7)
-    ap.add_argument("--mib", type=int, default=16, help="MiB read and written per window and server")
+    ap.add_argument("--mib", type=int, default=8, help="MiB read and written per pass (two passes per window and server)")
     ap.add_argument("--keys", type=int, default=21, help="key presses timed per window and server")
     ap.add_argument("--timeout", type=float, default=840)
     ap.add_argument("-v", "--verbose", action="store_true", help="echo the guest console")
