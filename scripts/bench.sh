@@ -2,8 +2,9 @@
 # Regenerates the benchmark report from one full run: docs/benchmarks.json (every window of
 # every figure), docs/benchmarks.md (goals with median, spread, met/missed; the machine; the
 # commands; what the figures show for each missed goal) and docs/benchmarks.png.
-# In-guest figures are merged when target/bench/guest.json exists (written by the e2e guest
-# bench; schema in docs/benchmarks.md). Extra arguments go to usbipd-bench (e.g. --only).
+# In-guest figures are merged from the committed docs/bench/*.json (written by the e2e guest
+# benches tests/e2e/bench-guest.sh and bench-host.sh, each saying when and on which commit it
+# was measured; schema in docs/benchmarks.md). Extra arguments go to usbipd-bench (e.g. --only).
 # Takes about five minutes; run it on an otherwise idle machine if you can.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,8 +25,10 @@ if ! "$python" -c 'import matplotlib' 2>/dev/null; then
 fi
 
 mkdir -p target/bench
+guest=()
+for f in docs/bench/*.json; do [ -e "$f" ] && guest+=(--guest "$f"); done
 target/release/usbipd-bench --usbipd target/release/usbipd \
     --json docs/benchmarks.json --markdown docs/benchmarks.md \
-    --guest target/bench/guest.json "$@" | tee target/bench/last-run.md
+    "${guest[@]}" "$@" | tee target/bench/last-run.md
 "$python" scripts/plot-bench.py docs/benchmarks.json docs/benchmarks.png
 echo "wrote docs/benchmarks.md, docs/benchmarks.json, docs/benchmarks.png"

@@ -23,6 +23,5 @@ if [ ! -f "$E2E/initramfs-bench.cpio.gz" ] || [ "$(cat "$E2E/initramfs-bench.sta
     "$HERE/build-initramfs.sh" "$E2E/kernel" "$E2E/initramfs-bench.cpio.gz" "$E2E/bench-bin/usbipd"
   echo "$stamp" > "$E2E/initramfs-bench.stamp"
 fi
-mkdir -p "$ROOT/target/bench"
 exec flock -w 1800 /tmp/usbipd-qemu.lock timeout 1800 python3 -B "$HERE/bench_guest.py" --usbipd "$BIN" \
-  --cache "$E2E" --out "$ROOT/target/bench/guest.json" "$@"
+  --cache "$E2E" --out "$ROOT/docs/bench/guest-tls.json" "$@"

@@ -3,7 +3,8 @@
 
 Starts our server with the demo disk on a plain and a TLS listener, makes a pairing code, boots
 the QEMU guest running guest/bench-init.sh, collects its "BENCH" lines (one per window and
-transport) and writes them as rows of target/bench/guest.json: per transport the 64 KiB read
+transport) and writes them as rows of docs/bench/guest-tls.json (committed, with when and on
+which commit it was measured): per transport the 64 KiB read
 throughput against plain TCP's in the same windows (goal >= 0.8 for kernel TLS), and the
 512-byte read latency against plain's. Prints a summary: medians and spreads of the per-window
 ratios. Not part of the CI suite (minutes of emulated guest time).
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from e2elib import Guest, kill_group, qemu_command, tail
+from e2elib import Guest, kill_group, provenance, qemu_command, tail
 
 DISK_MIB = 64
 STORAGE_BUSID = "0-3"
@@ -174,8 +175,10 @@ def report(a, lines, console, t0):
                     "case": driver, "unit": "ms/MiB", "samples": [ms], "baseline": None,
                     "baseline_samples": None, "goal": None, "higher_is_better": False})
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    # (taken before the results file, which is tracked, is rewritten)
+    measured = provenance(f"tests/e2e/bench-guest.sh --windows {a.windows} --mib {a.mib} --paths {a.paths} --bs {a.bs}")
     with open(a.out, "w") as f:
-        json.dump({"rows": out, "settings": {"accel": "tcg", "cpu": "max", "smp": 2, "windows": a.windows,
+        json.dump({"measured": measured, "rows": out, "settings": {"accel": "tcg", "cpu": "max", "smp": 2, "windows": a.windows,
                                              "mib_per_window": a.mib, "read_bytes": a.bs,
                                              "seconds": round(time.time() - t0)}},
                   f, indent=1)

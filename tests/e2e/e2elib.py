@@ -2,6 +2,7 @@
 followed line by line (and answered with `GO <word>`), PASS/FAIL bookkeeping, and log tails.
 Python stdlib only; it runs nothing by itself."""
 
+import datetime
 import os
 import queue
 import signal
@@ -130,3 +131,20 @@ def tail(path, n=60):
             return "".join(f.readlines()[-n:])
     except OSError as e:
         return f"({e})\n"
+
+
+def provenance(by):
+    """When, on which commit and by which command a bench's results were measured: the results
+    files under docs/bench/ are committed, so each says it itself."""
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True,
+                                  timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "commit": git("rev-parse", "HEAD") or "unknown",
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "by": by}

@@ -73,6 +73,17 @@ EXPLAIN = {
 }
 
 
+def hardware(image, monitor):
+    """QEMU arguments of the emulated USB hardware (the bench of bench_host.py boots the same):
+    qemu-xhci, usb-kbd on port 1, usb-storage on `image` on port 2, the monitor on a unix socket."""
+    return ["-monitor", f"unix:{monitor},server=on,wait=off",
+            "-device", "qemu-xhci,id=xhci", "-device", "usb-kbd,bus=xhci.0,port=1",
+            # a -blockdev (unlike a -drive) outlives device_del, so device_add can reuse it
+            "-blockdev", f"driver=file,filename={image},node-name=stickfile",
+            "-blockdev", "driver=raw,file=stickfile,node-name=stick",
+            "-device", "usb-storage,bus=xhci.0,port=2,drive=stick,id=stickdev"]
+
+
 class Suite:
     def __init__(self, args):
         self.args = args
@@ -113,13 +124,7 @@ class Suite:
                   f"e2e_head_mib={HEAD_MIB} e2e_keys={keys} "
                   # the kernel gives unknown name=value parameters to init as environment
                   f"RUST_LOG={os.environ.get('USBIPD_E2E_LOG', 'info')}")
-        cmd = qemu_command(a.cache, "initramfs-host.cpio.gz", append, a.timeout, [
-               "-monitor", f"unix:{self.monitor},server=on,wait=off",
-               "-device", "qemu-xhci,id=xhci", "-device", "usb-kbd,bus=xhci.0,port=1",
-               # a -blockdev (unlike a -drive) outlives device_del, so device_add can reuse it
-               "-blockdev", f"driver=file,filename={self.image},node-name=stickfile",
-               "-blockdev", "driver=raw,file=stickfile,node-name=stick",
-               "-device", "usb-storage,bus=xhci.0,port=2,drive=stick,id=stickdev"])
+        cmd = qemu_command(a.cache, "initramfs-host.cpio.gz", append, a.timeout, hardware(self.image, self.monitor))
         self.guest = Guest(cmd, self.console_path, self.args.verbose)
 
     def tell_guest(self, word):

@@ -44,9 +44,10 @@ struct Args {
     /// Figures to run, comma-separated: goals,client,latency,many,tls,grid,memory,startup
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Merge rows measured in a guest (JSON: {"rows": [...]}, see docs/benchmarks.md)
+    /// Merge rows measured in a guest (JSON: {"measured": {...}, "rows": [...]}, see
+    /// docs/benchmarks.md); repeat for several files (scripts/bench.sh: docs/bench/*.json)
     #[arg(long, value_name = "FILE")]
-    guest: Option<PathBuf>,
+    guest: Vec<PathBuf>,
     /// Also write the report as Markdown (docs/benchmarks.md)
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
@@ -178,25 +179,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     report.notes.push(load("at the end of"));
-    if let Some(path) = &args.guest {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let guest: report::GuestRows = serde_json::from_str(&text)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                report.notes.push(format!(
-                    "{} rows measured inside a QEMU guest, merged from {}",
-                    guest.rows.len(),
-                    path.display()
-                ));
+    for path in &args.guest {
+        match report::GuestRows::read(path)? {
+            Some(guest) => {
+                report.notes.push(guest.describe(path));
                 report.rows.extend(guest.rows);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                report.notes.push(format!(
-                    "no in-guest figures ({} does not exist)",
-                    path.display()
-                ));
-            }
-            Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+            None => report.notes.push(format!(
+                "no in-guest figures from {} (it does not exist)",
+                path.display()
+            )),
         }
     }
     println!(

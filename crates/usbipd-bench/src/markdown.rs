@@ -150,10 +150,19 @@ pub fn render(r: &Report) -> String {
         }
     }
     out.push_str(
-        "\nIn-guest figures (host passthrough against the kernel's usbip-host) are merged from \
-         `target/bench/guest.json` when that file exists (`{\"rows\": [{\"figure\", \"case\", \"unit\", \
-         \"samples\", \"baseline\", \"baseline_samples\", \"goal\", \"higher_is_better\"}]}`, per-window \
-         ratio = samples[i] / baseline_samples[i]).\n",
+        "\n## In-guest figures\n\nThe rows named `guest ...` and `host passthrough: ...` are measured \
+         inside a QEMU guest (TCG, 2 vCPUs) by the e2e benches and kept as committed files, merged \
+         here by `scripts/bench.sh` (`--guest docs/bench/FILE`, once per file); the notes above say \
+         when and on which commit each was measured. `tests/e2e/bench-guest.sh` writes \
+         `docs/bench/guest-tls.json` (the demo disk over plain TCP, kernel TLS and the TLS relay); \
+         `tests/e2e/bench-host.sh` writes `docs/bench/guest-host.json` (host passthrough, goal 5: \
+         two identical emulated usb-storage disks, one served by usbipd and one by the kernel's \
+         usbip-host at the same time, read and written by the guest's `dd` with O_DIRECT in ABBA \
+         passes, the disks and the order swapped between windows; the emulated usb-kbd served by \
+         each in turn, its latency from the QEMU monitor's `sendkey` to the guest's evdev event, \
+         timed by the host, with the local usbhid row measuring the part both servers share). Format: `{\"measured\": {\"at\", \"commit\", \"dirty\", \"by\"}, \"rows\": \
+         [{\"figure\", \"case\", \"unit\", \"samples\", \"baseline\", \"baseline_samples\", \"goal\", \
+         \"higher_is_better\"}]}`, per-window ratio = samples[i] / baseline_samples[i].\n",
     );
     out
 }

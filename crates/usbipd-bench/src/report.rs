@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One figure: what each window measured, and the baseline measured right after it.
-/// The same shape as the rows of `target/bench/guest.json`.
+/// The same shape as the rows of the in-guest results (docs/bench/*.json).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub figure: String,
@@ -230,10 +230,76 @@ pub struct Report {
     pub grid: Vec<GridPoint>,
 }
 
-/// What `--guest FILE` merges: rows measured inside a guest by another tool.
+/// What `--guest FILE` merges: rows measured inside a guest by another tool (the e2e benches),
+/// kept as committed files under docs/bench/ so that regenerating the report keeps them.
 #[derive(Debug, Deserialize)]
 pub struct GuestRows {
     pub rows: Vec<Row>,
+    /// When, on which commit and by which command the rows were measured.
+    #[serde(default)]
+    pub measured: Option<Measured>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Measured {
+    pub at: Option<String>,
+    pub commit: Option<String>,
+    /// The worktree had uncommitted changes when the rows were measured.
+    #[serde(default)]
+    pub dirty: bool,
+    pub by: Option<String>,
+    /// What went wrong during the run (its rows keep what was measured).
+    #[serde(default)]
+    pub failures: Vec<String>,
+}
+
+impl GuestRows {
+    /// The rows of `path`; `None` when the file does not exist.
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Option<GuestRows>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+        }
+    }
+
+    /// The report's note on where these rows come from.
+    pub fn describe(&self, path: &std::path::Path) -> String {
+        let mut out = format!(
+            "{} rows measured inside a QEMU guest, merged from {}",
+            self.rows.len(),
+            path.display()
+        );
+        if let Some(m) = &self.measured {
+            let unknown = || "unknown".to_string();
+            out.push_str(&format!(
+                " (measured {} on commit {}{}",
+                m.at.clone().unwrap_or_else(unknown),
+                m.commit.clone().unwrap_or_else(unknown),
+                if m.dirty {
+                    " plus uncommitted changes"
+                } else {
+                    ""
+                }
+            ));
+            if let Some(by) = &m.by {
+                out.push_str(&format!(" by `{by}`"));
+            }
+            out.push(')');
+            if !m.failures.is_empty() {
+                out.push_str(&format!(
+                    "; {} failures in that run: {}",
+                    m.failures.len(),
+                    m.failures.join("; ")
+                ));
+            }
+        } else {
+            out.push_str(" (the file does not say when or on which commit it was measured)");
+        }
+        out
+    }
 }
 
 pub fn fmt(v: f64) -> String {
@@ -386,5 +452,28 @@ mod tests {
         let s = g.rows[0].summary();
         assert_eq!(s.ratio, Some(0.75));
         assert_eq!(s.met, Some(false));
+        let path = std::path::Path::new("g.json");
+        assert!(g.describe(path).contains("does not say when"));
+        let g: GuestRows = serde_json::from_str(
+            r#"{"measured":{"at":"2026-12-02T10:00:00Z","commit":"abc","dirty":true,"by":"x.sh"},
+            "rows":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            g.describe(path),
+            "0 rows measured inside a QEMU guest, merged from g.json (measured \
+             2026-12-02T10:00:00Z on commit abc plus uncommitted changes by `x.sh`)"
+        );
+    }
+
+    #[test]
+    fn a_missing_guest_file_is_none_and_a_bad_one_an_error() {
+        let dir = std::env::temp_dir().join(format!("usbipd-bench-guest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(GuestRows::read(&dir.join("absent.json")).unwrap().is_none());
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, "{").unwrap();
+        assert!(GuestRows::read(&bad).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

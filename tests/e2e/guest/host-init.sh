@@ -4,7 +4,8 @@
 # same devices shared by the kernel's usbip-host + usbipd, for comparison. Prints "E2E CHECK name
 # PASS|FAIL reason", "E2E JSON server {...}" and "E2E BENCH server MiB centiseconds" lines; "E2E READY
 # keys-x" asks the host to press keys on the emulated keyboard and answer "GO keys-x"; "E2E MEASURE
-# name text" is a figure the host prints.
+# name text" is a figure the host prints. With e2e_mode=bench on the kernel command line it runs
+# guest/host-bench.sh (the bench of tests/e2e/bench-host.sh) instead of the checks.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 if [ $$ = 1 ]; then
   mount -t proc proc /proc
@@ -18,12 +19,13 @@ if [ $$ = 1 ]; then
 fi
 
 # knobs from the kernel command line (the host runner sets them)
-FILEMD5= RAWMD5= RAW_BLK=768 W_BLK=896 BENCH_MIB=32 HEAD_MIB=8 KEYS=
+FILEMD5= RAWMD5= RAW_BLK=768 W_BLK=896 BENCH_MIB=32 HEAD_MIB=8 KEYS= MODE=checks
 KBDID=0627:0001 STOID=46f4:0001
 for x in $(cat /proc/cmdline); do
   case $x in
     e2e_filemd5=*) FILEMD5=${x#*=};;  e2e_rawmd5=*) RAWMD5=${x#*=};;   e2e_raw_blk=*) RAW_BLK=${x#*=};;
     e2e_bench_mib=*) BENCH_MIB=${x#*=};; e2e_head_mib=*) HEAD_MIB=${x#*=};; e2e_keys=*) KEYS=${x#*=};;
+    e2e_mode=*) MODE=${x#*=};;
   esac
 done
 KEYS=$(echo "$KEYS" | tr , ' ')
@@ -151,6 +153,8 @@ else
   fail local-devices "storage driver '$(drv $(intf0 $SD))' keyboard driver '$(drv $(intf0 $KD))'"
   echo "E2E DONE failed=1"; exit 1
 fi
+# the bench (tests/e2e/bench-host.sh) instead of the checks: the same devices and helpers
+if [ "$MODE" = bench ]; then . /usr/bin/host-bench.sh; echo "E2E DONE bench"; exit 0; fi
 LOCAL_HEAD=
 read_disk local $LOCAL_DISK
 LOCAL_HEAD=$LAST_HEAD

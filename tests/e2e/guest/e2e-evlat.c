@@ -1,0 +1,66 @@
+/* e2e-evlat: guest tool for the keyboard latency bench (tests/e2e/bench-host.sh). Opens an evdev node,
+ * prints "listening", then one line "key CODE" per EV_KEY press (value 1), flushed at once, until COUNT
+ * presses or TIMEOUT_MS elapse. The host times each press from its QEMU monitor `sendkey` to that
+ * line on the serial console (e2e-evkeys prints all codes on one line, which a host reading whole
+ * lines cannot time).
+ * usage: e2e-evlat /dev/input/eventN COUNT TIMEOUT_MS      (exit 0 iff COUNT presses were seen) */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/input.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+static long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s /dev/input/eventN COUNT TIMEOUT_MS\n", argv[0]);
+        return 2;
+    }
+    int want = atoi(argv[2]);
+    long deadline = now_ms() + atol(argv[3]);
+    int fd = open(argv[1], O_RDONLY | O_NONBLOCK);
+    if (fd < 0) {
+        perror("open");
+        return 1;
+    }
+    ioctl(fd, EVIOCGRAB, 1); /* keep the keys to ourselves; failure is harmless */
+    printf("listening\n");
+    fflush(stdout);
+    int got = 0;
+    while (got < want) {
+        long left = deadline - now_ms();
+        if (left <= 0)
+            break;
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        int r = poll(&p, 1, (int)left);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        struct input_event ev[64];
+        ssize_t n = read(fd, ev, sizeof ev);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            perror("read");
+            break;
+        }
+        for (size_t i = 0; i < (size_t)n / sizeof ev[0] && got < want; i++) {
+            if (ev[i].type == EV_KEY && ev[i].value == 1) {
+                printf("key %u\n", ev[i].code);
+                fflush(stdout);
+                got++;
+            }
+        }
+    }
+    return got == want ? 0 : 1;
+}
