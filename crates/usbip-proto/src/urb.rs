@@ -304,7 +304,13 @@ impl Command {
             }
         }
         buf.advance(HEADER_LEN);
-        let data = buf.split_to(data_len).freeze();
+        // An empty payload (every IN URB) must not hold a reference to the read buffer while
+        // the URB is in flight: that would make the next read allocate a new buffer.
+        let data = if data_len == 0 {
+            Bytes::new()
+        } else {
+            buf.split_to(data_len).freeze()
+        };
         buf.advance(packets as usize * ISO_PACKET_LEN);
         Ok(Some(Command::Submit { cmd, data, iso }))
     }
