@@ -6,34 +6,54 @@
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-/// The CPUs this process may run on, in order.
-pub fn allowed() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: `set` is a live cpu_set_t of `size` bytes.
-    if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
-        return Vec::new();
+pub use affinity::allowed;
+use affinity::set;
+
+/// sched_setaffinity is Linux's; elsewhere nothing is pinned and the latency figure leaves
+/// the pinned modes out (it says so in its notes).
+#[cfg(target_os = "linux")]
+mod affinity {
+    /// The CPUs this process may run on, in order.
+    pub fn allowed() -> Vec<usize> {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: `set` is a live cpu_set_t of `size` bytes.
+        if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+            return Vec::new();
+        }
+        // SAFETY: CPU_ISSET reads the set within its CPU_SETSIZE bits.
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect()
     }
-    // SAFETY: CPU_ISSET reads the set within its CPU_SETSIZE bits.
-    (0..libc::CPU_SETSIZE as usize)
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
+
+    pub fn set(cpu: usize) -> std::io::Result<()> {
+        // SAFETY: as in `allowed`; CPU_SET writes within the set's bits (cpu < CPU_SETSIZE checked).
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        }
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        // SAFETY: pid 0 is the calling thread; `set` is a live cpu_set_t.
+        let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
 }
 
-fn set(cpu: usize) -> std::io::Result<()> {
-    // SAFETY: as in `allowed`; CPU_SET writes within the set's bits (cpu < CPU_SETSIZE checked).
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(std::io::ErrorKind::InvalidInput.into());
+#[cfg(not(target_os = "linux"))]
+mod affinity {
+    /// None can be pinned to here.
+    pub fn allowed() -> Vec<usize> {
+        Vec::new()
     }
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: pid 0 is the calling thread; `set` is a live cpu_set_t.
-    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+
+    pub fn set(_cpu: usize) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
     }
 }
 
@@ -66,7 +86,7 @@ pub async fn on_cpu<T: Send + 'static>(
         .map_err(|_| anyhow::anyhow!("the thread pinned to CPU {cpu} panicked"))?
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
