@@ -87,12 +87,10 @@ pub struct EndpointDesc {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransferRequest {
     /// Read up to `length` bytes; a non-zero multiple of the max packet size.
-    In {
-        length: usize,
-    },
-    Out {
-        data: Vec<u8>,
-    },
+    In { length: usize },
+    /// Write `data`: the URB's payload as it came off the socket, not copied until the queue
+    /// puts it where the OS wants it.
+    Out { data: Bytes },
 }
 
 /// One finished transfer. Transfers of a queue finish in submission order.

@@ -1,9 +1,10 @@
-//! Reused IN buffers of one endpoint queue: the OS writes into them (on Linux usbfs maps them,
+//! Reused buffers of one endpoint queue. IN: the OS writes into them (on Linux usbfs maps them,
 //! zero-copy) and the completion's bytes borrow them until the reply is on the socket; then they
-//! come back for the next transfer.
+//! come back for the next transfer. OUT: the payload is copied in and the OS reads it from there;
+//! the buffer comes back when the transfer is done.
 //!
 //! Why: a fresh buffer per transfer costs an allocation and, without the mapping, a copy of
-//! every byte out of the kernel. Never hands out a buffer that a completion still borrows, and
+//! every byte into or out of the kernel. Never hands out a buffer that a completion still borrows, and
 //! never keeps more than a few (usbfs memory is limited for all devices together).
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -54,7 +55,8 @@ impl BufferPool {
         })
     }
 
-    fn give_back(&self, buffer: Buffer) {
+    /// Keeps `buffer` for reuse, if the pool has room (an OUT transfer's, once it is done).
+    pub fn give_back(&self, buffer: Buffer) {
         let mut free = self.lock();
         let held: usize = free.iter().map(Buffer::capacity).sum();
         if free.len() < KEEP_BUFFERS && held + buffer.capacity() <= KEEP_BYTES {

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 
+use bytes::Bytes;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -203,7 +204,7 @@ impl Worker {
                 zlp = urb.transfer_flags & transfer_flags::URB_ZERO_PACKET != 0
                     && ends_on_packet_boundary(len, mps);
                 TransferRequest::Out {
-                    data: urb.data.to_vec(),
+                    data: urb.data.clone(),
                 }
             }
         };
@@ -214,7 +215,8 @@ impl Worker {
             discard: false,
         });
         if zlp {
-            self.queue.submit(TransferRequest::Out { data: Vec::new() });
+            self.queue
+                .submit(TransferRequest::Out { data: Bytes::new() });
             self.slots.push_back(Slot {
                 urb,
                 zlp: true,

@@ -12,8 +12,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_core::Stream;
 use nusb::transfer::{
-    Buffer, Bulk, BulkOrInterrupt, ControlIn, ControlOut, ControlType, Direction,
-    EndpointDirection, In, Interrupt, Out, Recipient, TransferError,
+    Bulk, BulkOrInterrupt, ControlIn, ControlOut, ControlType, Direction, EndpointDirection, In,
+    Interrupt, Out, Recipient, TransferError,
 };
 use nusb::{DeviceInfo, MaybeFuture};
 use usbip_proto::{InterfaceRecord, Speed};
@@ -369,7 +369,14 @@ where
                 let buffer = self.pool.take(length, |len| endpoint.allocate(len));
                 self.endpoint.submit(buffer)
             }
-            TransferRequest::Out { data } => self.endpoint.submit(Buffer::from(data)),
+            TransferRequest::Out { data } => {
+                // A pooled buffer is one the OS can take without a copy of its own (usbfs
+                // maps it); the payload is copied into it once.
+                let endpoint = &self.endpoint;
+                let mut buffer = self.pool.take(data.len(), |len| endpoint.allocate(len));
+                buffer.extend_from_slice(&data);
+                self.endpoint.submit(buffer)
+            }
         }
     }
 
@@ -380,6 +387,7 @@ where
                 // The buffer's length is what arrived (actual_len); lent, not copied.
                 self.pool.lend(c.buffer)
             } else {
+                self.pool.give_back(c.buffer);
                 Bytes::new()
             };
             TransferDone {

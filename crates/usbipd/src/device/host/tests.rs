@@ -267,7 +267,7 @@ async fn zero_packet_flag_sends_a_trailing_zlp_and_completes_after_it() {
     until("data and zlp queued", || double.pending(0x02).len() == 2).await;
     assert_eq!(
         double.pending(0x02)[1],
-        TransferRequest::Out { data: Vec::new() }
+        TransferRequest::Out { data: Bytes::new() }
     );
     double.finish(0x02, out_done(128));
     assert!(
