@@ -15,12 +15,11 @@ import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import time
 
-from e2elib import Guest, kill_group, provenance, qemu_command, tail
+from e2elib import Guest, kill_group, print_summary, provenance, qemu_command, tail
 
 DISK_MIB = 64
 STORAGE_BUSID = "0-3"
@@ -101,20 +100,6 @@ def rows(samples, bs):
     return out
 
 
-def summary(rows_):
-    for r in rows_:
-        if not r["baseline_samples"]:
-            print(f"{r['figure']}: {r['case']}: {r['samples']} {r['unit']}", flush=True)
-            continue
-        ratios = [s / b for s, b in zip(r["samples"], r["baseline_samples"]) if b > 0]
-        if not ratios:
-            continue
-        print(f"{r['figure']}: {r['case']}: median {statistics.median(r['samples']):.3f} {r['unit']} "
-              f"(plain {statistics.median(r['baseline_samples']):.3f}); ratio median "
-              f"{statistics.median(ratios):.2f}, spread {min(ratios):.2f}-{max(ratios):.2f} over "
-              f"{len(ratios)} windows{'; goal ' + r['goal'] if r['goal'] else ''}", flush=True)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--usbipd", required=True)
@@ -182,7 +167,7 @@ def report(a, lines, console, t0):
                                              "mib_per_window": a.mib, "read_bytes": a.bs,
                                              "seconds": round(time.time() - t0)}},
                   f, indent=1)
-    summary(out)
+    print_summary(out, "plain")
     print(f"wrote {a.out} ({len(out)} rows) in {time.time() - t0:.0f} s")
     if failures or not out:
         print("\n".join(failures) or "no samples", file=sys.stderr)

@@ -11,7 +11,7 @@ keyboard for timed key presses; then the devices are used locally as a reference
 into docs/benchmarks.md. Not part of the CI suite (minutes of emulated guest time).
 
 Keyboard latency: the host sends `sendkey` through the QEMU monitor and times until the guest's
-e2e-evlat prints the key's evdev event on the serial console. The path is QEMU's usb-kbd -> the
+e2e-evkeys (each) prints the key's evdev event on the serial console. The path is QEMU's usb-kbd -> the
 guest's xhci -> the server (usbfs + our usbipd, or usbip-host) -> TCP over loopback -> vhci-hcd ->
 usbhid -> evdev -> serial console -> this process. Everything but the server is the same code for
 both servers, so the comparison is fair, but that shared part (monitor, serial console, QEMU's
@@ -29,7 +29,7 @@ import statistics
 import sys
 import time
 
-from e2elib import Guest, provenance, qemu_command, tail
+from e2elib import Guest, print_summary, provenance, qemu_command, tail
 from host_passthrough import KEYCODES, KEYS, hardware
 
 OURS = "usbipd (usbfs)"
@@ -234,20 +234,6 @@ def rows(samples, mib):
     return out
 
 
-def summary(rows_):
-    for r in rows_:
-        if not r["baseline_samples"]:
-            print(f"{r['figure']}: {r['case']}: {r['samples']} {r['unit']}", flush=True)
-            continue
-        ratios = [s / b for s, b in zip(r["samples"], r["baseline_samples"]) if b > 0]
-        if not ratios:
-            continue
-        print(f"{r['figure']}: median {statistics.median(r['samples']):.3f} {r['unit']} "
-              f"(usbip-host {statistics.median(r['baseline_samples']):.3f}); ratio median "
-              f"{statistics.median(ratios):.2f}, spread {min(ratios):.2f}-{max(ratios):.2f} over "
-              f"{len(ratios)} windows{'; goal ' + r['goal'] if r.get('goal') else ''}", flush=True)
-
-
 def measured(a, seconds, started):
     """When, on which commit and how: the results file says it itself (it is committed); `started`
     is the provenance taken before the run (before the results file is rewritten)."""
@@ -276,7 +262,7 @@ def main():
             json.dump({"measured": dict(measured(a, time.time() - b.t0, started), failures=b.failures), "rows": out},
                       f, indent=1)
             f.write("\n")
-        summary(out)
+        print_summary(out, "usbip-host")
         print(f"wrote {a.out} ({len(out)} rows) in {time.time() - b.t0:.0f} s")
     if b.failures or not out:
         print("\n".join(b.failures) or "no samples", file=sys.stderr)

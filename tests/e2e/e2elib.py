@@ -6,6 +6,7 @@ import datetime
 import os
 import queue
 import signal
+import statistics
 import subprocess
 import threading
 import time
@@ -148,3 +149,19 @@ def provenance(by):
             "commit": git("rev-parse", "HEAD") or "unknown",
             "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
             "by": by}
+
+
+def print_summary(rows, baseline):
+    """One line per bench row: the median of its samples against `baseline`'s, and the median
+    and spread of the per-window ratios."""
+    for r in rows:
+        if not r["baseline_samples"]:
+            print(f"{r['figure']}: {r['case']}: {r['samples']} {r['unit']}", flush=True)
+            continue
+        ratios = [s / b for s, b in zip(r["samples"], r["baseline_samples"]) if b > 0]
+        if not ratios:
+            continue
+        print(f"{r['figure']}: {r['case']}: median {statistics.median(r['samples']):.3f} {r['unit']} "
+              f"({baseline} {statistics.median(r['baseline_samples']):.3f}); ratio median "
+              f"{statistics.median(ratios):.2f}, spread {min(ratios):.2f}-{max(ratios):.2f} over "
+              f"{len(ratios)} windows{'; goal ' + r['goal'] if r.get('goal') else ''}", flush=True)

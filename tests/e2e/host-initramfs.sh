@@ -14,7 +14,7 @@ mkdir -p "$E2E/host"
 strip -o "$E2E/host/usbipd.new" "$BIN"
 cmp -s "$E2E/host/usbipd.new" "$E2E/host/usbipd" && rm "$E2E/host/usbipd.new" ||
   mv "$E2E/host/usbipd.new" "$E2E/host/usbipd"
-HOST_FILES=("$E2E/host/usbipd" /usr/sbin/usbipd "$E2E/bin/e2e-evkeys" "$E2E/bin/e2e-evlat" "$E2E/bin/e2e-hidread"
+HOST_FILES=("$E2E/host/usbipd" /usr/sbin/usbipd "$E2E/bin/e2e-evkeys" "$E2E/bin/e2e-hidread"
             "$E2E/bin/e2e-usbreset" "$E2E/udev/bin/udevadm" "$HERE/guest/host-bench.sh")
 stamp=$( { echo "$KVER"; cat "$HERE/build-initramfs.sh" "$HERE/guest/host-init.sh" "$HERE/guest/lib.sh";
            sha256sum "${HOST_FILES[@]}" /bin/busybox /usr/sbin/usbip; } | sha256sum | cut -d' ' -f1)

@@ -1,6 +1,10 @@
-/* e2e-evkeys: guest tool for the keyboard check. Opens an evdev node, prints "listening", then prints
- * the key code of every EV_KEY press (value 1) on one line until COUNT presses or TIMEOUT_MS elapse.
- * usage: e2e-evkeys /dev/input/eventN COUNT TIMEOUT_MS      (exit 0 iff COUNT presses were seen) */
+/* e2e-evkeys: guest tool for the keyboard check and the keyboard latency bench. Opens an evdev node,
+ * prints "listening", then the key code of every EV_KEY press (value 1) until COUNT presses or
+ * TIMEOUT_MS elapse: all on one line "keys A B ...", or with `each` one line "key CODE" per press,
+ * flushed at once (the bench times each press from its QEMU monitor `sendkey` to that line on the
+ * serial console, which it reads by whole lines).
+ * usage: e2e-evkeys /dev/input/eventN COUNT TIMEOUT_MS [each]   (exit 0 iff COUNT presses were seen) */
+#include <string.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/input.h>
@@ -18,8 +22,9 @@ static long now_ms(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s /dev/input/eventN COUNT TIMEOUT_MS\n", argv[0]);
+    int each = argc == 5 && strcmp(argv[4], "each") == 0;
+    if (argc != 4 && !each) {
+        fprintf(stderr, "usage: %s /dev/input/eventN COUNT TIMEOUT_MS [each]\n", argv[0]);
         return 2;
     }
     int want = atoi(argv[2]);
@@ -53,12 +58,16 @@ int main(int argc, char **argv) {
         }
         for (size_t i = 0; i < (size_t)n / sizeof ev[0] && got < want; i++) {
             if (ev[i].type == EV_KEY && ev[i].value == 1) {
-                printf("%s%u", got ? " " : "keys ", ev[i].code);
+                if (each)
+                    printf("key %u\n", ev[i].code);
+                else
+                    printf("%s%u", got ? " " : "keys ", ev[i].code);
+                fflush(stdout);
                 got++;
             }
         }
-        fflush(stdout);
     }
-    printf("%s\n", got ? "" : "keys");
+    if (!each)
+        printf("%s\n", got ? "" : "keys");
     return got == want ? 0 : 1;
 }

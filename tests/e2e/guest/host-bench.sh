@@ -9,7 +9,7 @@
 # disk and the keyboard are used locally as a reference. Which disk each server gets and which
 # server goes first alternate between windows.
 # Prints "BENCH window=W server=S read_mibs=X write_mibs=Y cpu_ms_per_mib=Z" and "BENCH-FAIL ..."
-# lines; the keys: "E2E KEYS window=W server=S n=N", then e2e-evlat's "listening" and "key CODE".
+# lines; the keys: "E2E KEYS window=W server=S n=N", then e2e-evkeys's "listening" and "key CODE".
 
 WINDOWS=7 NKEYS=21 W_MIB=16
 for x in $(cat /proc/cmdline); do
@@ -47,7 +47,7 @@ latency() {
   local ev=/dev/input/$(basename "$(input_of $3)")
   [ -c $ev ] || { echo "BENCH-FAIL window=$1 server=$2 keys: no evdev node for $3"; return; }
   echo "E2E KEYS window=$1 server=$2 n=$NKEYS"
-  e2e-evlat $ev $NKEYS 60000 || echo "BENCH-FAIL window=$1 server=$2 keys: fewer than $NKEYS presses"
+  e2e-evkeys $ev $NKEYS 60000 each || echo "BENCH-FAIL window=$1 server=$2 keys: fewer than $NKEYS presses"
 }
 serve() {  # serve ours|kernel BUSID
   case $1 in
