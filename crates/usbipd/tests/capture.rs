@@ -252,7 +252,7 @@ async fn the_server_captures_to_the_configured_file_and_closes_it_on_sigterm() {
         .spawn()
         .unwrap();
     let mut conn = None;
-    for _ in 0..100 {
+    for _ in 0..600 {
         if let Ok(c) = Connection::import(("127.0.0.1", port), "0-4").await {
             conn = Some(c);
             break;

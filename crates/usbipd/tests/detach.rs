@@ -63,7 +63,7 @@ async fn detach_cuts_the_client_off_and_the_device_stays_shared() {
     );
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut conn = None;
-    for _ in 0..500 {
+    for _ in 0..3000 {
         if let Ok(c) = Connection::import(addr, "0-4").await {
             conn = Some(c);
             break;

@@ -201,7 +201,7 @@ async fn a_handed_over_session_keeps_the_daemons_limits() {
 
     // The claim stays and the device serves the next client, held to its own daemon's limits.
     let mut other = None;
-    for _ in 0..250 {
+    for _ in 0..1500 {
         if let Ok(c) = Connection::import(r.daemon, "1-2").await {
             other = Some(c);
             break;

@@ -69,7 +69,7 @@ impl Daemon {
 
     /// Waits for an extension (other than `not_pid`) to answer.
     async fn ready(&self, not_pid: Option<u32>) -> StatusReport {
-        for _ in 0..500 {
+        for _ in 0..3000 {
             if let Some(s) = self.status().await {
                 if Some(s.health.pid) != not_pid {
                     return s;
@@ -217,7 +217,7 @@ async fn kill_9_mid_transfer_crash_mid_unbind_and_daemon_restart_keep_claims() {
     s.devices[0].plugged = true;
     s.save(&dir.join("bus.json")).unwrap();
     let mut reclaimed = false;
-    for _ in 0..300 {
+    for _ in 0..3000 {
         let st = daemon.status().await.unwrap();
         if st
             .claims
@@ -310,7 +310,7 @@ async fn a_second_extension_on_the_same_state_refuses_and_leaves_the_claims_alon
     let first = Killed(run("ext.sock"));
     let sock = dir.join("ext.sock");
     let mut up = false;
-    for _ in 0..500 {
+    for _ in 0..3000 {
         if let Ok(Response::Status(_)) = client::call(&sock, &Request::Status).await {
             up = true;
             break;
@@ -331,7 +331,7 @@ async fn a_second_extension_on_the_same_state_refuses_and_leaves_the_claims_alon
 
     let mut second = run("ext2.sock");
     let mut status = None;
-    for _ in 0..500 {
+    for _ in 0..3000 {
         if let Some(s) = second.try_wait().unwrap() {
             status = Some(s);
             break;
@@ -381,7 +381,7 @@ fn listed(dir: &Path, busid: &str) -> (String, Option<String>) {
 }
 
 async fn until_listed(dir: &Path, busid: &str, state: &str) {
-    for _ in 0..500 {
+    for _ in 0..3000 {
         if listed(dir, busid).0 == state {
             return;
         }
@@ -424,7 +424,7 @@ async fn list_follows_bind_import_an_unheard_unplug_replug_and_unbind() {
     bus.devices[0].plugged = false;
     bus.save(&dir.join("bus.json")).unwrap();
     let mut ended = false;
-    for _ in 0..500 {
+    for _ in 0..3000 {
         match tokio::time::timeout(
             Duration::from_secs(5),
             conn.submit(Submit::bulk_out(1, &b"ping"[..])),
@@ -441,7 +441,7 @@ async fn list_follows_bind_import_an_unheard_unplug_replug_and_unbind() {
     }
     assert!(ended, "the unplugged device kept answering");
     let mut closed = false;
-    for _ in 0..500 {
+    for _ in 0..3000 {
         if conn
             .submit(Submit::bulk_out(1, &b"ping"[..]))
             .await

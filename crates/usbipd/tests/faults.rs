@@ -365,7 +365,7 @@ async fn the_server_flushes_disk_images_when_it_stops() {
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let mut child = spawn_server(dir.path(), &config, addr, &log);
     let mut up = false;
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if list_devices(addr).await.is_ok() {
             up = true;
             break;
@@ -435,7 +435,7 @@ async fn writes_acknowledged_before_sync_survive_kill_9_of_the_server() {
             .unwrap(),
     );
     let mut up = false;
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if list_devices(addr).await.is_ok() {
             up = true;
             break;

@@ -95,7 +95,7 @@ fn start_extension(dir: &Path) -> Extension {
             .unwrap(),
     );
     std::fs::write(dir.join("ext.pid"), ext.0.id().to_string()).unwrap();
-    for _ in 0..500 {
+    for _ in 0..3000 {
         if std::os::unix::net::UnixStream::connect(dir.join("ext.sock")).is_ok() {
             return ext;
         }
@@ -243,7 +243,7 @@ fn a_socket_or_state_directory_of_another_user_is_refused() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    for _ in 0..1000 {
+    for _ in 0..3000 {
         if server.try_wait().unwrap().is_some() {
             break;
         }

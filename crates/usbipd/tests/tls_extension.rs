@@ -59,7 +59,7 @@ fn start_daemon(dir: &Path, port: u16, tls_port: u16) -> Daemon {
 /// Waits until the extension answers (its pid recorded for the reaper) and the TLS listener
 /// accepts.
 async fn ready(dir: &Path, tls: SocketAddr) {
-    for _ in 0..500 {
+    for _ in 0..3000 {
         if let Ok(Response::Status(s)) = client::call(&dir.join("ext.sock"), &Request::Status).await
         {
             std::fs::write(dir.join("ext.pid"), s.health.pid.to_string()).unwrap();
@@ -90,7 +90,7 @@ fn cli(dir: &Path, args: &[&str]) {
 /// Imports 1-2 over TLS, retrying while the extension still has the last client's session.
 async fn import(dir: &Path, client: &ClientTls, tls: SocketAddr) -> Connection {
     let mut last = String::new();
-    for _ in 0..100 {
+    for _ in 0..600 {
         let stream = client.connect(&tls.to_string(), tls, None).await.unwrap();
         match Connection::import_over(stream, "1-2").await {
             Ok(conn) => return conn,

@@ -25,6 +25,8 @@ struct State {
     installed: bool,
     running: bool,
     gate_closed: bool,
+    /// Installs waiting at the closed gate now.
+    held: u32,
     installs: u32,
     prompts: u32,
     uninstalls: u32,
@@ -61,6 +63,11 @@ impl FakeInstaller {
     pub fn open_gate(&self) {
         self.lock().gate_closed = false;
         self.gate.notify_all();
+    }
+
+    /// Installs waiting at the closed gate now: once one is, the attempt has saved its start.
+    pub fn held(&self) -> u32 {
+        self.lock().held
     }
 
     pub fn installs(&self) -> u32 {
@@ -106,9 +113,11 @@ impl Installer for FakeInstaller {
 
     fn install(&self, prompt: Prompt) -> Result<Installed, InstallError> {
         let mut s = self.lock();
+        s.held += 1;
         while s.gate_closed {
             s = self.gate.wait(s).unwrap_or_else(|p| p.into_inner());
         }
+        s.held -= 1;
         s.installs += 1;
         let next = s
             .script

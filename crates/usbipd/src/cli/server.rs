@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tracing::{info, warn};
@@ -68,10 +67,11 @@ pub struct ServerArgs {
     /// systemd/launchd), or `off` (fallback mode only)
     #[arg(long, default_value = "auto", value_parser = ["off", "auto", "embedded", "external"])]
     pub extension: String,
-    /// Tests only: the embedded installation takes this long (to see fallback mode first)
+    /// Tests only: the embedded installation waits until this file exists (to see fallback
+    /// mode first)
     #[cfg(feature = "test-support")]
-    #[arg(long, value_name = "MS", default_value_t = 0)]
-    pub extension_install_delay_ms: u64,
+    #[arg(long, value_name = "FILE")]
+    pub extension_install_gate: Option<PathBuf>,
     #[command(flatten)]
     pub extension_socket: super::extension::ExtensionSocketArg,
     /// Embedded mode: the extension's claim registry file
@@ -240,7 +240,7 @@ fn start_activation(
     let supervisor = Arc::new(EmbeddedSupervisor::new(
         child_spec(args, socket)?,
         tokio::runtime::Handle::current(),
-        install_delay(args),
+        install_gate(args),
     ));
     let mut platform = Platform::detect()?;
     // A virtual bus is the tests' stand-in for the host's USB: a service manager's unit would
@@ -278,14 +278,14 @@ fn virtual_bus(args: &ServerArgs) -> Option<&std::path::Path> {
     }
 }
 
-/// How long the embedded installation pretends to take (tests only; none in the product).
-fn install_delay(args: &ServerArgs) -> Duration {
+/// The file the embedded installation waits for (tests only; none in the product).
+fn install_gate(args: &ServerArgs) -> Option<PathBuf> {
     #[cfg(feature = "test-support")]
-    return Duration::from_millis(args.extension_install_delay_ms);
+    return args.extension_install_gate.clone();
     #[cfg(not(feature = "test-support"))]
     {
         let _ = args;
-        Duration::ZERO
+        None
     }
 }
 

@@ -132,15 +132,16 @@ pub struct EmbeddedSupervisor {
     runtime: tokio::runtime::Handle,
     running: std::sync::Mutex<Option<Supervisor>>,
     ready_within: Duration,
-    /// Tests only: an installation that takes this long before the child is started.
-    delay: Duration,
+    /// Tests only: the installation waits for this file to exist before starting the child,
+    /// so that a test sees the compatibility mode first however slow the machine is.
+    gate: Option<PathBuf>,
 }
 
 impl EmbeddedSupervisor {
     pub fn new(
         spec: ChildSpec,
         runtime: tokio::runtime::Handle,
-        delay: Duration,
+        gate: Option<PathBuf>,
     ) -> EmbeddedSupervisor {
         EmbeddedSupervisor {
             spec,
@@ -149,7 +150,7 @@ impl EmbeddedSupervisor {
             // Below activation's 30 s, so that a child that never answers is a failure
             // with a reason rather than a timeout.
             ready_within: Duration::from_secs(20),
-            delay,
+            gate,
         }
     }
 
@@ -178,8 +179,12 @@ pub trait SupervisedChild: Send + Sync {
 
 impl SupervisedChild for EmbeddedSupervisor {
     fn start(&self) -> Result<(), String> {
-        if !self.delay.is_zero() {
-            std::thread::sleep(self.delay);
+        if let Some(gate) = &self.gate {
+            // Bounded, so that a test that never opens it cannot hold the daemon's exit.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !gate.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         {
             let mut running = self.running();

@@ -121,17 +121,18 @@ impl Rig {
     }
 }
 
-/// Polls `cond` for up to 5 s.
+/// Polls `cond` for up to 30 s (a deadline for a slow machine that saves with fsync).
 pub async fn eventually<F: std::future::Future<Output = bool>>(
     mut cond: impl FnMut() -> F,
 ) -> bool {
-    for _ in 0..500 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
         if cond().await {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    false
+    cond().await
 }
 
 pub fn set_configuration(value: u8) -> Submit {

@@ -82,7 +82,7 @@ fn count(double: &Double, call: &str) -> usize {
 }
 
 async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..400 {
+    for _ in 0..6000 {
         if cond() {
             return;
         }
@@ -94,7 +94,7 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
 /// Opens a session once the last one has given the handle back (its endpoint-0 thread ends
 /// just after the session is dropped).
 async fn open_when_returned(device: &dyn crate::device::Device) -> TestHost {
-    for _ in 0..400 {
+    for _ in 0..6000 {
         match TestHost::open(device) {
             Ok(host) => return host,
             Err(crate::device::OpenError::Busy) => {

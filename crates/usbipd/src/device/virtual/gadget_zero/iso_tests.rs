@@ -242,18 +242,14 @@ async fn changing_the_alternate_setting_ends_waiting_iso_urbs() {
     let mut back_to_0 = host.urb(0, 0, &[]);
     back_to_0.setup = [0x01, SET_INTERFACE, 0, 0, 0, 0, 0, 0];
     let control = host.submit(back_to_0);
-    let t0 = Instant::now();
     let ended = host.next().await.expect("ended");
     let answered = host.next().await.expect("answered");
-    assert!(
-        t0.elapsed() < Duration::from_millis(400),
-        "at once, not after its packets"
-    );
     assert_eq!(
         (ended.seqnum, answered.seqnum),
         (seqnum, control),
         "ended first"
     );
+    // Ended at once, not after its packets: those would have completed with status 0.
     assert_eq!((ended.status, ended.actual_length), (errno::ESHUTDOWN, 0));
     assert_eq!(ended.iso.len(), 500);
     assert_eq!(answered.status, 0);

@@ -23,7 +23,7 @@ async fn connect(device: &VirtualDevice<Serial>) -> TcpStream {
         .await
         .unwrap();
     let local = stream.local_addr().unwrap();
-    for _ in 0..200 {
+    for _ in 0..3000 {
         if device.function().peer() == Some(local) {
             return stream;
         }
@@ -34,7 +34,7 @@ async fn connect(device: &VirtualDevice<Serial>) -> TcpStream {
 
 /// Waits until `n` bytes from the peer sit in the device's pipe to the host.
 async fn wait_for_pipe_to_host(device: &VirtualDevice<Serial>, n: usize) {
-    for _ in 0..200 {
+    for _ in 0..3000 {
         if device.function().shared.pipes().to_host_room() == PIPE_CAPACITY - n {
             return;
         }
