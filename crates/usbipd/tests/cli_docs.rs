@@ -104,6 +104,13 @@ fn a_man_page_for_every_command() {
 #[test]
 fn log_flags_steer_level_and_format() {
     let dir = tempfile::tempdir().unwrap();
+    // Devices without a fixed TCP port (the demo serial port's 3250 may be taken here).
+    let config = dir.path().join("usbipd.toml");
+    std::fs::write(
+        &config,
+        "[[device]]\nkind = \"keyboard\"\n[[device]]\nkind = \"loopback\"\n",
+    )
+    .unwrap();
     let first_lines = |flags: &[&str], listen: &str, n: usize| -> Vec<String> {
         let mut child = Command::new(BIN)
             .args(flags)
@@ -119,19 +126,36 @@ fn log_flags_steer_level_and_format() {
             .arg(dir.path().join("control.sock"))
             .arg("--state-dir")
             .arg(dir.path())
+            .arg("--config")
+            .arg(&config)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
-        let lines: Vec<String> = std::io::BufReader::new(stderr)
-            .lines()
-            .take(n)
-            .map(|l| l.unwrap())
-            .collect();
+        // Read on a thread, so that a server printing fewer lines fails the test, not hangs it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut lines = Vec::new();
+        while lines.len() < n {
+            match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+                Ok(line) => lines.push(line),
+                Err(_) => break,
+            }
+        }
         let _ = child.kill();
         let _ = child.wait();
+        assert_eq!(lines.len(), n, "the server printed fewer lines: {lines:?}");
         lines
     };
     let json = first_lines(
