@@ -14,6 +14,7 @@
 use std::fmt;
 use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::task::Poll;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -69,6 +70,10 @@ impl fmt::Display for End {
         }
     }
 }
+
+/// In a batch of commands read at once, replies go out after every this many (see
+/// `Session::write_early`).
+const EARLY_WRITE_EVERY: usize = 8;
 
 struct Session<'a> {
     peer: SocketAddr,
@@ -171,12 +176,20 @@ impl Session<'_> {
         let revoked = until_revoked(revoked);
         tokio::pin!(revoked);
         loop {
-            // Decode everything that has arrived before reading more.
+            // Decode everything that has arrived before reading more; in a long batch, the
+            // first replies go out while the rest are handled.
+            let mut handled = 0;
             loop {
                 match Command::decode(&mut buf, &self.config.limits) {
                     Ok(Some(cmd)) => {
                         if let Err(end) = self.handle(cmd, completions) {
                             return end;
+                        }
+                        handled += 1;
+                        if handled % EARLY_WRITE_EVERY == 0 && !self.outbox.is_idle() {
+                            if let Err(end) = self.write_early(writer).await {
+                                return end;
+                            }
                         }
                     }
                     Ok(None) => break,
@@ -203,11 +216,8 @@ impl Session<'_> {
                 // Replies go out before more is read: at one URB in flight this is the answer
                 // the client waits for.
                 written = poll_fn(|cx| outbox.poll_write(cx, writer)), if writing => {
-                    match written {
-                        Ok(()) => {}
-                        // The client closed while replies were on their way: it has left.
-                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return End::ClientClosed,
-                        Err(e) => return End::Io(e),
+                    if let Err(end) = written.map_err(write_end) {
+                        return end;
                     }
                 }
                 read = reader.read_buf(&mut buf) => match read {
@@ -225,6 +235,18 @@ impl Session<'_> {
                     Err(e) => return End::Io(e),
                 },
             }
+        }
+    }
+
+    /// Writes what the socket takes now, without waiting for it: at many URBs in flight the
+    /// client (on another CPU) starts on these replies while this task handles the rest of
+    /// the batch, instead of waiting for the whole batch. What it does not take is written by
+    /// the main loop.
+    async fn write_early(&mut self, writer: &mut (impl AsyncWrite + Unpin)) -> Result<(), End> {
+        let outbox = &mut self.outbox;
+        match poll_fn(|cx| Poll::Ready(outbox.poll_write(cx, writer))).await {
+            Poll::Ready(Err(e)) => Err(write_end(e)),
+            Poll::Ready(Ok(())) | Poll::Pending => Ok(()),
         }
     }
 
@@ -375,6 +397,16 @@ impl Session<'_> {
             )));
         }
         Ok(())
+    }
+}
+
+/// How a failed write ends the session.
+fn write_end(e: std::io::Error) -> End {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        // The client closed while replies were on their way: it has left.
+        End::ClientClosed
+    } else {
+        End::Io(e)
     }
 }
 
