@@ -24,6 +24,13 @@ mod common;
 
 use common::extension_rig::*;
 
+/// The extension's next event, failing (not hanging) when none comes within 30 s.
+async fn next_event(events: &Client) -> Option<usbipd::ipc::Event> {
+    tokio::time::timeout(Duration::from_secs(30), events.next_event())
+        .await
+        .expect("an event within 30 s")
+}
+
 #[tokio::test]
 async fn bind_detaches_the_kernel_driver_and_unbind_gives_it_back() {
     let r = rig(vec![spec("1-2", Some("usbhid"), None)]).await;
@@ -53,7 +60,7 @@ async fn bind_detaches_the_kernel_driver_and_unbind_gives_it_back() {
     let k = r.bus.kernel("1-2").unwrap();
     assert_eq!(k.driver, None);
     assert_eq!(k.holder, Some(std::process::id()));
-    assert_eq!(events.next_event().await.unwrap().kind, EventKind::Claimed);
+    assert_eq!(next_event(&events).await.unwrap().kind, EventKind::Claimed);
     let again = r
         .call(Request::Bind {
             busid: "1-2".into(),
@@ -70,7 +77,7 @@ async fn bind_detaches_the_kernel_driver_and_unbind_gives_it_back() {
     let k = r.bus.kernel("1-2").unwrap();
     assert_eq!(k.driver.as_deref(), Some("usbhid"));
     assert_eq!(k.holder, None);
-    assert_eq!(events.next_event().await.unwrap().kind, EventKind::Released);
+    assert_eq!(next_event(&events).await.unwrap().kind, EventKind::Released);
     assert!(r.status().await.claims.is_empty());
     let e = r
         .call(Request::Unbind {
@@ -299,7 +306,7 @@ async fn unplug_mid_transfer_releases_and_replug_reclaims_without_user_action() 
     let conn = import_loopback(r.daemon, "1-2").await;
     let parked = conn.start(Submit::bulk_in(1, 512)).unwrap();
     r.bus.unplug("1-2");
-    let gone = events.next_event().await.unwrap();
+    let gone = next_event(&events).await.unwrap();
     assert_eq!((gone.kind, gone.busid.as_str()), (EventKind::Gone, "1-2"));
     assert!(tokio::time::timeout(Duration::from_secs(5), parked.wait())
         .await
@@ -314,7 +321,7 @@ async fn unplug_mid_transfer_releases_and_replug_reclaims_without_user_action() 
 
     // Same port, same VID:PID, no serial: claimed again.
     r.bus.plug(spec("1-2", Some("usbhid"), None));
-    let back = events.next_event().await.unwrap();
+    let back = next_event(&events).await.unwrap();
     assert_eq!(
         (back.kind, back.busid.as_str()),
         (EventKind::Reclaimed, "1-2")
@@ -326,9 +333,9 @@ async fn unplug_mid_transfer_releases_and_replug_reclaims_without_user_action() 
 
     // A device with a serial is recognised on another port.
     r.bus.unplug("1-5");
-    assert_eq!(events.next_event().await.unwrap().kind, EventKind::Gone);
+    assert_eq!(next_event(&events).await.unwrap().kind, EventKind::Gone);
     r.bus.plug(spec("2-1", None, Some("SER-1")));
-    let moved = events.next_event().await.unwrap();
+    let moved = next_event(&events).await.unwrap();
     assert_eq!(
         (moved.kind, moved.busid.as_str()),
         (EventKind::Reclaimed, "2-1")
@@ -343,7 +350,7 @@ async fn unplug_mid_transfer_releases_and_replug_reclaims_without_user_action() 
     assert_eq!(busids, vec!["1-2".to_string(), "2-1".to_string()]);
     // A different device on a bound port is left alone.
     r.bus.unplug("1-2");
-    let _ = events.next_event().await;
+    let _ = next_event(&events).await;
     let mut other = spec("1-2", Some("usbhid"), None);
     other.pid = 0x9999;
     r.bus.plug(other);

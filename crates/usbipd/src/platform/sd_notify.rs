@@ -61,6 +61,8 @@ mod tests {
         let path = dir.path().join("notify");
         let rx = UnixDatagram::bind(&path).unwrap();
         notify_to(path.to_str().unwrap(), "READY=1").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
         let mut buf = [0u8; 64];
         let n = rx.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");
@@ -74,6 +76,8 @@ mod tests {
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
         let rx = UnixDatagram::bind_addr(&addr).unwrap();
         notify_to(&format!("@{name}"), "READY=1\nSTATUS=x").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
         let mut buf = [0u8; 64];
         let n = rx.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=x");
