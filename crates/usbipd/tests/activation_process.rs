@@ -18,6 +18,7 @@ use usbipd::ipc::{client, Request, Response};
 
 mod common;
 
+use common::eventually;
 use common::process::{free_port, kill_recorded_extension};
 
 const BIN: &str = env!("CARGO_BIN_EXE_usbipd");
@@ -143,15 +144,9 @@ async fn auto_starts_in_fallback_then_switches_to_the_embedded_extension() {
     // Before installation completes: compatibility mode, installing.
     // Only the daemon's answer counts: before it listens, `usbipd status` answers on its own
     // ("Not available" where systemd does not run), which says nothing about the daemon.
-    let mut listening = false;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if std::os::unix::net::UnixStream::connect(dir.join("control.sock")).is_ok() {
-            listening = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let listening =
+        eventually(|| std::os::unix::net::UnixStream::connect(dir.join("control.sock")).is_ok())
+            .await;
     assert!(listening, "the daemon never listened; log:\n{}", log(dir));
     let (headline, all) = status(dir);
     assert_eq!(headline, AVAILABLE, "{all}");
@@ -175,15 +170,12 @@ async fn auto_starts_in_fallback_then_switches_to_the_embedded_extension() {
 
     // Once the child is ready: active.
     let mut active = None;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
+    eventually(|| {
         let (headline, all) = status(dir);
-        if headline == ACTIVE {
-            active = Some(all);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+        active = (headline == ACTIVE).then_some(all);
+        active.is_some()
+    })
+    .await;
     let all = active.unwrap_or_else(|| panic!("never active; log:\n{}", log(dir)));
     assert!(all.contains("supervised child process"), "{all}");
     assert!(all.contains("Extension: running"), "{all}");

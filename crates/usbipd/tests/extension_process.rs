@@ -16,6 +16,7 @@ use usbipd::ipc::{client, Request, Response, StatusReport};
 
 mod common;
 
+use common::eventually;
 use common::process::{assert_succeeded, embedded_daemon, free_port, Reaper};
 
 const BIN: &str = env!("CARGO_BIN_EXE_usbipd");
@@ -240,18 +241,11 @@ async fn kill_9_mid_transfer_crash_mid_unbind_and_daemon_restart_keep_claims() {
     .unwrap();
     let mut daemon = daemon;
     // A graceful stop also stops its extension (SIGTERM), which keeps its claims on disk.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = daemon.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the daemon did not stop within 30 s of SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(status.success());
+    assert!(
+        eventually(|| matches!(daemon.child.try_wait(), Ok(Some(_)))).await,
+        "the daemon did not stop after SIGTERM"
+    );
+    assert!(daemon.child.wait().unwrap().success());
     drop(daemon);
     let daemon = start_daemon(dir, free_port());
     let st = daemon.ready(Some(pid_before)).await;

@@ -215,8 +215,9 @@ async fn an_acknowledged_write_is_flushed_when_the_client_detaches() {
     let csw = d.command_out(&write10(3, 1), &[7; 512]).await;
     assert_eq!(csw.status, PASSED);
     assert_eq!(image.syncs(), 0, "nothing asked for a flush yet");
-    drop(d.host); // the client detaches
-                  // A real fdatasync on a blocking thread: a slow disk gets 30 s.
+    // The client detaches; the flush is a real fdatasync on a blocking thread (a slow disk
+    // gets 30 s).
+    drop(d.host);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while image.syncs() == 0 && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
